@@ -1,0 +1,3 @@
+"""alert-router: an Alertmanager webhook router and notifier."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,547 @@
+"""routes.yaml -> validated pydantic models; every error names file:line and the key path."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal
+
+import yaml
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+
+from router.errors import ConfigError, ConfigProblem, MatcherError
+from router.matchers import LABEL_NAME_RE, Matcher, MatchType, compile_anchored, parse_matchers
+
+MAX_YAML_NODES = 100_000
+_ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+_DURATION_RE = re.compile(
+    r"^(?:(\d+)y)?(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$"
+)
+_DURATION_UNITS = (365 * 86400, 7 * 86400, 86400, 3600, 60, 1, 0.001)
+
+# Jinja2 strings written in routes.yaml run sandboxed: they are config, not code.
+TEMPLATE_STRINGS = SandboxedEnvironment(autoescape=False, keep_trailing_newline=False)
+
+
+# ---------------------------------------------------------------- value types
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Alertmanager/Prometheus duration: 30s, 5m, 1h30m, 1d, 1w (model.ParseDuration)."""
+    if isinstance(value, timedelta):
+        return value
+    text = str(value).strip()
+    m = _DURATION_RE.match(text)
+    if not text or text == "0" or m is None or not any(m.groups()):
+        if text == "0":
+            return timedelta(0)
+        raise ValueError(f"invalid duration {text!r}: expected a number and unit, e.g. 30s, 5m, 1h30m")
+    seconds = sum(int(g) * u for g, u in zip(m.groups(), _DURATION_UNITS, strict=True) if g)
+    return timedelta(seconds=seconds)
+
+
+def _check_label_name(name: str) -> str:
+    if not LABEL_NAME_RE.match(name):
+        raise ValueError(f"invalid label name {name!r}: must match [a-zA-Z_][a-zA-Z0-9_]*")
+    return name
+
+
+def _parse_matcher_line(value: Any) -> tuple[Matcher, ...]:
+    if not isinstance(value, str):
+        raise ValueError(f'a matcher is a string such as \'severity="critical"\', got {value!r}')
+    try:
+        return tuple(parse_matchers(value))
+    except MatcherError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _check_regex(value: str) -> str:
+    try:
+        compile_anchored(value)
+    except MatcherError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _check_template(value: str) -> str:
+    try:
+        TEMPLATE_STRINGS.from_string(value)
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"invalid Jinja2 template: {exc.message} (template line {exc.lineno})") from None
+    return value
+
+
+def _check_listen(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9095")
+    return value
+
+
+def _check_hostport(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"invalid smarthost {value!r}: expected HOST:PORT, e.g. smtp.example.com:587")
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+LabelName = Annotated[str, AfterValidator(_check_label_name)]
+MatcherLine = Annotated[tuple[Matcher, ...], PlainValidator(_parse_matcher_line)]
+Regex = Annotated[str, AfterValidator(_check_regex)]
+TemplateStr = Annotated[str, AfterValidator(_check_template)]
+ListenAddr = Annotated[str, AfterValidator(_check_listen)]
+HostPort = Annotated[str, AfterValidator(_check_hostport)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _read_secret_files(data: Any, info: ValidationInfo, *keys: str) -> Any:
+    """Resolve `x_file` into `x`; both set is an error (as Alertmanager's bot_token_file)."""
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    base = Path((info.context or {}).get("base_dir", "."))
+    for key in keys:
+        file_key = f"{key}_file"
+        if data.get(file_key) is None:
+            data.pop(file_key, None)
+            continue
+        if data.get(key) is not None:
+            raise ValueError(f"{key} and {file_key} are mutually exclusive: set one of them")
+        path = base / str(data.pop(file_key))
+        try:
+            data[key] = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"{file_key}: cannot read {path}: {exc.strerror}") from None
+    return data
+
+
+class WithSecrets(Strict):
+    """A config block whose `secret_keys` may each be given inline or as `<key>_file`."""
+
+    secret_keys: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: Any, info: ValidationInfo) -> Any:
+        return _read_secret_files(data, info, *cls.secret_keys)
+
+
+# ---------------------------------------------------------------- server and storage
+
+
+class BasicAuth(WithSecrets):
+    secret_keys = ("password",)
+
+    username: str = Field(min_length=1)
+    password: SecretStr
+
+
+class AuthConfig(WithSecrets):
+    secret_keys = ("bearer_token",)
+
+    bearer_token: SecretStr | None = None
+    basic_auth: BasicAuth | None = None
+
+
+class ServerConfig(Strict):
+    listen: ListenAddr = "0.0.0.0:9095"
+    auth: AuthConfig = AuthConfig()
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+
+class StorageConfig(Strict):
+    path: str = "alert-router.db"
+    synchronous: Literal["normal", "full"] = "normal"
+    stale_after: Duration = timedelta(hours=6)
+
+
+class TemplatesConfig(Strict):
+    directory: str | None = None
+
+
+# ---------------------------------------------------------------- channels
+
+
+class TelegramConfig(WithSecrets):
+    secret_keys = ("bot_token",)
+
+    bot_token: SecretStr
+    chat_id: int | str
+    message_thread_id: int | None = None
+    api_url: str = "https://api.telegram.org"
+    disable_notifications: bool = False
+    send_resolved: bool | None = None
+
+
+class SlackConfig(WithSecrets):
+    secret_keys = ("bot_token", "webhook_url")
+
+    bot_token: SecretStr | None = None
+    channel: str | None = None
+    api_url: str = "https://slack.com/api/"
+    webhook_url: SecretStr | None = None
+    send_resolved: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackConfig:
+        if self.webhook_url is not None:
+            if self.bot_token is not None:
+                raise ValueError("set either webhook_url or bot_token + channel, not both")
+        elif self.bot_token is None or not self.channel:
+            raise ValueError("needs bot_token and channel (Web API) or webhook_url")
+        return self
+
+
+class EmailConfig(WithSecrets):
+    secret_keys = ("auth_password",)
+
+    to: str = Field(min_length=3)
+    from_: str = Field(alias="from", min_length=3)
+    smarthost: HostPort
+    auth_username: str | None = None
+    auth_password: SecretStr | None = None
+    require_tls: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+    send_resolved: bool | None = None
+
+
+class PagerDutyConfig(WithSecrets):
+    secret_keys = ("routing_key",)
+
+    routing_key: SecretStr
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    severity: TemplateStr | None = None
+    source: TemplateStr | None = None
+    send_resolved: bool | None = None
+
+
+class ReceiverConfig(Strict):
+    name: str = Field(min_length=1)
+    send_resolved: bool = True
+    repeat_interval: Duration = timedelta(hours=4)
+    telegram_configs: list[TelegramConfig] = Field(default_factory=list)
+    slack_configs: list[SlackConfig] = Field(default_factory=list)
+    email_configs: list[EmailConfig] = Field(default_factory=list)
+    pagerduty_configs: list[PagerDutyConfig] = Field(default_factory=list)
+
+    def channels(self) -> Iterator[tuple[str, int, BaseModel]]:
+        """Each channel config as (kind, index in its list, config)."""
+        for kind in ("telegram", "slack", "email", "pagerduty"):
+            for i, cfg in enumerate(getattr(self, f"{kind}_configs")):
+                yield kind, i, cfg
+
+
+# ---------------------------------------------------------------- routing
+
+
+def _legacy_matchers(
+    match: Mapping[str, str], match_re: Mapping[str, str], matchers: list[tuple[Matcher, ...]]
+) -> tuple[Matcher, ...]:
+    """match, match_re and matchers together, as Alertmanager's NewRoute combines them."""
+    out = [Matcher.create(k, MatchType.EQUAL, v) for k, v in match.items()]
+    out += [Matcher.create(k, MatchType.REGEX, v) for k, v in match_re.items()]
+    for line in matchers:
+        out.extend(line)
+    return tuple(out)
+
+
+class RouteConfig(Strict):
+    receiver: str | None = None
+    continue_: bool = Field(default=False, alias="continue")
+    match: dict[LabelName, str] = Field(default_factory=dict)
+    match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    matchers: list[MatcherLine] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    # Alertmanager's grouping and timing keys: accepted so its route trees paste in, ignored.
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_time_intervals(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("mute_time_intervals", "active_time_intervals"):
+                if key in data:
+                    raise ValueError(
+                        f"{key} is not supported by alert-router: mute or schedule in "
+                        "Alertmanager, which then does not send those alerts at all"
+                    )
+        return data
+
+    def all_matchers(self) -> tuple[Matcher, ...]:
+        return _legacy_matchers(self.match, self.match_re, self.matchers)
+
+
+class InhibitRuleConfig(Strict):
+    source_match: dict[LabelName, str] = Field(default_factory=dict)
+    source_match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    source_matchers: list[MatcherLine] = Field(default_factory=list)
+    target_match: dict[LabelName, str] = Field(default_factory=dict)
+    target_match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    target_matchers: list[MatcherLine] = Field(default_factory=list)
+    equal: list[LabelName] = Field(default_factory=list)
+
+    def sources(self) -> tuple[Matcher, ...]:
+        return _legacy_matchers(self.source_match, self.source_match_re, self.source_matchers)
+
+    def targets(self) -> tuple[Matcher, ...]:
+        return _legacy_matchers(self.target_match, self.target_match_re, self.target_matchers)
+
+
+class RunbookConfig(Strict):
+    matchers: list[MatcherLine] = Field(min_length=1)
+    runbook_url: TemplateStr | None = None
+    dashboard_url: TemplateStr | None = None
+
+    def all_matchers(self) -> tuple[Matcher, ...]:
+        return _legacy_matchers({}, {}, self.matchers)
+
+
+class RouterConfig(Strict):
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+    receivers: list[ReceiverConfig] = Field(min_length=1)
+    route: RouteConfig
+    inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)
+    runbooks: list[RunbookConfig] = Field(default_factory=list)
+    # Where the file was read from: relative paths in it are relative to its folder.
+    source: str = Field(default="<memory>", exclude=True)
+    base_dir: str = Field(default=".", exclude=True)
+
+    def receiver(self, name: str) -> ReceiverConfig:
+        return self._receivers_by_name()[name]
+
+    def _receivers_by_name(self) -> dict[str, ReceiverConfig]:
+        return {r.name: r for r in self.receivers}
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike[str]) -> RouterConfig:
+    """Read and validate a routes.yaml; raise ConfigError listing every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(file, None, "", f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([ConfigProblem(file, None, "", f"not UTF-8 text: {exc.reason}")]) from None
+    return parse_config(text, file=file, base_dir=str(Path(path).resolve().parent))
+
+
+def parse_config(
+    text: str, *, file: str = "<memory>", base_dir: str = ".", env: Mapping[str, str] | None = None
+) -> RouterConfig:
+    doc = _YamlDocument(file, os.environ if env is None else env)
+    data = doc.load(text)
+    if doc.problems:
+        raise ConfigError(doc.problems)
+    if not isinstance(data, dict):
+        raise ConfigError([ConfigProblem(file, 1, "", "the document must be a mapping of keys")])
+    data = {**data, "source": file, "base_dir": base_dir}
+    try:
+        cfg = RouterConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError([doc.problem(e["loc"], _message(e)) for e in exc.errors()]) from None
+    problems = [doc.problem(loc, msg) for loc, msg in _cross_check(cfg)]
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def config_notes(cfg: RouterConfig) -> list[str]:
+    """What check-config should mention: keys accepted for compatibility but not used."""
+    notes: list[str] = []
+
+    def walk(route: RouteConfig, path: str) -> None:
+        for key in ("group_by", "group_wait", "group_interval", "repeat_interval"):
+            if getattr(route, key) is not None:
+                extra = " (set repeat_interval on the receiver)" if key == "repeat_interval" else ""
+                notes.append(f"{path}.{key}: ignored, Alertmanager does the grouping{extra}")
+        for i, child in enumerate(route.routes):
+            walk(child, f"{path}.routes[{i}]")
+
+    walk(cfg.route, "route")
+    return notes
+
+
+def _cross_check(cfg: RouterConfig) -> Iterator[tuple[tuple[Any, ...], str]]:
+    seen: dict[str, int] = {}
+    for i, r in enumerate(cfg.receivers):
+        if r.name in seen:
+            yield ("receivers", i, "name"), f"duplicate receiver name {r.name!r} (first at receivers[{seen[r.name]}])"
+        seen.setdefault(r.name, i)
+    root = cfg.route
+    if not root.receiver:
+        yield ("route", "receiver"), "the root route must name a receiver"
+    if root.all_matchers():
+        yield ("route",), "the root route must not have any matchers (it matches every alert)"
+    if root.continue_:
+        yield ("route", "continue"), "the root route cannot have continue set"
+
+    def walk(route: RouteConfig, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+        if route.receiver and route.receiver not in seen:
+            yield (*loc, "receiver"), f"undefined receiver {route.receiver!r} (known: {', '.join(seen)})"
+        for i, child in enumerate(route.routes):
+            yield from walk(child, (*loc, "routes", i))
+
+    yield from walk(root, ("route",))
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    value = err.get("input")
+    if kind not in ("value_error", "assertion_error") and isinstance(value, str | int | float | bool):
+        return f"{msg}, got {value!r}"
+    return msg
+
+
+def format_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+class _YamlDocument:
+    """YAML -> plain data plus the line of every key path; duplicate keys and bombs are errors."""
+
+    def __init__(self, file: str, env: Mapping[str, str]) -> None:
+        self.file = file
+        self.env = env
+        self.lines: dict[tuple[Any, ...], int] = {}
+        self.problems: list[ConfigProblem] = []
+        self._budget = MAX_YAML_NODES
+
+    def problem(self, loc: tuple[Any, ...], message: str) -> ConfigProblem:
+        loc = tuple(p for p in loc if isinstance(p, int | str) and p not in ("[key]", "source", "base_dir"))
+        line = None
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self.lines:
+                line = self.lines[loc[:n]]
+                break
+        return ConfigProblem(self.file, line, format_path(loc), message)
+
+    def load(self, text: str) -> Any:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                self.problems.append(ConfigProblem(self.file, 1, "", "the file is empty"))
+                return None
+            return self._build(node, (), loader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            line = mark.line + 1 if mark else None
+            what = " ".join(p for p in (exc.context, exc.problem) if p)
+            self.problems.append(ConfigProblem(self.file, line, "", f"invalid YAML: {what}"))
+        except yaml.YAMLError as exc:
+            self.problems.append(ConfigProblem(self.file, None, "", f"invalid YAML: {exc}"))
+        except RecursionError:
+            self.problems.append(ConfigProblem(self.file, None, "", "invalid YAML: nested too deeply"))
+        except _TooLarge:
+            self.problems.append(
+                ConfigProblem(
+                    self.file, None, "",
+                    f"the document expands to more than {MAX_YAML_NODES} values (alias bomb?)",
+                )
+            )
+        finally:
+            loader.dispose()
+        return None
+
+    def _build(self, node: yaml.Node, loc: tuple[Any, ...], loader: yaml.SafeLoader) -> Any:
+        self._budget -= 1
+        if self._budget < 0:
+            raise _TooLarge
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            own: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = loader.construct_object(key_node)
+                if key in own:
+                    self.problems.append(
+                        ConfigProblem(
+                            self.file, key_node.start_mark.line + 1, format_path((*loc, key)),
+                            f"duplicate key (first at line {own[key]})",
+                        )
+                    )
+                own.setdefault(key, key_node.start_mark.line + 1)
+            loader.flatten_mapping(node)
+            out: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node)
+                if not isinstance(key, str | int | float | bool):
+                    self.problems.append(
+                        ConfigProblem(self.file, key_node.start_mark.line + 1, format_path(loc),
+                                      "a key must be a plain value")
+                    )
+                    continue
+                self.lines[(*loc, key)] = key_node.start_mark.line + 1
+                out[key] = self._build(value_node, (*loc, key), loader)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self._build(item, (*loc, i), loader) for i, item in enumerate(node.value)]
+        value = loader.construct_object(node)
+        if isinstance(value, str) and "$" in value:
+            value = self._substitute(value, loc, node.start_mark.line + 1)
+        return value
+
+    def _substitute(self, value: str, loc: tuple[Any, ...], line: int) -> str:
+        def repl(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            if name in self.env and (self.env[name] or default is None):
+                return self.env[name]
+            if default is not None:
+                return default
+            self.problems.append(
+                ConfigProblem(self.file, line, format_path(loc),
+                              f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+            )
+            return ""
+
+        return _ENV_RE.sub(repl, value)
+
+
+class _TooLarge(Exception):
+    pass

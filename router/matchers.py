@@ -1,0 +1,145 @@
+"""Alertmanager matcher syntax, parsed as Alertmanager 0.25 does, with fully anchored RE2 regexes."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import re2
+
+from router.errors import MatcherError
+
+# Alertmanager's own grammar for one matcher (pkg/labels/parse.go); '=~' before '='.
+# Go's \s is [\t\n\f\r ] and its $ is end of text, so both are spelled out here.
+_MATCHER_RE = re.compile(
+    r"^[\t\n\f\r ]*([a-zA-Z_:][a-zA-Z0-9_:]*)[\t\n\f\r ]*(=~|=|!=|!~)[\t\n\f\r ]*(.*?)[\t\n\f\r ]*\Z",
+    re.DOTALL,
+)
+LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+class MatchType(enum.Enum):
+    EQUAL = "="
+    NOT_EQUAL = "!="
+    REGEX = "=~"
+    NOT_REGEX = "!~"
+
+
+def compile_anchored(pattern: str) -> Any:
+    """Compile `pattern` as Alertmanager does: RE2, anchored as ^(?:pattern)$."""
+    try:
+        return re2.compile(f"^(?:{pattern})$", _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        detail = detail.split(": ^(?:", 1)[0]
+        raise MatcherError(f"invalid regex {_quote(pattern)}: {detail}") from None
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """One label matcher; a missing label matches as the empty string, as in Alertmanager."""
+
+    name: str
+    type: MatchType
+    value: str
+    _regex: Any = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def create(cls, name: str, type_: MatchType, value: str) -> Matcher:
+        regex = compile_anchored(value) if type_ in (MatchType.REGEX, MatchType.NOT_REGEX) else None
+        return cls(name, type_, value, regex)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        v = labels.get(self.name, "")
+        if self.type is MatchType.EQUAL:
+            return v == self.value
+        if self.type is MatchType.NOT_EQUAL:
+            return v != self.value
+        found = self._regex.search(v) is not None
+        return found if self.type is MatchType.REGEX else not found
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.type.value}{_quote(self.value)}"
+
+
+def _quote(value: str) -> str:
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def parse_matcher(text: str) -> Matcher:
+    """Parse one matcher such as `service=~"api|web"` (quotes optional, as in Alertmanager)."""
+    m = _MATCHER_RE.match(text)
+    if m is None:
+        raise MatcherError(f"bad matcher format: {text}")
+    name, op, raw = m.group(1), m.group(2), m.group(3)
+    expect_trailing_quote = raw.startswith('"')
+    if expect_trailing_quote:
+        raw = raw[1:]
+    value: list[str] = []
+    escaped = False
+    for i, ch in enumerate(raw):
+        if escaped:
+            escaped = False
+            if ch == "n":
+                value.append("\n")
+            elif ch in ('"', "\\"):
+                value.append(ch)
+            else:  # a spurious escape keeps its backslash
+                value.append("\\" + ch)
+            continue
+        if ch == "\\":
+            if i < len(raw) - 1:
+                escaped = True
+                continue
+            value.append("\\")
+        elif ch == '"':
+            if not expect_trailing_quote or i < len(raw) - 1:
+                raise MatcherError(f"matcher value contains unescaped double quote: {m.group(3)}")
+            expect_trailing_quote = False
+        else:
+            value.append(ch)
+    if expect_trailing_quote:
+        raise MatcherError(f"matcher value contains unescaped double quote: {m.group(3)}")
+    return Matcher.create(name, MatchType(op), "".join(value))
+
+
+def parse_matchers(text: str) -> list[Matcher]:
+    """Parse `{a="b", c=~"d"}` or `a="b", c=~"d"`: commas inside quotes do not split."""
+    s = text.removeprefix("{").removesuffix("}")
+    tokens: list[str] = []
+    token: list[str] = []
+    inside_quotes = escaped = False
+    for ch in s:
+        if ch == "," and not inside_quotes:
+            tokens.append("".join(token))
+            token = []
+            continue
+        if ch == '"':
+            if not escaped:
+                inside_quotes = not inside_quotes
+            else:
+                escaped = False
+        elif ch == "\\":
+            escaped = not escaped
+        else:
+            escaped = False
+        token.append(ch)
+    last = "".join(token).strip()
+    if last:
+        tokens.append(last)
+    return [parse_matcher(t) for t in tokens]
+
+
+def all_match(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
+    return all(m.matches(labels) for m in matchers)
+
+
+def format_matchers(matchers: Iterable[Matcher]) -> str:
+    return "{" + ", ".join(str(m) for m in matchers) + "}"

@@ -1,0 +1,125 @@
+"""Alertmanager webhook payload v4 (wire shape) and the frozen internal types built from it."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Alertmanager sends this for a firing alert's endsAt (Go's zero time).
+ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
+
+LabelSet = dict[str, str]
+
+
+class WireAlert(BaseModel):
+    """One alert as Alertmanager's webhook sends it."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    status: Literal["firing", "resolved"]
+    labels: LabelSet = Field(min_length=1)
+    annotations: LabelSet = Field(default_factory=dict)
+    startsAt: datetime
+    endsAt: datetime
+    generatorURL: str = ""
+    fingerprint: str = Field(min_length=1, max_length=64)
+
+
+class WebhookPayload(BaseModel):
+    """An Alertmanager webhook body, version "4" (notify/webhook/webhook.go)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: Literal["4"]
+    receiver: str
+    status: Literal["firing", "resolved"]
+    alerts: list[WireAlert]
+    groupLabels: LabelSet = Field(default_factory=dict)
+    commonLabels: LabelSet = Field(default_factory=dict)
+    commonAnnotations: LabelSet = Field(default_factory=dict)
+    externalURL: str = ""
+    groupKey: str = Field(min_length=1)
+    truncatedAlerts: int = Field(default=0, ge=0)
+
+
+class Reason(enum.StrEnum):
+    """Why a notification was (or was not) queued; logged and used as a metric label."""
+
+    FIRST = "first"  # a new incident opened
+    NEW_ALERTS = "new_alerts"  # more alerts fire in an open incident
+    RESOLVED_ALERTS = "resolved_alerts"  # some alerts resolved, others still fire
+    RESOLVED = "resolved"  # the incident's last alert resolved
+    REPEAT = "repeat"  # unchanged, but repeat_interval has passed
+    UNINHIBITED = "uninhibited"  # alerts held back by inhibition are now released
+    UNCHANGED = "unchanged"  # Alertmanager re-sent what was already notified: deduplicated
+    SEND_RESOLVED_OFF = "send_resolved_off"  # resolved, but the receiver does not send resolved
+    INHIBITED = "inhibited"  # every alert of the incident is inhibited
+
+    @property
+    def notifies(self) -> bool:
+        return self in _NOTIFYING
+
+
+_NOTIFYING = frozenset(
+    {Reason.FIRST, Reason.NEW_ALERTS, Reason.RESOLVED_ALERTS, Reason.RESOLVED, Reason.REPEAT,
+     Reason.UNINHIBITED}
+)
+
+
+class AlertView(BaseModel):
+    """One alert as templates see it, enriched with its links."""
+
+    model_config = ConfigDict(frozen=True)
+
+    fingerprint: str
+    status: Literal["firing", "resolved"]
+    labels: LabelSet
+    annotations: LabelSet
+    starts_at: datetime
+    ends_at: datetime | None
+    generator_url: str
+    runbook_url: str = ""
+    dashboard_url: str = ""
+    silence_url: str = ""
+
+
+class IncidentView(BaseModel):
+    """A snapshot of an incident at notification time: what every channel renders."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    receiver: str
+    status: Literal["firing", "resolved"]
+    reason: Reason
+    group_key: str
+    group_labels: LabelSet
+    common_labels: LabelSet
+    common_annotations: LabelSet
+    external_url: str
+    firing: list[AlertView]
+    resolved: list[AlertView]
+    truncated_alerts: int = 0
+    opened_at: datetime
+    notified_at: datetime
+    acked_by: str | None = None
+    acked_at: datetime | None = None
+    correlation_id: str = ""
+
+    @property
+    def severity(self) -> str:
+        for alert in (*self.firing, *self.resolved):
+            if sev := alert.labels.get("severity"):
+                return sev
+        return self.common_labels.get("severity", "")
+
+    @property
+    def title(self) -> str:
+        name = self.common_labels.get("alertname") or self.group_labels.get("alertname")
+        if name:
+            return name
+        names = sorted({a.labels.get("alertname", "") for a in (*self.firing, *self.resolved)})
+        return ", ".join(n for n in names if n) or "alerts"
