@@ -51,7 +51,9 @@ def parse_duration(value: Any) -> timedelta:
     if not text or text == "0" or m is None or not any(m.groups()):
         if text == "0":
             return timedelta(0)
-        raise ValueError(f"invalid duration {text!r}: expected a number and unit, e.g. 30s, 5m, 1h30m")
+        raise ValueError(
+            f"invalid duration {text!r}: expected a number and unit, e.g. 30s, 5m, 1h30m"
+        )
     seconds = sum(int(g) * u for g, u in zip(m.groups(), _DURATION_UNITS, strict=True) if g)
     return timedelta(seconds=seconds)
 
@@ -64,7 +66,7 @@ def _check_label_name(name: str) -> str:
 
 def _parse_matcher_line(value: Any) -> tuple[Matcher, ...]:
     if not isinstance(value, str):
-        raise ValueError(f'a matcher is a string such as \'severity="critical"\', got {value!r}')
+        raise ValueError(f"a matcher is a string such as 'severity=\"critical\"', got {value!r}")
     try:
         return tuple(parse_matchers(value))
     except MatcherError as exc:
@@ -83,12 +85,14 @@ def _check_template(value: str) -> str:
     try:
         TEMPLATE_STRINGS.from_string(value)
     except TemplateSyntaxError as exc:
-        raise ValueError(f"invalid Jinja2 template: {exc.message} (template line {exc.lineno})") from None
+        raise ValueError(
+            f"invalid Jinja2 template: {exc.message} (template line {exc.lineno})"
+        ) from None
     return value
 
 
 def _check_listen(value: str) -> str:
-    host, sep, port = value.rpartition(":")
+    _host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"invalid listen address {value!r}: expected HOST:PORT, e.g. 0.0.0.0:9095")
     return value
@@ -97,7 +101,9 @@ def _check_listen(value: str) -> str:
 def _check_hostport(value: str) -> str:
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"invalid smarthost {value!r}: expected HOST:PORT, e.g. smtp.example.com:587")
+        raise ValueError(
+            f"invalid smarthost {value!r}: expected HOST:PORT, e.g. smtp.example.com:587"
+        )
     return value
 
 
@@ -112,6 +118,16 @@ HostPort = Annotated[str, AfterValidator(_check_hostport)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_default(cls, data: Any) -> Any:
+        """`key:` with nothing after it (YAML null) means the key's default, as in Alertmanager."""
+        if not isinstance(data, dict):
+            return data
+        optional = {n for n, f in cls.model_fields.items() if not f.is_required()}
+        optional |= {f.alias for f in cls.model_fields.values() if f.alias and not f.is_required()}
+        return {k: v for k, v in data.items() if v is not None or k not in optional}
 
 
 def _read_secret_files(data: Any, info: ValidationInfo, *keys: str) -> Any:
@@ -173,6 +189,7 @@ class StorageConfig(Strict):
     path: str = "alert-router.db"
     synchronous: Literal["normal", "full"] = "normal"
     stale_after: Duration = timedelta(hours=6)
+    retention: Duration = timedelta(days=7)
 
 
 class TemplatesConfig(Strict):
@@ -353,7 +370,9 @@ def load_config(path: str | os.PathLike[str]) -> RouterConfig:
     except OSError as exc:
         raise ConfigError([ConfigProblem(file, None, "", f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError([ConfigProblem(file, None, "", f"not UTF-8 text: {exc.reason}")]) from None
+        raise ConfigError(
+            [ConfigProblem(file, None, "", f"not UTF-8 text: {exc.reason}")]
+        ) from None
     return parse_config(text, file=file, base_dir=str(Path(path).resolve().parent))
 
 
@@ -397,7 +416,10 @@ def _cross_check(cfg: RouterConfig) -> Iterator[tuple[tuple[Any, ...], str]]:
     seen: dict[str, int] = {}
     for i, r in enumerate(cfg.receivers):
         if r.name in seen:
-            yield ("receivers", i, "name"), f"duplicate receiver name {r.name!r} (first at receivers[{seen[r.name]}])"
+            yield (
+                ("receivers", i, "name"),
+                f"duplicate receiver name {r.name!r} (first at receivers[{seen[r.name]}])",
+            )
         seen.setdefault(r.name, i)
     root = cfg.route
     if not root.receiver:
@@ -409,7 +431,10 @@ def _cross_check(cfg: RouterConfig) -> Iterator[tuple[tuple[Any, ...], str]]:
 
     def walk(route: RouteConfig, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
         if route.receiver and route.receiver not in seen:
-            yield (*loc, "receiver"), f"undefined receiver {route.receiver!r} (known: {', '.join(seen)})"
+            yield (
+                (*loc, "receiver"),
+                f"undefined receiver {route.receiver!r} (known: {', '.join(seen)})",
+            )
         for i, child in enumerate(route.routes):
             yield from walk(child, (*loc, "routes", i))
 
@@ -417,16 +442,33 @@ def _cross_check(cfg: RouterConfig) -> Iterator[tuple[tuple[Any, ...], str]]:
 
 
 def _message(err: Mapping[str, Any]) -> str:
-    kind, msg = err["type"], err["msg"]
+    kind: str = err["type"]
+    msg: str = err["msg"]
     if kind == "extra_forbidden":
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
-    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     value = err.get("input")
-    if kind not in ("value_error", "assertion_error") and isinstance(value, str | int | float | bool):
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return f"expected a mapping of keys, got {_kind_of(value)}"
+    if kind == "list_type":
+        return f"expected a list, got {_kind_of(value)}"
+    msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if kind not in ("value_error", "assertion_error") and isinstance(
+        value, str | int | float | bool
+    ):
         return f"{msg}, got {value!r}"
     return msg
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"{type(value).__name__} {value!r}"
 
 
 def format_path(loc: tuple[Any, ...]) -> str:
@@ -450,7 +492,9 @@ class _YamlDocument:
         self._budget = MAX_YAML_NODES
 
     def problem(self, loc: tuple[Any, ...], message: str) -> ConfigProblem:
-        loc = tuple(p for p in loc if isinstance(p, int | str) and p not in ("[key]", "source", "base_dir"))
+        loc = tuple(
+            p for p in loc if isinstance(p, int | str) and p not in ("[key]", "source", "base_dir")
+        )
         line = None
         for n in range(len(loc), -1, -1):
             if loc[:n] in self.lines:
@@ -474,11 +518,15 @@ class _YamlDocument:
         except yaml.YAMLError as exc:
             self.problems.append(ConfigProblem(self.file, None, "", f"invalid YAML: {exc}"))
         except RecursionError:
-            self.problems.append(ConfigProblem(self.file, None, "", "invalid YAML: nested too deeply"))
+            self.problems.append(
+                ConfigProblem(self.file, None, "", "invalid YAML: nested too deeply")
+            )
         except _TooLarge:
             self.problems.append(
                 ConfigProblem(
-                    self.file, None, "",
+                    self.file,
+                    None,
+                    "",
                     f"the document expands to more than {MAX_YAML_NODES} values (alias bomb?)",
                 )
             )
@@ -500,7 +548,9 @@ class _YamlDocument:
                 if key in own:
                     self.problems.append(
                         ConfigProblem(
-                            self.file, key_node.start_mark.line + 1, format_path((*loc, key)),
+                            self.file,
+                            key_node.start_mark.line + 1,
+                            format_path((*loc, key)),
                             f"duplicate key (first at line {own[key]})",
                         )
                     )
@@ -511,8 +561,12 @@ class _YamlDocument:
                 key = loader.construct_object(key_node)
                 if not isinstance(key, str | int | float | bool):
                     self.problems.append(
-                        ConfigProblem(self.file, key_node.start_mark.line + 1, format_path(loc),
-                                      "a key must be a plain value")
+                        ConfigProblem(
+                            self.file,
+                            key_node.start_mark.line + 1,
+                            format_path(loc),
+                            "a key must be a plain value",
+                        )
                     )
                     continue
                 self.lines[(*loc, key)] = key_node.start_mark.line + 1
@@ -535,8 +589,12 @@ class _YamlDocument:
             if default is not None:
                 return default
             self.problems.append(
-                ConfigProblem(self.file, line, format_path(loc),
-                              f"environment variable {name} is not set (write ${{{name}:-default}} for a default)")
+                ConfigProblem(
+                    self.file,
+                    line,
+                    format_path(loc),
+                    f"environment variable {name} is not set (write ${{{name}:-default}} for a default)",
+                )
             )
             return ""
 

@@ -1,10 +1,11 @@
 """The one exception hierarchy of alert-router.
 
-    RouterError
-    ├── ConfigError        routes.yaml cannot be used; carries every problem found
-    ├── MatcherError       a matcher string is not valid Alertmanager syntax or RE2
-    ├── PayloadError       a webhook body is not an Alertmanager v4 payload (HTTP 4xx)
-    └── StoreError         the state store cannot commit (HTTP 503, Alertmanager retries)
+RouterError
+├── ConfigError        routes.yaml cannot be used; carries every problem found
+├── MatcherError       a matcher string is not valid Alertmanager syntax or RE2
+├── PayloadError       a webhook body is not an Alertmanager v4 payload (HTTP 4xx)
+├── StoreError         the state store cannot commit (HTTP 503, Alertmanager retries)
+└── RenderError        a template failed on one incident (the delivery is dead-lettered)
 """
 
 from __future__ import annotations
@@ -45,11 +46,18 @@ class MatcherError(RouterError, ValueError):
 class PayloadError(RouterError):
     """A webhook request was refused; `status` is the HTTP status to answer."""
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, problems: list[dict[str, str]] | None = None
+    ) -> None:
         self.status = status
         self.reason = reason
+        self.problems = problems or []
         super().__init__(message)
 
 
 class StoreError(RouterError):
     """The state store could not commit; the caller answers 503 so the sender retries."""
+
+
+class RenderError(RouterError):
+    """A channel template raised while rendering one incident."""

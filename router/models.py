@@ -64,8 +64,14 @@ class Reason(enum.StrEnum):
 
 
 _NOTIFYING = frozenset(
-    {Reason.FIRST, Reason.NEW_ALERTS, Reason.RESOLVED_ALERTS, Reason.RESOLVED, Reason.REPEAT,
-     Reason.UNINHIBITED}
+    {
+        Reason.FIRST,
+        Reason.NEW_ALERTS,
+        Reason.RESOLVED_ALERTS,
+        Reason.RESOLVED,
+        Reason.REPEAT,
+        Reason.UNINHIBITED,
+    }
 )
 
 

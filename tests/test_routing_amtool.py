@@ -17,11 +17,45 @@ from router.routing import Route, match_receivers
 pytestmark = pytest.mark.amtool
 
 NAMES = ["severity", "service", "env", "team", "component"]
-VALUES = ["critical", "warning", "info", "api", "web", "db", "prod", "prod-eu", "staging",
-          "a b", "x.y", "API", "é", "ab\nc"]
-PATTERNS = ["api|web", ".*", ".+", "prod.*", "[[:alpha:]]+", r"\w+", "crit.*|warn.*", "(api)?",
-            "staging|", "a b", r"x\.y", "[a-z]+-[a-z]+", "p.*d", "(?i)api", "", r"\pL+", "db$",
-            "^web", "[^a-z]+", "a.c", "info|"]
+VALUES = [
+    "critical",
+    "warning",
+    "info",
+    "api",
+    "web",
+    "db",
+    "prod",
+    "prod-eu",
+    "staging",
+    "a b",
+    "x.y",
+    "API",
+    "é",
+    "ab\nc",
+]
+PATTERNS = [
+    "api|web",
+    ".*",
+    ".+",
+    "prod.*",
+    "[[:alpha:]]+",
+    r"\w+",
+    "crit.*|warn.*",
+    "(api)?",
+    "staging|",
+    "a b",
+    r"x\.y",
+    "[a-z]+-[a-z]+",
+    "p.*d",
+    "(?i)api",
+    "",
+    r"\pL+",
+    "db$",
+    "^web",
+    "[^a-z]+",
+    "a.c",
+    "info|",
+]
 TREES = 60
 LABELSETS_PER_TREE = 20  # 1,200 cases
 
@@ -103,4 +137,6 @@ def test_route_walk_agrees_with_amtool(amtool: str, tmp_path: Path) -> None:
         if ours != expected:
             mismatches.append(f"{path.name} {labels}: amtool {expected!r}, ours {ours!r}")
     assert len(cases) >= 1000
-    assert not mismatches, f"{len(mismatches)} of {len(cases)} differ:\n" + "\n".join(mismatches[:20])
+    assert not mismatches, f"{len(mismatches)} of {len(cases)} differ:\n" + "\n".join(
+        mismatches[:20]
+    )

@@ -1,0 +1,43 @@
+"""GET /api/v1/alerts and /api/v1/incidents: read-only JSON views of the store, same auth as intake."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from router import auth
+from router.runtime import RUNTIME
+
+
+def _json(data: object) -> web.Response:
+    return web.json_response(data, dumps=lambda o: orjson.dumps(o).decode())
+
+
+async def handle_alerts(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    auth.require(request, rt.config.server.auth)
+    return _json({"alerts": await rt.store.list_alerts()})
+
+
+async def handle_incidents(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    auth.require(request, rt.config.server.auth)
+    return _json({"incidents": await rt.store.list_incidents()})
+
+
+async def handle_healthz(request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def handle_readyz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    problems = []
+    if rt.outbox is None or rt.outbox.task is None or rt.outbox.task.done():
+        problems.append("delivery worker not running")
+    try:
+        await rt.store.outbox_summary()
+    except Exception as exc:  # any failure of the store makes us unready, with its text
+        problems.append(f"store: {exc}")
+    if problems:
+        return web.json_response({"status": "not ready", "reasons": problems}, status=503)
+    return _json({"status": "ready"})

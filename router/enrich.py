@@ -1,0 +1,79 @@
+"""Runbook, dashboard and silence links for an alert, from the routes.yaml catalogue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Template
+from jinja2.exceptions import TemplateError
+
+from router.config import TEMPLATE_STRINGS, RunbookConfig
+from router.matchers import Matcher, all_match
+
+
+@dataclass(frozen=True)
+class Links:
+    runbook_url: str = ""
+    dashboard_url: str = ""
+    silence_url: str = ""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    matchers: tuple[Matcher, ...]
+    runbook: Template | None
+    dashboard: Template | None
+
+
+def silence_url(external_url: str, labels: Mapping[str, str]) -> str:
+    """Alertmanager UI link to a new silence prefilled with the alert's exact labels."""
+    if not external_url:
+        return ""
+    matchers = ",".join(
+        f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted(labels.items())
+    )
+    return (
+        f"{external_url.rstrip('/')}/#/silences/new?filter={quote('{' + matchers + '}', safe='')}"
+    )
+
+
+class Enricher:
+    """First catalogue entry whose matchers match sets a link; the alert's own annotation wins."""
+
+    def __init__(self, runbooks: Sequence[RunbookConfig]) -> None:
+        self._entries = [
+            _Entry(
+                r.all_matchers(),
+                TEMPLATE_STRINGS.from_string(r.runbook_url) if r.runbook_url else None,
+                TEMPLATE_STRINGS.from_string(r.dashboard_url) if r.dashboard_url else None,
+            )
+            for r in runbooks
+        ]
+
+    def links(
+        self, labels: Mapping[str, str], annotations: Mapping[str, str], external_url: str
+    ) -> Links:
+        runbook = annotations.get("runbook_url", "")
+        dashboard = annotations.get("dashboard_url", "")
+        context: dict[str, Any] = {"labels": dict(labels), "annotations": dict(annotations)}
+        for entry in self._entries:
+            if runbook and dashboard:
+                break
+            if not all_match(entry.matchers, labels):
+                continue
+            if not runbook and entry.runbook is not None:
+                runbook = _render(entry.runbook, context)
+            if not dashboard and entry.dashboard is not None:
+                dashboard = _render(entry.dashboard, context)
+        return Links(runbook, dashboard, silence_url(external_url, labels))
+
+
+def _render(template: Template, context: dict[str, Any]) -> str:
+    try:
+        return template.render(context).strip()
+    except TemplateError:
+        return ""

@@ -1,0 +1,109 @@
+"""POST /webhook: auth, limits, parse, validate, plan and commit; 200 only once it is durable."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from router import auth
+from router.config import format_path
+from router.errors import PayloadError, StoreError
+from router.logs import event
+from router.models import WebhookPayload
+from router.runtime import RUNTIME
+
+log = logging.getLogger("router.intake")
+
+
+def _refuse(status: int, reason: str, message: str, **extra: Any) -> web.Response:
+    body = {"status": "error", "reason": reason, "error": message, **extra}
+    return web.json_response(body, status=status, dumps=lambda o: orjson.dumps(o).decode())
+
+
+def parse_payload(content_type: str, body: bytes) -> WebhookPayload:
+    """Body bytes -> payload, or PayloadError with the HTTP status and a message that says where."""
+    if content_type != "application/json":
+        raise PayloadError(
+            415,
+            "content_type",
+            f"expected Content-Type application/json, got {content_type or 'none'!r}",
+        )
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(400, "invalid_json", f"invalid JSON: {exc}") from None
+    try:
+        return WebhookPayload.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            {"path": format_path(tuple(e["loc"])) or "(body)", "error": e["msg"]}
+            for e in exc.errors(include_url=False)[:20]
+        ]
+        first = problems[0]
+        raise PayloadError(
+            422,
+            "schema",
+            f"not an Alertmanager v4 payload: {first['path']}: {first['error']}",
+            problems,
+        ) from None
+
+
+async def handle_webhook(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    try:
+        auth.require(request, rt.config.server.auth)
+    except web.HTTPUnauthorized:
+        event(log, logging.WARNING, "webhook_rejected", reason="unauthorized", peer=request.remote)
+        raise
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = rt.config.server.max_body_bytes
+        event(log, logging.WARNING, "webhook_rejected", reason="too_large", limit=limit)
+        return _refuse(413, "too_large", f"body larger than server.max_body_bytes ({limit} bytes)")
+    try:
+        payload = parse_payload(request.content_type if request.body_exists else "", body)
+    except PayloadError as exc:
+        extra = {"problems": exc.problems} if exc.problems else {}
+        event(log, logging.WARNING, "webhook_rejected", reason=exc.reason, error=str(exc))
+        return _refuse(exc.status, exc.reason, str(exc), **extra)
+
+    correlation_id = uuid.uuid4().hex[:16]
+    try:
+        plan = await rt.store.ingest(payload, rt.clock(), correlation_id)
+    except StoreError as exc:
+        event(
+            log, logging.ERROR, "webhook_not_stored", error=str(exc), correlation_id=correlation_id
+        )
+        return _refuse(
+            503, "store", "could not store the payload; retry", correlation_id=correlation_id
+        )
+    if plan.outbox and rt.outbox is not None:
+        rt.outbox.wake.set()
+    event(
+        log,
+        logging.INFO,
+        "webhook_accepted",
+        correlation_id=correlation_id,
+        receiver=payload.receiver,
+        group_key=payload.groupKey,
+        status=payload.status,
+        alerts=len(payload.alerts),
+        queued=len(plan.outbox),
+        decisions={f"{r}:{reason.value}": n for (r, reason), n in plan.reasons.items() if n},
+    )
+    return web.json_response(
+        {
+            "status": "accepted",
+            "correlation_id": correlation_id,
+            "alerts": len(payload.alerts),
+            "incidents": sorted({i.id for i in plan.incidents.values()}),
+            "queued": len(plan.outbox),
+            "inhibited": plan.inhibited,
+        }
+    )

@@ -1,0 +1,54 @@
+"""Logging: one JSON object per line (or readable text), with event name and context fields."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+def event(logger: logging.Logger, level: int, name: str, /, **fields: Any) -> None:
+    """Log `name` with context fields, e.g. event(log, INFO, "webhook_accepted", group_key=...)."""
+    logger.log(level, name, extra={"fields": fields})
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        out.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(out, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
+        fields = getattr(record, "fields", {})
+        multiline = {k: v for k, v in fields.items() if isinstance(v, str) and "\n" in v}
+        inline = " ".join(f"{k}={v}" for k, v in fields.items() if k not in multiline)
+        text = f"{ts} {record.levelname:<7} {record.getMessage()} {inline}".rstrip()
+        for k, v in multiline.items():
+            text += f"\n  --- {k} ---\n" + "\n".join(f"  {line}" for line in v.splitlines())
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure(fmt: str = "text", level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

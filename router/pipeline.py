@@ -1,0 +1,323 @@
+"""Payload -> Plan: route, inhibit, dedup and enrich over the in-memory state; no I/O here.
+
+`State` is the working set the store loads at start (firing alerts, open incidents) and keeps in
+step with SQLite: the store calls `Pipeline.ingest` or `Pipeline.sweep` inside its transaction,
+writes what the returned `Plan` lists, and commits.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from router.config import ReceiverConfig, RouterConfig
+from router.dedup import decide
+from router.enrich import Enricher
+from router.inhibit import Inhibitor, InhibitRule
+from router.models import ZERO_TIME, AlertView, IncidentView, Reason, WebhookPayload, WireAlert
+from router.routing import Route
+
+
+@dataclass
+class AlertState:
+    fingerprint: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    status: str  # "firing" | "resolved"
+    starts_at: datetime
+    ends_at: datetime | None
+    generator_url: str
+    first_seen: datetime
+    last_seen: datetime
+    inhibited_by: str | None = None
+    receivers: list[str] = field(default_factory=list)
+
+
+IncidentKey = tuple[str, str, str]  # (receiver, Alertmanager receiver, Alertmanager groupKey)
+
+
+@dataclass
+class IncidentState:
+    id: str
+    receiver: str
+    am_receiver: str
+    group_key: str
+    opened_at: datetime
+    status: str = "firing"
+    resolved_at: datetime | None = None
+    alerts: set[str] = field(default_factory=set)  # still firing, inhibited ones included
+    notified: set[str] | None = None  # firing alerts in the last notification
+    last_notified_at: datetime | None = None
+    group_labels: dict[str, str] = field(default_factory=dict)
+    common_labels: dict[str, str] = field(default_factory=dict)
+    common_annotations: dict[str, str] = field(default_factory=dict)
+    external_url: str = ""
+    truncated_alerts: int = 0
+    acked_by: str | None = None
+    acked_at: datetime | None = None
+
+    @property
+    def key(self) -> IncidentKey:
+        return (self.receiver, self.am_receiver, self.group_key)
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    incident_id: str
+    receiver: str
+    channel: str
+    channel_index: int
+    view: IncidentView
+
+
+@dataclass
+class Plan:
+    """What one payload (or sweep) changed: rows to write and counts for metrics."""
+
+    alerts: dict[str, AlertState] = field(default_factory=dict)
+    incidents: dict[str, IncidentState] = field(default_factory=dict)
+    outbox: list[OutboxItem] = field(default_factory=list)
+    reasons: Counter[tuple[str, Reason]] = field(default_factory=Counter)  # (receiver, reason)
+    routed: Counter[str] = field(default_factory=Counter)
+    inhibited: int = 0
+
+
+@dataclass
+class State:
+    alerts: dict[str, AlertState] = field(default_factory=dict)  # firing alerts only
+    incidents: dict[IncidentKey, IncidentState] = field(default_factory=dict)  # open ones only
+
+    def incidents_with(self, fingerprint: str) -> Iterable[IncidentState]:
+        return [i for i in self.incidents.values() if fingerprint in i.alerts]
+
+
+class Pipeline:
+    """The routing decisions for one loaded config; rebuilt when the config is reloaded."""
+
+    def __init__(self, config: RouterConfig, new_id: Callable[[], str]) -> None:
+        self.config = config
+        self.root = Route.from_config(config.route)
+        self.receivers: dict[str, ReceiverConfig] = {r.name: r for r in config.receivers}
+        self.enricher = Enricher(config.runbooks)
+        self.inhibitor = Inhibitor(
+            tuple(InhibitRule.from_config(r) for r in config.inhibit_rules),
+            config.storage.stale_after,
+        )
+        self._new_id = new_id
+
+    def attach(self, state: State) -> None:
+        """Index the state's firing alerts as inhibition sources (at start and after reload)."""
+        for a in state.alerts.values():
+            self.inhibitor.observe(a.fingerprint, a.labels, True, a.last_seen)
+
+    # ------------------------------------------------------------ intake
+
+    def ingest(
+        self, payload: WebhookPayload, state: State, now: datetime, correlation_id: str
+    ) -> Plan:
+        plan = Plan()
+        by_receiver: dict[str, list[AlertState]] = {}
+        for wire in payload.alerts:
+            alert = self._upsert_alert(state, plan, wire, now)
+            receivers = list(dict.fromkeys(r.receiver for r in self.root.match(alert.labels)))
+            alert.receivers = receivers
+            for name in receivers:
+                by_receiver.setdefault(name, []).append(alert)
+                plan.routed[name] += 1
+        # Inhibition is judged once the whole payload is known: a source may come with its targets.
+        for wire in payload.alerts:
+            alert = plan.alerts[wire.fingerprint]
+            if alert.status == "firing":
+                alert.inhibited_by = self.inhibitor.inhibited_by(
+                    alert.fingerprint, alert.labels, now
+                )
+                plan.inhibited += alert.inhibited_by is not None
+        if payload.truncatedAlerts == 0:
+            # Open incidents of this group whose alerts are all absent now: they are gone too.
+            for receiver, am_receiver, group_key in list(state.incidents):
+                if (am_receiver, group_key) == (payload.receiver, payload.groupKey):
+                    by_receiver.setdefault(receiver, [])
+        for name, alerts in by_receiver.items():
+            self._update_incident(state, plan, payload, name, alerts, now, correlation_id)
+        for fp, alert in plan.alerts.items():
+            if alert.status != "firing":
+                state.alerts.pop(fp, None)
+        return plan
+
+    def _upsert_alert(self, state: State, plan: Plan, wire: WireAlert, now: datetime) -> AlertState:
+        prev = state.alerts.get(wire.fingerprint)
+        alert = AlertState(
+            fingerprint=wire.fingerprint,
+            labels=dict(wire.labels),
+            annotations=dict(wire.annotations),
+            status=wire.status,
+            starts_at=wire.startsAt,
+            ends_at=None if wire.endsAt <= ZERO_TIME else wire.endsAt,
+            generator_url=wire.generatorURL,
+            first_seen=prev.first_seen if prev else now,
+            last_seen=now,
+            inhibited_by=prev.inhibited_by if prev else None,
+        )
+        if alert.status == "firing":
+            state.alerts[alert.fingerprint] = alert
+        self.inhibitor.observe(alert.fingerprint, alert.labels, alert.status == "firing", now)
+        plan.alerts[alert.fingerprint] = alert
+        return alert
+
+    def _update_incident(
+        self,
+        state: State,
+        plan: Plan,
+        payload: WebhookPayload,
+        receiver: str,
+        alerts: list[AlertState],
+        now: datetime,
+        correlation_id: str,
+    ) -> None:
+        key = (receiver, payload.receiver, payload.groupKey)
+        incident = state.incidents.get(key)
+        firing = {a.fingerprint for a in alerts if a.status == "firing"}
+        if incident is None:
+            if not firing:  # resolved alerts never open an incident (e.g. a re-sent resolve)
+                plan.reasons[(receiver, Reason.UNCHANGED)] += 1
+                return
+            incident = IncidentState(
+                self._new_id(), receiver, payload.receiver, payload.groupKey, now
+            )
+            state.incidents[key] = incident
+        resolved = {a.fingerprint for a in alerts if a.status == "resolved"} & incident.alerts
+        if payload.truncatedAlerts == 0:
+            # A complete payload lists every active alert of the group: the rest are gone
+            # (resolved and already reported, silenced, or resolved with send_resolved off).
+            resolved |= incident.alerts - firing - resolved
+        incident.alerts = (incident.alerts | firing) - resolved
+        incident.group_labels = dict(payload.groupLabels)
+        incident.common_labels = dict(payload.commonLabels)
+        incident.common_annotations = dict(payload.commonAnnotations)
+        incident.external_url = payload.externalURL
+        incident.truncated_alerts = payload.truncatedAlerts
+        resolved_states = [plan.alerts.get(fp) or state.alerts.get(fp) for fp in sorted(resolved)]
+        self._decide(state, plan, incident, [a for a in resolved_states if a], now, correlation_id)
+
+    def _decide(
+        self,
+        state: State,
+        plan: Plan,
+        incident: IncidentState,
+        resolved: list[AlertState],
+        now: datetime,
+        correlation_id: str,
+        upgrade: Reason | None = None,
+    ) -> None:
+        receiver = self.receivers[incident.receiver]
+        active = {fp for fp in incident.alerts if not _inhibited(state, fp)}
+        reason = decide(
+            notified=incident.notified,
+            active=active,
+            remaining=incident.alerts,
+            resolved={a.fingerprint for a in resolved},
+            last_notified_at=incident.last_notified_at,
+            acked=incident.acked_by is not None,
+            repeat=receiver.repeat_interval,
+            now=now,
+        )
+        if upgrade is not None and reason in (Reason.NEW_ALERTS, Reason.FIRST):
+            reason = upgrade
+        if not incident.alerts:
+            incident.status, incident.resolved_at = "resolved", now
+            state.incidents.pop(incident.key, None)
+        plan.incidents[incident.id] = incident
+        plan.reasons[(incident.receiver, reason)] += 1
+        if not reason.notifies:
+            if reason is not Reason.INHIBITED and incident.notified is not None:
+                incident.notified &= active  # forget resolved ones without a message
+            return
+        shown_resolved = [
+            a for a in resolved if incident.notified and a.fingerprint in incident.notified
+        ]
+        view = self._view(state, incident, active, shown_resolved, reason, now, correlation_id)
+        queued = 0
+        for kind, index, cfg in receiver.channels():
+            send_resolved = getattr(cfg, "send_resolved", None)
+            if send_resolved is None:
+                send_resolved = receiver.send_resolved
+            if reason in (Reason.RESOLVED, Reason.RESOLVED_ALERTS) and not send_resolved:
+                continue
+            plan.outbox.append(OutboxItem(incident.id, receiver.name, kind, index, view))
+            queued += 1
+        if not queued and reason in (Reason.RESOLVED, Reason.RESOLVED_ALERTS):
+            plan.reasons[(incident.receiver, reason)] -= 1
+            plan.reasons[(incident.receiver, Reason.SEND_RESOLVED_OFF)] += 1
+        incident.notified = set(active)
+        incident.last_notified_at = now
+
+    def _view(
+        self,
+        state: State,
+        incident: IncidentState,
+        active: set[str],
+        resolved: list[AlertState],
+        reason: Reason,
+        now: datetime,
+        correlation_id: str,
+    ) -> IncidentView:
+        firing = sorted((state.alerts[fp] for fp in active), key=lambda a: sorted(a.labels.items()))
+        return IncidentView(
+            id=incident.id,
+            receiver=incident.receiver,
+            status="firing" if incident.alerts else "resolved",
+            reason=reason,
+            group_key=incident.group_key,
+            group_labels=incident.group_labels,
+            common_labels=incident.common_labels,
+            common_annotations=incident.common_annotations,
+            external_url=incident.external_url,
+            firing=[self._alert_view(a, incident.external_url) for a in firing],
+            resolved=[self._alert_view(a, incident.external_url) for a in resolved],
+            truncated_alerts=incident.truncated_alerts,
+            opened_at=incident.opened_at,
+            notified_at=now,
+            acked_by=incident.acked_by,
+            acked_at=incident.acked_at,
+            correlation_id=correlation_id,
+        )
+
+    def _alert_view(self, alert: AlertState, external_url: str) -> AlertView:
+        links = self.enricher.links(alert.labels, alert.annotations, external_url)
+        return AlertView(
+            fingerprint=alert.fingerprint,
+            status="firing" if alert.status == "firing" else "resolved",
+            labels=alert.labels,
+            annotations=alert.annotations,
+            starts_at=alert.starts_at,
+            ends_at=alert.ends_at,
+            generator_url=alert.generator_url,
+            runbook_url=links.runbook_url,
+            dashboard_url=links.dashboard_url,
+            silence_url=links.silence_url,
+        )
+
+    # ------------------------------------------------------------ time-driven
+
+    def sweep(self, state: State, now: datetime, correlation_id: str) -> Plan:
+        """Re-judge inhibition (sources resolve or go stale) and notify what it releases."""
+        plan = Plan()
+        released: set[str] = set()
+        for alert in state.alerts.values():
+            by = self.inhibitor.inhibited_by(alert.fingerprint, alert.labels, now)
+            if by != alert.inhibited_by:
+                if alert.inhibited_by is not None and by is None:
+                    released.add(alert.fingerprint)
+                alert.inhibited_by = by
+                plan.alerts[alert.fingerprint] = alert
+        touched = {i.id: i for fp in released for i in state.incidents_with(fp)}
+        for incident in touched.values():
+            self._decide(state, plan, incident, [], now, correlation_id, upgrade=Reason.UNINHIBITED)
+        return plan
+
+
+def _inhibited(state: State, fingerprint: str) -> bool:
+    alert = state.alerts.get(fingerprint)
+    return alert is None or alert.inhibited_by is not None

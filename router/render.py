@@ -1,0 +1,181 @@
+"""Jinja2 templates per channel: environments, filters, and the rendered parts of a notification.
+
+A channel's templates live in `templates/<kind>/`; each file is one part of the message, named by
+the file name up to its first dot (`message.html.j2` -> part "message"). The second suffix picks
+the escaping: `.html` escapes for HTML (Telegram, email), `.mrkdwn` escapes for Slack, `.txt`
+leaves text as it is. A directory named in routes.yaml overrides files of the same name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateError,
+    TemplateSyntaxError,
+)
+from markupsafe import Markup
+
+from router.errors import ConfigError, ConfigProblem, RenderError
+from router.models import AlertView, IncidentView
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+SEVERITY_ICONS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info": "🔵"}
+RESOLVED_ICON = "✅"
+# Labels every alert has or that the heading already shows: not repeated in the body.
+HEADLINE_LABELS = frozenset({"alertname", "severity"})
+
+
+def default_template_dir() -> Path:
+    """The shipped templates: the repository's templates/ or the copy inside an installed wheel."""
+    return DEFAULT_TEMPLATES if DEFAULT_TEMPLATES.is_dir() else PACKAGED_TEMPLATES
+
+
+class SlackText(str):
+    """Text already in Slack mrkdwn (a link, say): passed through without escaping."""
+
+    __slots__ = ()
+
+
+def slack_escape(value: Any) -> str:
+    if isinstance(value, SlackText):
+        return value
+    if value is None:
+        return ""
+    return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def slack_link(url: str, text: str) -> SlackText:
+    if not url:
+        return SlackText(slack_escape(text))
+    return SlackText(
+        f"<{slack_escape(url).replace('|', '%7C')}|{slack_escape(text).replace('|', '¦')}>"
+    )
+
+
+def html_link(url: str, text: str) -> Markup:
+    return Markup('<a href="{}">{}</a>').format(url, text) if url else Markup.escape(text)
+
+
+def human_duration(delta: timedelta) -> str:
+    """12s, 5m, 3h 5m, 2d 4h: short enough for a phone line."""
+    s = max(0, int(delta.total_seconds()))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        h, m = divmod(s // 60, 60)
+        return f"{h}h {m}m" if m else f"{h}h"
+    d, h = divmod(s // 3600, 24)
+    return f"{d}d {h}h" if h else f"{d}d"
+
+
+def clock(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def label_pairs(labels: Mapping[str, str], skip: Any = ()) -> list[tuple[str, str]]:
+    skipped = set(skip) | HEADLINE_LABELS
+    return [(k, v) for k, v in sorted(labels.items()) if k not in skipped]
+
+
+def alert_links(alert: AlertView) -> list[tuple[str, str]]:
+    """(text, url) of each link the alert has, in the order people reach for them."""
+    links = [
+        ("Runbook", alert.runbook_url),
+        ("Dashboard", alert.dashboard_url),
+        ("Source", alert.generator_url),
+        ("Silence", alert.silence_url),
+    ]
+    return [(text, url) for text, url in links if url]
+
+
+def severity_icon(incident: IncidentView) -> str:
+    if incident.status == "resolved":
+        return RESOLVED_ICON
+    return SEVERITY_ICONS.get(incident.severity.lower(), "⚪")
+
+
+class Renderer:
+    """Renders an IncidentView with the templates of one channel kind."""
+
+    def __init__(self, override_dir: Path | None = None) -> None:
+        dirs = [override_dir] if override_dir is not None else []
+        self.dirs = [*dirs, default_template_dir()]
+        loader = ChoiceLoader([FileSystemLoader(str(d)) for d in self.dirs])
+        common: dict[str, Any] = {
+            "loader": loader,
+            "undefined": StrictUndefined,
+            "trim_blocks": True,
+            "lstrip_blocks": True,
+            "keep_trailing_newline": False,
+        }
+        self._envs = {
+            "html": Environment(autoescape=True, **common),
+            "mrkdwn": Environment(autoescape=False, finalize=slack_escape, **common),
+            "txt": Environment(autoescape=False, **common),
+        }
+        for env in self._envs.values():
+            env.filters.update(duration=human_duration, clock=clock, label_pairs=label_pairs)
+            env.globals.update(
+                html_link=html_link,
+                slack_link=slack_link,
+                severity_icon=severity_icon,
+                alert_links=alert_links,
+            )
+
+    def parts(self, kind: str) -> dict[str, str]:
+        """Part name -> template file name, for one channel kind."""
+        found: dict[str, str] = {}
+        for d in reversed(self.dirs):
+            folder = d / kind
+            if folder.is_dir():
+                for f in sorted(folder.glob("*.j2")):
+                    found[f.name.split(".", 1)[0]] = f"{kind}/{f.name}"
+        return found
+
+    def check(self, kinds: list[str]) -> None:
+        """Compile every template now, so a broken one stops the start, not a 3 a.m. page."""
+        problems = []
+        for kind in kinds:
+            if not self.parts(kind):
+                problems.append(
+                    ConfigProblem(str(self.dirs[0]), None, kind, "no templates for this channel")
+                )
+            for name in self.parts(kind).values():
+                try:
+                    self._env_for(name).get_template(name)
+                except TemplateSyntaxError as exc:
+                    problems.append(
+                        ConfigProblem(
+                            exc.filename or name, exc.lineno, "", exc.message or "syntax error"
+                        )
+                    )
+        if problems:
+            raise ConfigError(problems)
+
+    def _env_for(self, name: str) -> Environment:
+        mode = name.rsplit(".", 2)[-2] if name.count(".") >= 2 else "txt"
+        return self._envs.get(mode, self._envs["txt"])
+
+    def render(self, kind: str, incident: IncidentView, **extra: Any) -> dict[str, str]:
+        context = {"incident": incident, "now": incident.notified_at, **extra}
+        out = {}
+        for part, name in self.parts(kind).items():
+            try:
+                out[part] = self._env_for(name).get_template(name).render(context).strip()
+            except TemplateError as exc:
+                raise RenderError(f"template {name} failed: {exc}") from exc
+        return out

@@ -1,0 +1,33 @@
+"""The running router's shared objects, kept in one typed place on the aiohttp app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from router.config import RouterConfig
+from router.render import Renderer
+from router.store import Store
+
+if TYPE_CHECKING:
+    from router.delivery import Clock, Outbox
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    config: RouterConfig
+    store: Store
+    renderer: Renderer
+    dry_run: bool = False
+    clock: Clock = field(default=utc_now)
+    outbox: Outbox | None = None
+
+
+RUNTIME = web.AppKey("runtime", Runtime)

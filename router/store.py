@@ -1,0 +1,481 @@
+"""SQLite state: alerts, incidents, outbox; one transaction per payload, on one writer thread."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from router.errors import StoreError
+from router.models import IncidentView, WebhookPayload
+from router.pipeline import AlertState, IncidentState, Pipeline, Plan, State
+
+T = TypeVar("T")
+
+# Short ids people type on a phone: no 0/o, 1/l/i look-alikes.
+ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+ID_LENGTH = 5
+
+SCHEMA = [
+    # version 1
+    """
+    CREATE TABLE alerts (
+        fingerprint TEXT PRIMARY KEY,
+        labels TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        status TEXT NOT NULL,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT,
+        generator_url TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        inhibited_by TEXT,
+        receivers TEXT NOT NULL
+    );
+    CREATE INDEX alerts_status ON alerts(status);
+    CREATE TABLE incidents (
+        id TEXT PRIMARY KEY,
+        receiver TEXT NOT NULL,
+        am_receiver TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        opened_at TEXT NOT NULL,
+        resolved_at TEXT,
+        alerts TEXT NOT NULL,
+        notified TEXT,
+        last_notified_at TEXT,
+        group_labels TEXT NOT NULL,
+        common_labels TEXT NOT NULL,
+        common_annotations TEXT NOT NULL,
+        external_url TEXT NOT NULL,
+        truncated_alerts INTEGER NOT NULL,
+        acked_by TEXT,
+        acked_at TEXT
+    );
+    CREATE UNIQUE INDEX incidents_open ON incidents(receiver, am_receiver, group_key)
+        WHERE status = 'firing';
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id TEXT NOT NULL REFERENCES incidents(id),
+        receiver TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        channel_index INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        view TEXT NOT NULL,
+        correlation_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        sent_at TEXT,
+        message_ref TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+    CREATE INDEX outbox_incident ON outbox(incident_id);
+    """,
+]
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    incident_id: str
+    receiver: str
+    channel: str
+    channel_index: int
+    view: IncidentView
+    correlation_id: str
+    created_at: datetime
+    attempts: int
+
+
+class Store:
+    """The only owner of the SQLite file. Every call runs on one thread, in arrival order."""
+
+    def __init__(self, path: str | Path, *, synchronous: str = "normal") -> None:
+        self.path = str(path)
+        self.synchronous = synchronous.upper()
+        self.state = State()
+        self._pipeline: Pipeline | None = None
+        self._db: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self, pipeline_factory: Callable[[Callable[[], str]], Pipeline]) -> None:
+        await self._run(self._open_sync)
+        pipeline = pipeline_factory(self.new_incident_id)
+        await self._run(self._attach_sync, pipeline)
+
+    async def use_pipeline(self, pipeline: Pipeline) -> None:
+        """Switch to a pipeline built from a new config (reload)."""
+        await self._run(self._attach_sync, pipeline)
+
+    async def aclose(self) -> None:
+        if self._db is not None:
+            await self._run(self._db.close)
+            self._db = None
+        self._thread.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _open_sync(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA busy_timeout=5000")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(SCHEMA):
+            raise StoreError(
+                f"{self.path}: schema version {version} is newer than this alert-router knows "
+                f"({len(SCHEMA)}); upgrade alert-router or use another storage.path"
+            )
+        for number, script in enumerate(SCHEMA[version:], start=version + 1):
+            db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
+        # A row claimed by a delivery worker that died is due again.
+        db.execute("UPDATE outbox SET state='queued' WHERE state='sending'")
+        self._db = db
+        self.state = self._load_state()
+
+    def _attach_sync(self, pipeline: Pipeline) -> None:
+        pipeline.attach(self.state)
+        self._pipeline = pipeline
+
+    def _load_state(self) -> State:
+        db = self._conn()
+        state = State()
+        for row in db.execute("SELECT * FROM alerts WHERE status='firing'"):
+            state.alerts[row[0]] = _alert_from_row(row)
+        for row in db.execute("SELECT * FROM incidents WHERE status='firing'"):
+            incident = _incident_from_row(row)
+            state.incidents[incident.key] = incident
+        return state
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the store is not open")
+        return self._db
+
+    def new_incident_id(self) -> str:
+        """A short id not used by any incident (called on the store thread)."""
+        db = self._conn()
+        while True:
+            candidate = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+            if db.execute("SELECT 1 FROM incidents WHERE id=?", (candidate,)).fetchone() is None:
+                return candidate
+
+    # ------------------------------------------------------------ intake
+
+    async def ingest(self, payload: WebhookPayload, now: datetime, correlation_id: str) -> Plan:
+        return await self._run(
+            self._transact, lambda p: p.ingest(payload, self.state, now, correlation_id), now
+        )
+
+    async def sweep(self, now: datetime, correlation_id: str) -> Plan:
+        return await self._run(
+            self._transact, lambda p: p.sweep(self.state, now, correlation_id), now
+        )
+
+    def _transact(self, step: Callable[[Pipeline], Plan], now: datetime) -> Plan:
+        db = self._conn()
+        if self._pipeline is None:
+            raise StoreError("no pipeline attached")
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            plan = step(self._pipeline)
+            self._write(db, plan, now)
+            db.execute("COMMIT")
+        except Exception as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            # The in-memory state may hold half of the change: take it again from disk.
+            self.state = self._load_state()
+            self._pipeline = Pipeline(self._pipeline.config, self.new_incident_id)
+            self._pipeline.attach(self.state)
+            raise StoreError(f"cannot commit to {self.path}: {exc}") from exc
+        return plan
+
+    def _write(self, db: sqlite3.Connection, plan: Plan, now: datetime) -> None:
+        db.executemany(
+            "INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    a.fingerprint,
+                    _json(a.labels),
+                    _json(a.annotations),
+                    a.status,
+                    _ts(a.starts_at),
+                    _ts(a.ends_at),
+                    a.generator_url,
+                    _ts(a.first_seen),
+                    _ts(a.last_seen),
+                    a.inhibited_by,
+                    _json(a.receivers),
+                )
+                for a in plan.alerts.values()
+            ],
+        )
+        db.executemany(
+            "INSERT OR REPLACE INTO incidents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    i.id,
+                    i.receiver,
+                    i.am_receiver,
+                    i.group_key,
+                    i.status,
+                    _ts(i.opened_at),
+                    _ts(i.resolved_at),
+                    _json(sorted(i.alerts)),
+                    None if i.notified is None else _json(sorted(i.notified)),
+                    _ts(i.last_notified_at),
+                    _json(i.group_labels),
+                    _json(i.common_labels),
+                    _json(i.common_annotations),
+                    i.external_url,
+                    i.truncated_alerts,
+                    i.acked_by,
+                    _ts(i.acked_at),
+                )
+                for i in plan.incidents.values()
+            ],
+        )
+        db.executemany(
+            "INSERT INTO outbox (incident_id, receiver, channel, channel_index, reason, view,"
+            " correlation_id, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    o.incident_id,
+                    o.receiver,
+                    o.channel,
+                    o.channel_index,
+                    o.view.reason.value,
+                    o.view.model_dump_json(),
+                    o.view.correlation_id,
+                    _ts(now),
+                    _ts(now),
+                )
+                for o in plan.outbox
+            ],
+        )
+
+    # ------------------------------------------------------------ outbox
+
+    async def claim_due(
+        self, now: datetime, channels: list[str], limit: int = 100
+    ) -> list[OutboxRow]:
+        """Mark up to `limit` due rows of these channels as being sent; return them oldest first."""
+        return await self._run(self._claim_due_sync, now, channels, limit)
+
+    def _claim_due_sync(self, now: datetime, channels: list[str], limit: int) -> list[OutboxRow]:
+        db = self._conn()
+        marks = ",".join("?" * len(channels))
+        rows = db.execute(
+            "UPDATE outbox SET state='sending', attempts=attempts+1 WHERE id IN ("
+            " SELECT id FROM outbox WHERE state='queued' AND next_attempt_at<=?"
+            f" AND channel IN ({marks}) ORDER BY id LIMIT ?)"
+            " RETURNING id, incident_id, receiver, channel, channel_index, view, correlation_id,"
+            " created_at, attempts",
+            (_ts(now), *channels, limit),
+        ).fetchall()
+        return sorted(
+            (
+                OutboxRow(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    IncidentView.model_validate_json(r[5]),
+                    r[6],
+                    datetime.fromisoformat(r[7]),
+                    r[8],
+                )
+                for r in rows
+            ),
+            key=lambda r: r.id,
+        )
+
+    async def mark_sent(self, row_id: int, ref: str, now: datetime) -> None:
+        await self._run(
+            self._exec,
+            "UPDATE outbox SET state='sent', sent_at=?, message_ref=?, last_error=NULL WHERE id=?",
+            (_ts(now), ref, row_id),
+        )
+
+    async def mark_retry(self, row_id: int, error: str, at: datetime) -> None:
+        await self._run(
+            self._exec,
+            "UPDATE outbox SET state='queued', last_error=?, next_attempt_at=? WHERE id=?",
+            (error, _ts(at), row_id),
+        )
+
+    async def mark_dead(self, row_id: int, error: str) -> None:
+        await self._run(
+            self._exec, "UPDATE outbox SET state='dead', last_error=? WHERE id=?", (error, row_id)
+        )
+
+    def _exec(self, sql: str, args: tuple[Any, ...]) -> None:
+        self._conn().execute(sql, args)
+
+    # ------------------------------------------------------------ reads
+
+    async def outbox_summary(self) -> dict[str, int]:
+        rows = await self._run(self._query, "SELECT state, count(*) FROM outbox GROUP BY state", ())
+        return {r[0]: r[1] for r in rows}
+
+    async def list_alerts(self) -> list[dict[str, Any]]:
+        rows = await self._run(self._query, "SELECT * FROM alerts ORDER BY last_seen DESC", ())
+        return [_alert_json(_alert_from_row(r)) for r in rows]
+
+    async def list_incidents(self) -> list[dict[str, Any]]:
+        incidents = await self._run(
+            self._query, "SELECT * FROM incidents ORDER BY opened_at DESC", ()
+        )
+        outbox = await self._run(
+            self._query,
+            "SELECT incident_id, id, channel, channel_index, reason, state, attempts, last_error,"
+            " created_at, sent_at FROM outbox ORDER BY id",
+            (),
+        )
+        by_incident: dict[str, list[dict[str, Any]]] = {}
+        for o in outbox:
+            by_incident.setdefault(o[0], []).append(
+                {
+                    "id": o[1],
+                    "channel": o[2],
+                    "channel_index": o[3],
+                    "reason": o[4],
+                    "state": o[5],
+                    "attempts": o[6],
+                    "last_error": o[7],
+                    "created_at": o[8],
+                    "sent_at": o[9],
+                }
+            )
+        out = []
+        for row in incidents:
+            i = _incident_from_row(row)
+            out.append(
+                {
+                    "id": i.id,
+                    "receiver": i.receiver,
+                    "alertmanager_receiver": i.am_receiver,
+                    "group_key": i.group_key,
+                    "status": i.status,
+                    "opened_at": _ts(i.opened_at),
+                    "resolved_at": _ts(i.resolved_at),
+                    "acked_by": i.acked_by,
+                    "acked_at": _ts(i.acked_at),
+                    "alerts": sorted(i.alerts),
+                    "group_labels": i.group_labels,
+                    "notifications": by_incident.get(i.id, []),
+                }
+            )
+        return out
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._conn().execute(sql, args).fetchall()
+
+    async def prune(self, older_than: timedelta, now: datetime) -> int:
+        """Forget resolved alerts, closed incidents and finished deliveries past retention."""
+        return await self._run(self._prune_sync, _ts(now - older_than))
+
+    def _prune_sync(self, cutoff: str) -> int:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        n = db.execute(
+            "DELETE FROM outbox WHERE state IN ('sent','dead') AND created_at<?"
+            " AND incident_id IN (SELECT id FROM incidents WHERE status='resolved'"
+            " AND resolved_at<?)",
+            (cutoff, cutoff),
+        ).rowcount
+        n += db.execute(
+            "DELETE FROM incidents WHERE status='resolved' AND resolved_at<? AND id NOT"
+            " IN (SELECT incident_id FROM outbox)",
+            (cutoff,),
+        ).rowcount
+        n += db.execute(
+            "DELETE FROM alerts WHERE status='resolved' AND last_seen<?", (cutoff,)
+        ).rowcount
+        db.execute("COMMIT")
+        return n
+
+
+def _alert_from_row(r: tuple[Any, ...]) -> AlertState:
+    return AlertState(
+        fingerprint=r[0],
+        labels=orjson.loads(r[1]),
+        annotations=orjson.loads(r[2]),
+        status=r[3],
+        starts_at=datetime.fromisoformat(r[4]),
+        ends_at=_dt(r[5]),
+        generator_url=r[6],
+        first_seen=datetime.fromisoformat(r[7]),
+        last_seen=datetime.fromisoformat(r[8]),
+        inhibited_by=r[9],
+        receivers=orjson.loads(r[10]),
+    )
+
+
+def _alert_json(a: AlertState) -> dict[str, Any]:
+    return {
+        "fingerprint": a.fingerprint,
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "status": a.status,
+        "startsAt": _ts(a.starts_at),
+        "endsAt": _ts(a.ends_at),
+        "generatorURL": a.generator_url,
+        "inhibited_by": a.inhibited_by,
+        "receivers": a.receivers,
+        "first_seen": _ts(a.first_seen),
+        "last_seen": _ts(a.last_seen),
+    }
+
+
+def _incident_from_row(r: tuple[Any, ...]) -> IncidentState:
+    return IncidentState(
+        id=r[0],
+        receiver=r[1],
+        am_receiver=r[2],
+        group_key=r[3],
+        status=r[4],
+        opened_at=datetime.fromisoformat(r[5]),
+        resolved_at=_dt(r[6]),
+        alerts=set(orjson.loads(r[7])),
+        notified=None if r[8] is None else set(orjson.loads(r[8])),
+        last_notified_at=_dt(r[9]),
+        group_labels=orjson.loads(r[10]),
+        common_labels=orjson.loads(r[11]),
+        common_annotations=orjson.loads(r[12]),
+        external_url=r[13],
+        truncated_alerts=r[14],
+        acked_by=r[15],
+        acked_at=_dt(r[16]),
+    )

@@ -1,0 +1,107 @@
+"""create_app(): routes, state, and the start and stop of the store and background workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from router import api, intake
+from router.config import RouterConfig
+from router.delivery import Clock, DryRun, Outbox, Sender
+from router.logs import event
+from router.pipeline import Pipeline
+from router.render import Renderer
+from router.runtime import RUNTIME, Runtime, utc_now
+from router.store import Store
+
+log = logging.getLogger("router.web")
+
+CHANNEL_KINDS = ("telegram", "slack", "email", "pagerduty")
+SWEEP_INTERVAL_S = 10.0
+PRUNE_INTERVAL_S = 3600.0
+
+
+def create_app(
+    config: RouterConfig, *, dry_run: bool = False, clock: Clock = utc_now
+) -> web.Application:
+    """Build the app for one config; raises ConfigError if a template does not compile."""
+    override = (
+        config.resolve_path(config.templates.directory) if config.templates.directory else None
+    )
+    renderer = Renderer(override)
+    renderer.check(list(CHANNEL_KINDS))
+    store = Store(config.resolve_path(config.storage.path), synchronous=config.storage.synchronous)
+    app = web.Application(client_max_size=config.server.max_body_bytes)
+    app[RUNTIME] = Runtime(config, store, renderer, dry_run, clock)
+    app.router.add_post("/webhook", intake.handle_webhook)
+    app.router.add_get("/api/v1/alerts", api.handle_alerts)
+    app.router.add_get("/api/v1/incidents", api.handle_incidents)
+    app.router.add_get("/healthz", api.handle_healthz)
+    app.router.add_get("/readyz", api.handle_readyz)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_workers_ctx)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    await rt.store.open(lambda new_id: Pipeline(rt.config, new_id))
+    event(
+        log,
+        logging.INFO,
+        "store_opened",
+        path=rt.store.path,
+        firing_alerts=len(rt.store.state.alerts),
+        open_incidents=len(rt.store.state.incidents),
+    )
+    yield
+    await rt.store.aclose()
+
+
+def _senders(rt: Runtime) -> dict[str, Sender]:
+    if rt.dry_run:
+        dry = DryRun(rt.renderer)
+        return dict.fromkeys(CHANNEL_KINDS, dry)
+    configured = {kind for r in rt.config.receivers for kind, _, _ in r.channels()}
+    if configured:
+        event(
+            log,
+            logging.WARNING,
+            "channels_not_delivered",
+            channels=sorted(configured),
+            detail="this build delivers only in --dry-run; notifications stay queued",
+        )
+    return {}
+
+
+async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    rt.outbox = Outbox(rt.store, _senders(rt), rt.clock)
+    rt.outbox.task = asyncio.create_task(rt.outbox.run(), name="outbox")
+    sweeper = asyncio.create_task(_sweep_forever(rt), name="sweeper")
+    yield
+    for task in (rt.outbox.task, sweeper):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _sweep_forever(rt: Runtime) -> None:
+    since_prune = PRUNE_INTERVAL_S
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_S)
+        try:
+            plan = await rt.store.sweep(rt.clock(), uuid.uuid4().hex[:16])
+            if plan.outbox and rt.outbox is not None:
+                rt.outbox.wake.set()
+            since_prune += SWEEP_INTERVAL_S
+            if since_prune >= PRUNE_INTERVAL_S:
+                since_prune = 0
+                await rt.store.prune(rt.config.storage.retention, rt.clock())
+        except Exception:  # the sweeper must outlive any one failure; the next tick retries
+            log.exception("sweep_failed")
