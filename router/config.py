@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from jinja2 import TemplateSyntaxError
@@ -389,7 +391,10 @@ def parse_config(
     try:
         cfg = RouterConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError([doc.problem(e["loc"], _message(e)) for e in exc.errors()]) from None
+        problems = [
+            doc.problem(e["loc"], _message(e, _expected_keys(e["loc"]))) for e in exc.errors()
+        ]
+        raise ConfigError(sorted(problems, key=lambda p: p.line or 0)) from None
     problems = [doc.problem(loc, msg) for loc, msg in _cross_check(cfg)]
     if problems:
         raise ConfigError(problems)
@@ -425,7 +430,8 @@ def _cross_check(cfg: RouterConfig) -> Iterator[tuple[tuple[Any, ...], str]]:
     if not root.receiver:
         yield ("route", "receiver"), "the root route must name a receiver"
     if root.all_matchers():
-        yield ("route",), "the root route must not have any matchers (it matches every alert)"
+        key = next(k for k in ("matchers", "match", "match_re") if getattr(root, k))
+        yield ("route", key), "the root route must not have any matchers (it matches every alert)"
     if root.continue_:
         yield ("route", "continue"), "the root route cannot have continue set"
 
@@ -441,11 +447,50 @@ def _cross_check(cfg: RouterConfig) -> Iterator[tuple[tuple[Any, ...], str]]:
     yield from walk(root, ("route",))
 
 
-def _message(err: Mapping[str, Any]) -> str:
+def _expected_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model at loc[:-1] accepts (for "did you mean"), by walking the annotations."""
+    node: Any = RouterConfig
+    for part in loc[:-1]:
+        while get_origin(node) in (list, dict, Union, UnionType) or get_origin(node) is Annotated:
+            args = [a for a in get_args(node) if a is not type(None)]
+            node = args[-1] if get_origin(node) is not Annotated else args[0]
+        if isinstance(part, str):
+            if not (isinstance(node, type) and issubclass(node, BaseModel)):
+                return []
+            field = node.model_fields.get(part) or next(
+                (f for f in node.model_fields.values() if f.alias == part), None
+            )
+            if field is None:
+                return []
+            node = field.annotation
+    while get_origin(node) in (list, Union, UnionType):
+        node = [a for a in get_args(node) if a is not type(None)][-1]
+    if isinstance(node, type) and issubclass(node, BaseModel):
+        keys = [
+            f.alias or n for n, f in node.model_fields.items() if n not in ("source", "base_dir")
+        ]
+        if issubclass(node, WithSecrets):
+            keys += [f"{k}_file" for k in node.secret_keys]
+        return keys
+    return []
+
+
+def _message(err: Mapping[str, Any], expected: list[str]) -> str:
     kind: str = err["type"]
     msg: str = err["msg"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        key = str(err["loc"][-1])
+        channels = [k for k in expected if k.endswith("_configs")]
+        if key.endswith("_configs") and channels:
+            return (
+                f"unknown key: alert-router has no {key}; it delivers through {', '.join(channels)}"
+            )
+        close = difflib.get_close_matches(str(err["loc"][-1]), expected, n=1)
+        if close:
+            return f"unknown key (did you mean {close[0]!r}?)"
+        return (
+            f"unknown key (expected one of: {', '.join(expected)})" if expected else "unknown key"
+        )
     if kind == "missing":
         return "required key is missing"
     value = err.get("input")

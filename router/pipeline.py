@@ -188,18 +188,19 @@ class Pipeline:
             )
             state.incidents[key] = incident
         resolved = {a.fingerprint for a in alerts if a.status == "resolved"} & incident.alerts
+        dropped: set[str] = set()
         if payload.truncatedAlerts == 0:
-            # A complete payload lists every active alert of the group: the rest are gone
-            # (resolved and already reported, silenced, or resolved with send_resolved off).
-            resolved |= incident.alerts - firing - resolved
-        incident.alerts = (incident.alerts | firing) - resolved
+            # A complete payload lists every active alert of the group; the others left it without
+            # a resolve we can show (silenced, or resolved while send_resolved is off upstream).
+            dropped = incident.alerts - firing - resolved
+        incident.alerts = (incident.alerts | firing) - resolved - dropped
         incident.group_labels = dict(payload.groupLabels)
         incident.common_labels = dict(payload.commonLabels)
         incident.common_annotations = dict(payload.commonAnnotations)
         incident.external_url = payload.externalURL
         incident.truncated_alerts = payload.truncatedAlerts
-        resolved_states = [plan.alerts.get(fp) or state.alerts.get(fp) for fp in sorted(resolved)]
-        self._decide(state, plan, incident, [a for a in resolved_states if a], now, correlation_id)
+        resolved_states = [plan.alerts[fp] for fp in sorted(resolved)]
+        self._decide(state, plan, incident, resolved_states, now, correlation_id)
 
     def _decide(
         self,

@@ -1,0 +1,173 @@
+"""routes.yaml loading: every bad config gives its exact file:line: path: message; good ones load."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from router.config import load_config, parse_config, parse_duration
+from router.errors import ConfigError
+
+from .helpers import DATA, ROOT
+
+BAD = DATA / "config"
+
+# file -> every problem it must report, exactly ({f} is the file's path).
+EXPECTED = {
+    "unknown-key.yaml": ["{f}:7: route.routes[0].recevier: unknown key (did you mean 'receiver'?)"],
+    "webhook-configs.yaml": [
+        "{f}:3: receivers[0].webhook_configs: unknown key: alert-router has no webhook_configs; "
+        "it delivers through telegram_configs, slack_configs, email_configs, pagerduty_configs"
+    ],
+    "bad-regex.yaml": ['{f}:9: route.routes[2].matchers[0]: invalid regex "(api": missing )'],
+    "undefined-receiver.yaml": [
+        "{f}:7: route.routes[0].receiver: undefined receiver 'databse' (known: default)"
+    ],
+    "duplicate-receiver.yaml": [
+        "{f}:4: receivers[2].name: duplicate receiver name 'default' (first at receivers[0])"
+    ],
+    "duplicate-key.yaml": ["{f}:5: route.receiver: duplicate key (first at line 4)"],
+    "root-route-matchers.yaml": [
+        "{f}:5: route.matchers: the root route must not have any matchers (it matches every alert)",
+        "{f}:6: route.continue: the root route cannot have continue set",
+    ],
+    "bad-duration.yaml": [
+        "{f}:3: receivers[0].repeat_interval: invalid duration '5x': expected a number and unit, "
+        "e.g. 30s, 5m, 1h30m"
+    ],
+    "token-and-file.yaml": [
+        "{f}:4: receivers[0].telegram_configs[0]: bot_token and bot_token_file are mutually "
+        "exclusive: set one of them"
+    ],
+    "secret-file-missing.yaml": [
+        "{f}:4: receivers[0].pagerduty_configs[0]: routing_key_file: cannot read "
+        "{d}/does-not-exist.key: No such file or directory"
+    ],
+    "missing-env.yaml": [
+        "{f}:3: server.auth.bearer_token: environment variable ALERT_ROUTER_TEST_UNSET_VARIABLE "
+        "is not set (write ${ALERT_ROUTER_TEST_UNSET_VARIABLE:-default} for a default)"
+    ],
+    "bad-matcher-quote.yaml": [
+        '{f}:6: route.routes[0].matchers[0]: matcher value contains unescaped double quote: ="critical"'
+    ],
+    "invalid-yaml.yaml": ["{f}:5: invalid YAML: mapping values are not allowed here"],
+    "time-intervals.yaml": [
+        "{f}:6: route.routes[0]: mute_time_intervals is not supported by alert-router: mute or "
+        "schedule in Alertmanager, which then does not send those alerts at all"
+    ],
+    "slack-incomplete.yaml": [
+        "{f}:4: receivers[0].slack_configs[0]: needs bot_token and channel (Web API) or webhook_url"
+    ],
+    "bad-label-name.yaml": [
+        "{f}:6: inhibit_rules[0].equal[1]: invalid label name 'not-a-label': must match "
+        "[a-zA-Z_][a-zA-Z0-9_]*"
+    ],
+    "alias-bomb.yaml": ["{f}: the document expands to more than 100000 values (alias bomb?)"],
+    "bad-template.yaml": [
+        "{f}:7: runbooks[0].runbook_url: invalid Jinja2 template: unexpected end of template, "
+        "expected 'end of print statement'. (template line 1)"
+    ],
+    "receivers-not-a-list.yaml": ["{f}:1: receivers: expected a list, got a mapping"],
+    "empty.yaml": ["{f}:1: the file is empty"],
+    "bad-listen.yaml": [
+        "{f}:2: server.listen: invalid listen address 'localhost': expected HOST:PORT, e.g. 0.0.0.0:9095"
+    ],
+}
+
+
+def test_every_bad_config_file_has_an_expectation() -> None:
+    files = {p.name for p in BAD.glob("*.yaml")} - {"secret-file.yaml"}
+    assert files == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_bad_config_reports_where_and_why(name: str) -> None:
+    path = BAD / name
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    got = [str(p) for p in caught.value.problems]
+    want = [e.replace("{f}", str(path)).replace("{d}", str(BAD.resolve())) for e in EXPECTED[name]]
+    assert got == want
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    text = """
+receivers:
+  - name: default
+    repeat_interval: soon
+route:
+  receiver: default
+  routes:
+    - matchers: ['a=~"("']
+    - matchers: ['b="x"']
+      colour: red
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, file="r.yaml")
+    assert [p.line for p in caught.value.problems] == [4, 8, 10]
+
+
+def test_shipped_routes_yaml_is_valid() -> None:
+    cfg = load_config(ROOT / "routes.yaml")
+    names = {r.name for r in cfg.receivers}
+    assert {"oncall-pager", "team-slack", "team-slack-info", "security"} <= names
+    assert len(cfg.inhibit_rules) == 2
+
+
+def test_secret_file_is_read_relative_to_the_config_and_never_shown() -> None:
+    cfg = load_config(BAD / "secret-file.yaml")
+    key = cfg.receivers[0].pagerduty_configs[0].routing_key
+    assert key.get_secret_value() == "R0UT1NGKEY"
+    assert "R0UT1NGKEY" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("value", "env", "expected"),
+    [
+        ("${TOKEN}", {"TOKEN": "s3cret"}, "s3cret"),
+        ("${TOKEN:-fallback}", {}, "fallback"),
+        ("${TOKEN:-fallback}", {"TOKEN": ""}, "fallback"),
+        ("${TOKEN}", {"TOKEN": ""}, ""),
+        ("pre-${A}-${B:-b}", {"A": "a"}, "pre-a-b"),
+        ("cost: $$5", {}, "cost: $5"),
+        ("$HOME stays", {}, "$HOME stays"),
+    ],
+)
+def test_environment_substitution(value: str, env: dict[str, str], expected: str) -> None:
+    text = f"server: {{auth: {{bearer_token: '{value}'}}}}\nreceivers: [{{name: d}}]\nroute: {{receiver: d}}\n"
+    cfg = parse_config(text, env=env)
+    token = cfg.server.auth.bearer_token
+    assert token is not None
+    assert token.get_secret_value() == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("30s", 30),
+        ("5m", 300),
+        ("1h30m", 5400),
+        ("1d", 86400),
+        ("1w", 604800),
+        ("0", 0),
+        ("250ms", 0.25),
+    ],
+)
+def test_durations_as_alertmanager_writes_them(text: str, expected: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=expected)
+
+
+@pytest.mark.parametrize("text", ["", "5", "1m1h", "-5m", "5 m", "1.5h"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid duration"):
+        parse_duration(text)
+
+
+def test_empty_section_means_defaults(tmp_path: Path) -> None:
+    cfg = parse_config(
+        "server:\ntemplates:\nreceivers: [{name: d}]\nroute: {receiver: d}\ninhibit_rules:\n"
+    )
+    assert cfg.server.listen == "0.0.0.0:9095"
+    assert cfg.inhibit_rules == []

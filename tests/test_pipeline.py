@@ -1,0 +1,290 @@
+"""Pipeline decisions over real captured payloads: routing, dedup, repeat, resolve, inhibition."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from router.config import parse_config
+from router.models import WebhookPayload
+from router.pipeline import Pipeline, Plan, State
+
+from .helpers import fixture_json
+
+T0 = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)
+
+CONFIG = """
+storage: {stale_after: 1h}
+receivers:
+  - name: slack
+    repeat_interval: 4h
+    slack_configs: [{bot_token: xoxb-1, channel: "#a"}]
+  - name: pager
+    repeat_interval: 30m
+    pagerduty_configs: [{routing_key: k}]
+    telegram_configs: [{bot_token: "1:t", chat_id: 1, send_resolved: false}]
+  - name: batch
+    send_resolved: false
+    slack_configs: [{bot_token: xoxb-1, channel: "#batch"}]
+route:
+  receiver: slack
+  routes:
+    - matchers: ['team="data"']
+      receiver: batch
+    - matchers: ['severity="critical"']
+      receiver: pager
+inhibit_rules:
+  - source_matchers: ['alertname="ServiceDown"']
+    target_matchers: ['alertname=~"HighLatency|HighErrorRate"']
+    equal: [service]
+"""
+
+
+class Harness:
+    """A pipeline over an in-memory state, fed with payloads at chosen times."""
+
+    def __init__(self, config: str = CONFIG) -> None:
+        ids = (f"inc{n}" for n in itertools.count(1))
+        self.pipeline = Pipeline(parse_config(config), lambda: next(ids))
+        self.state = State()
+
+    def post(self, payload: dict[str, Any] | str, at: datetime = T0) -> Plan:
+        data = fixture_json(payload) if isinstance(payload, str) else payload
+        return self.pipeline.ingest(WebhookPayload.model_validate(data), self.state, at, "cid")
+
+    def sweep(self, at: datetime) -> Plan:
+        return self.pipeline.sweep(self.state, at, "cid")
+
+
+def reasons(plan: Plan) -> dict[str, str]:
+    return {receiver: reason.value for (receiver, reason), n in plan.reasons.items() if n}
+
+
+def alert(
+    name: str, status: str = "firing", fp: str | None = None, **labels: str
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "labels": {"alertname": name, **labels},
+        "annotations": {"summary": f"{name} on {labels.get('service', '?')}"},
+        "startsAt": "2026-11-23T06:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-23T07:00:00Z",
+        "generatorURL": "",
+        "fingerprint": fp or f"{name}-{'-'.join(labels.values())}",
+    }
+
+
+def payload(group_key: str, *alerts: dict[str, Any], truncated: int = 0) -> dict[str, Any]:
+    firing = any(a["status"] == "firing" for a in alerts)
+    return {
+        "version": "4",
+        "receiver": "am",
+        "status": "firing" if firing else "resolved",
+        "alerts": list(alerts),
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://am:9093",
+        "groupKey": group_key,
+        "truncatedAlerts": truncated,
+    }
+
+
+def test_first_notification_then_alertmanager_resends_are_deduplicated() -> None:
+    h = Harness()
+    first = h.post("firing-group-3-alerts")
+    assert reasons(first) == {"slack": "first"}
+    assert [(o.receiver, o.channel) for o in first.outbox] == [("slack", "slack")]
+    view = first.outbox[0].view
+    assert len(view.firing) == 3 and view.resolved == []
+    assert view.firing[0].runbook_url == "https://runbooks.example.com/checkout/high-latency"
+    assert view.firing[0].silence_url.startswith(
+        "http://alertmanager.example:9093/#/silences/new?filter=%7B"
+    )
+
+    again = h.post("firing-group-3-alerts", T0 + timedelta(minutes=5))
+    assert reasons(again) == {"slack": "unchanged"}
+    assert again.outbox == []
+
+
+def test_partial_resolve_then_full_resolve_then_refire_opens_a_new_incident() -> None:
+    h = Harness()
+    opened = h.post("firing-group-3-alerts").outbox[0].view.id
+
+    mixed = h.post("mixed-firing-resolved", T0 + timedelta(minutes=1))
+    assert reasons(mixed) == {"slack": "resolved_alerts"}
+    view = mixed.outbox[0].view
+    assert [a.fingerprint for a in view.resolved] == ["b3a81b17d3185542"]
+    assert {a.fingerprint for a in view.firing} == {"aedaedb479cc7e33", "caa074ae7deb267c"}
+    assert view.status == "firing"
+
+    done = h.post("resolved-group", T0 + timedelta(minutes=2))
+    assert reasons(done) == {"slack": "resolved"}
+    view = done.outbox[0].view
+    assert view.status == "resolved" and view.id == opened
+    assert {a.fingerprint for a in view.resolved} == {"aedaedb479cc7e33", "caa074ae7deb267c"}
+    assert h.state.incidents == {}
+
+    # Alertmanager retrying the resolve changes nothing; a new firing is a new incident.
+    assert h.post("resolved-group", T0 + timedelta(minutes=3)).outbox == []
+    refire = h.post("firing-group-3-alerts", T0 + timedelta(minutes=4))
+    assert reasons(refire) == {"slack": "first"}
+    assert refire.outbox[0].view.id != opened
+
+
+def test_repeat_interval_renotifies_an_unchanged_incident_unless_acked() -> None:
+    h = Harness()
+    h.post("firing-group-3-alerts")
+    assert h.post("firing-group-3-alerts", T0 + timedelta(hours=3, minutes=59)).outbox == []
+    repeat = h.post("firing-group-3-alerts", T0 + timedelta(hours=4))
+    assert reasons(repeat) == {"slack": "repeat"} and len(repeat.outbox) == 1
+
+    incident = next(iter(h.state.incidents.values()))
+    incident.acked_by = "alice"
+    assert reasons(h.post("firing-group-3-alerts", T0 + timedelta(hours=9))) == {
+        "slack": "unchanged"
+    }
+
+
+def test_send_resolved_off_at_receiver_and_channel() -> None:
+    h = Harness()
+    h.post(payload("g", alert("JobFailed", team="data", service="etl")))
+    plan = h.post(payload("g", alert("JobFailed", "resolved", team="data", service="etl")))
+    assert reasons(plan) == {"batch": "send_resolved_off"} and plan.outbox == []
+
+    # pager: PagerDuty resolves (receiver default), Telegram has send_resolved: false.
+    h.post(payload("p", alert("DiskFull", severity="critical", service="pg")))
+    plan = h.post(payload("p", alert("DiskFull", "resolved", severity="critical", service="pg")))
+    assert [o.channel for o in plan.outbox] == ["pagerduty"]
+
+
+def test_alerts_left_out_of_a_complete_payload_leave_the_incident_silently() -> None:
+    h = Harness()
+    h.post("send-resolved-false-firing")
+    plan = h.post("send-resolved-false-resolved-left-out", T0 + timedelta(minutes=1))
+    assert reasons(plan) == {"batch": "new_alerts"}
+    incident = next(iter(h.state.incidents.values()))
+    assert incident.alerts == {"ad816c4ccb51e2e0", "5fec76ceca54bec9"}
+    assert plan.outbox[0].view.resolved == []
+
+
+def test_truncated_payload_does_not_drop_the_alerts_it_left_out() -> None:
+    h = Harness()
+    a, b, c = (
+        alert("DiskFull", fp=f"fp{i}", severity="critical", service="pg", i=str(i))
+        for i in range(3)
+    )
+    h.post(payload("t", a, b, c))
+    plan = h.post(payload("t", a, b, truncated=1), T0 + timedelta(minutes=1))
+    assert reasons(plan) == {"pager": "unchanged"}
+    assert next(iter(h.state.incidents.values())).alerts == {"fp0", "fp1", "fp2"}
+    assert h.post("truncated-max-alerts-2").outbox[0].view.truncated_alerts == 2
+
+
+def test_inhibition_in_the_same_payload_and_across_groups() -> None:
+    h = Harness()
+    down = alert("ServiceDown", severity="critical", service="search")
+    latency = alert("HighLatency", severity="warning", service="search")
+    other = alert("HighLatency", severity="warning", service="cart")
+    plan = h.post(payload("search", down, latency))
+    assert plan.inhibited == 1
+    assert h.state.alerts[latency["fingerprint"]].inhibited_by == down["fingerprint"]
+    # ServiceDown pages; the latency alert's slack incident holds only an inhibited alert.
+    assert reasons(plan) == {"pager": "first", "slack": "inhibited"}
+    assert [o.receiver for o in plan.outbox] == ["pager", "pager"]
+
+    # Another group, another sender: still inhibited by the firing source; other service is not.
+    plan = h.post(payload("latency-search", latency, other))
+    assert reasons(plan) == {"slack": "first"}
+    assert [a.labels["service"] for a in plan.outbox[0].view.firing] == ["cart"]
+
+
+def test_source_resolving_releases_its_targets_on_the_next_sweep() -> None:
+    h = Harness()
+    down = alert("ServiceDown", severity="critical", service="search")
+    latency = alert("HighLatency", severity="warning", service="search")
+    h.post(payload("search", down, latency))
+    h.post(
+        payload(
+            "search", {**down, "status": "resolved", "endsAt": "2026-11-23T07:01:00Z"}, latency
+        ),
+        T0 + timedelta(minutes=1),
+    )
+    # Resolved in the same payload as a still-firing target: the target is free at once.
+    assert h.state.alerts[latency["fingerprint"]].inhibited_by is None
+
+
+def test_sweep_notifies_targets_released_by_a_resolve_elsewhere() -> None:
+    h = Harness()
+    down = alert("ServiceDown", severity="critical", service="search")
+    latency = alert("HighLatency", severity="warning", service="search")
+    h.post(payload("down", down))
+    assert reasons(h.post(payload("lat", latency))) == {"slack": "inhibited"}
+    h.post(payload("down", {**down, "status": "resolved"}), T0 + timedelta(minutes=1))
+    assert h.state.alerts[latency["fingerprint"]].inhibited_by is not None  # not re-judged yet
+    released = h.sweep(T0 + timedelta(minutes=2))
+    assert reasons(released) == {"slack": "uninhibited"}
+    assert [a.fingerprint for a in released.outbox[0].view.firing] == [latency["fingerprint"]]
+    assert h.sweep(T0 + timedelta(minutes=3)).outbox == []
+
+
+def test_a_stale_source_stops_inhibiting() -> None:
+    h = Harness()
+    down = alert("ServiceDown", severity="critical", service="search")
+    latency = alert("HighLatency", severity="warning", service="search")
+    h.post(payload("down", down))
+    h.post(payload("lat", latency), T0 + timedelta(minutes=30))
+    assert h.sweep(T0 + timedelta(minutes=59)).outbox == []  # source seen 59m ago: fresh
+    released = h.sweep(T0 + timedelta(minutes=61))  # stale_after is 1h
+    assert reasons(released) == {"slack": "uninhibited"}
+
+
+TWO_SIDED = """
+receivers: [{name: r, slack_configs: [{bot_token: x, channel: c}]}]
+route: {receiver: r}
+inhibit_rules:
+  - source_matchers: ['severity="critical"']
+    target_matchers: ['team="x"']
+"""
+
+
+@pytest.mark.parametrize(
+    ("alerts", "inhibited"),
+    [
+        # both sides vs both sides: neither inhibits the other (Alertmanager's rule)
+        (
+            [
+                {"severity": "critical", "team": "x", "i": "1"},
+                {"severity": "critical", "team": "x", "i": "2"},
+            ],
+            [],
+        ),
+        # a source-only alert inhibits a two-sided one
+        ([{"severity": "critical", "team": "x"}, {"severity": "critical", "team": "y"}], ["0"]),
+        # a two-sided alert inhibits a target-only one
+        ([{"severity": "critical", "team": "x"}, {"severity": "warning", "team": "x"}], ["1"]),
+        # no alert inhibits itself
+        ([{"severity": "critical", "team": "x"}], []),
+    ],
+)
+def test_two_sided_rule_semantics(alerts: list[dict[str, str]], inhibited: list[str]) -> None:
+    h = Harness(TWO_SIDED)
+    h.post(payload("g", *(alert("A", fp=str(i), **labels) for i, labels in enumerate(alerts))))
+    assert sorted(fp for fp, a in h.state.alerts.items() if a.inhibited_by) == inhibited
+
+
+def test_an_alert_routed_twice_to_one_receiver_is_in_one_incident() -> None:
+    config = """
+receivers: [{name: r, slack_configs: [{bot_token: x, channel: c}]}, {name: s}]
+route:
+  receiver: s
+  routes:
+    - {matchers: ['a="1"'], receiver: r, continue: true}
+    - {matchers: ['b="2"'], receiver: r}
+"""
+    h = Harness(config)
+    plan = h.post(payload("g", alert("X", a="1", b="2")))
+    assert len(plan.outbox) == 1 and plan.routed["r"] == 1
