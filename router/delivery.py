@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from router.errors import RenderError
+from router.errors import StoreError
 from router.logs import event
 from router.render import Renderer
 from router.store import OutboxRow, Store
@@ -45,10 +45,9 @@ class DryRun:
         self.renderer = renderer
 
     async def __call__(self, row: OutboxRow) -> Delivery:
-        try:
-            parts = self.renderer.render(row.channel, row.view)
-        except RenderError as exc:
-            return Failed(str(exc))
+        parts, error = self.renderer.render_or_fallback(row.channel, row.view)
+        if error:
+            event(log, logging.ERROR, "template_failed", incident=row.incident_id, error=error)
         event(
             log,
             logging.INFO,
@@ -79,14 +78,18 @@ class Outbox:
 
     async def run(self) -> None:
         while True:
-            rows = await self.store.claim_due(self.clock(), channels=sorted(self.senders))
+            try:
+                rows = await self.store.claim_due(self.clock(), channels=sorted(self.senders))
+                for row in rows:
+                    await self._deliver(row)
+            except StoreError as exc:
+                # The store is locked or failing: nothing is lost (rows stay queued); try again.
+                event(log, logging.ERROR, "outbox_store_error", error=str(exc))
+                rows = []
             if not rows:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.poll_s)
-                continue
-            for row in rows:
-                await self._deliver(row)
 
     async def _deliver(self, row: OutboxRow) -> None:
         result = await self.senders[row.channel](row)

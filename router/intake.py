@@ -67,7 +67,8 @@ async def handle_webhook(request: web.Request) -> web.Response:
         event(log, logging.WARNING, "webhook_rejected", reason="too_large", limit=limit)
         return _refuse(413, "too_large", f"body larger than server.max_body_bytes ({limit} bytes)")
     try:
-        payload = parse_payload(request.content_type if request.body_exists else "", body)
+        content_type = request.content_type if "Content-Type" in request.headers else ""
+        payload = parse_payload(content_type, body)
     except PayloadError as exc:
         extra = {"problems": exc.problems} if exc.problems else {}
         event(log, logging.WARNING, "webhook_rejected", reason=exc.reason, error=str(exc))
@@ -95,7 +96,7 @@ async def handle_webhook(request: web.Request) -> web.Response:
         status=payload.status,
         alerts=len(payload.alerts),
         queued=len(plan.outbox),
-        decisions={f"{r}:{reason.value}": n for (r, reason), n in plan.reasons.items() if n},
+        decisions=plan.decisions(),
     )
     return web.json_response(
         {
@@ -105,5 +106,6 @@ async def handle_webhook(request: web.Request) -> web.Response:
             "incidents": sorted({i.id for i in plan.incidents.values()}),
             "queued": len(plan.outbox),
             "inhibited": plan.inhibited,
+            "decisions": plan.decisions(),
         }
     )

@@ -83,6 +83,13 @@ class Plan:
     routed: Counter[str] = field(default_factory=Counter)
     inhibited: int = 0
 
+    def decisions(self) -> dict[str, list[str]]:
+        """receiver -> the reasons decided for its incidents, e.g. {"team-slack": ["first"]}."""
+        out: dict[str, list[str]] = {}
+        for (receiver, reason), n in sorted(self.reasons.items()):
+            out.setdefault(receiver, []).extend([reason.value] * n)
+        return out
+
 
 @dataclass
 class State:

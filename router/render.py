@@ -8,17 +8,17 @@ leaves text as it is. A directory named in routes.yaml overrides files of the sa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from jinja2 import (
+    ChainableUndefined,
     ChoiceLoader,
     Environment,
     FileSystemLoader,
-    StrictUndefined,
-    TemplateError,
     TemplateSyntaxError,
 )
 from markupsafe import Markup
@@ -33,6 +33,7 @@ SEVERITY_ICONS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info"
 RESOLVED_ICON = "✅"
 # Labels every alert has or that the heading already shows: not repeated in the body.
 HEADLINE_LABELS = frozenset({"alertname", "severity"})
+_BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # at most one blank line in a row
 
 
 def default_template_dir() -> Path:
@@ -91,6 +92,28 @@ def label_pairs(labels: Mapping[str, str], skip: Any = ()) -> list[tuple[str, st
     return [(k, v) for k, v in sorted(labels.items()) if k not in skipped]
 
 
+def html_labels(pairs: list[tuple[str, str]]) -> Markup:
+    return Markup(" ").join(Markup("{}=<code>{}</code>").format(k, v) for k, v in pairs)
+
+
+def mrkdwn_labels(pairs: list[tuple[str, str]]) -> SlackText:
+    return SlackText(
+        " ".join(f"{slack_escape(k)}=`{_no_backtick(slack_escape(v))}`" for k, v in pairs)
+    )
+
+
+def _no_backtick(text: str) -> str:
+    return text.replace("`", "'")
+
+
+def html_links(links: list[tuple[str, str]]) -> Markup:
+    return Markup(" · ").join(html_link(url, text) for text, url in links)
+
+
+def mrkdwn_links(links: list[tuple[str, str]]) -> SlackText:
+    return SlackText(" · ".join(slack_link(url, text) for text, url in links))
+
+
 def alert_links(alert: AlertView) -> list[tuple[str, str]]:
     """(text, url) of each link the alert has, in the order people reach for them."""
     links = [
@@ -117,7 +140,7 @@ class Renderer:
         loader = ChoiceLoader([FileSystemLoader(str(d)) for d in self.dirs])
         common: dict[str, Any] = {
             "loader": loader,
-            "undefined": StrictUndefined,
+            "undefined": ChainableUndefined,  # a missing annotation renders empty
             "trim_blocks": True,
             "lstrip_blocks": True,
             "keep_trailing_newline": False,
@@ -128,7 +151,15 @@ class Renderer:
             "txt": Environment(autoescape=False, **common),
         }
         for env in self._envs.values():
-            env.filters.update(duration=human_duration, clock=clock, label_pairs=label_pairs)
+            env.filters.update(
+                duration=human_duration,
+                clock=clock,
+                label_pairs=label_pairs,
+                html_labels=html_labels,
+                mrkdwn_labels=mrkdwn_labels,
+                html_links=html_links,
+                mrkdwn_links=mrkdwn_links,
+            )
             env.globals.update(
                 html_link=html_link,
                 slack_link=slack_link,
@@ -171,11 +202,45 @@ class Renderer:
         return self._envs.get(mode, self._envs["txt"])
 
     def render(self, kind: str, incident: IncidentView, **extra: Any) -> dict[str, str]:
+        """Every part of the message; raises RenderError if a template fails."""
         context = {"incident": incident, "now": incident.notified_at, **extra}
         out = {}
         for part, name in self.parts(kind).items():
             try:
-                out[part] = self._env_for(name).get_template(name).render(context).strip()
-            except TemplateError as exc:
+                text = self._env_for(name).get_template(name).render(context)
+                out[part] = _BLANK_RUNS.sub("\n\n", text).strip()
+            except Exception as exc:  # a user template can raise anything; none may lose a page
                 raise RenderError(f"template {name} failed: {exc}") from exc
         return out
+
+    def render_or_fallback(
+        self, kind: str, incident: IncidentView
+    ) -> tuple[dict[str, str], str | None]:
+        """Like render, but a failing template yields a plain built-in message, never nothing.
+
+        Returns the parts and the template error, if there was one, for the log.
+        """
+        try:
+            return self.render(kind, incident), None
+        except RenderError as exc:
+            text = fallback_text(incident)
+            parts = {}
+            for part, name in self.parts(kind).items():
+                mode = self._env_for(name)
+                parts[part] = str(Markup.escape(text)) if mode is self._envs["html"] else text
+            return parts, str(exc)
+
+
+def fallback_text(incident: IncidentView) -> str:
+    """The message sent when a template fails: plain, short, with what on-call needs."""
+    status = (
+        "RESOLVED" if incident.status == "resolved" else (incident.severity.upper() or "FIRING")
+    )
+    lines = [f"{status}: {incident.title} (#{incident.id}, {incident.receiver})"]
+    for alert in incident.firing[:20]:
+        summary = alert.annotations.get("summary") or alert.labels.get("alertname", "")
+        lines.append(f"- {summary} {' '.join(f'{k}={v}' for k, v in label_pairs(alert.labels))}")
+    if incident.resolved:
+        lines.append(f"resolved: {len(incident.resolved)} alert(s)")
+    lines.append("(rendered without its template, which failed: see the router's log)")
+    return "\n".join(lines)

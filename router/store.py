@@ -139,7 +139,10 @@ class Store:
         self._thread.shutdown(wait=True)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
 
     def _open_sync(self) -> None:
         if self.path != ":memory:":

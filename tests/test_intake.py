@@ -1,0 +1,193 @@
+"""POST /webhook through the real app: auth, limits, errors that say what is wrong, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from router.config import parse_config
+from router.web import create_app
+
+from .helpers import fixture_body
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[..., Awaitable[Client]]
+TOKEN = "example-bearer-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+CONFIG = """
+server:
+  max_body_bytes: 65536
+  auth:
+    bearer_token: example-bearer-token
+    basic_auth: {{username: alertmanager, password: example-password}}
+storage: {{path: "{db}"}}
+receivers:
+  - name: slack
+    slack_configs: [{{bot_token: xoxb-1, channel: "#alerts"}}]
+route: {{receiver: slack}}
+"""
+
+
+@pytest.fixture
+async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
+    config = parse_config(CONFIG.format(db=tmp_path / "state.db"))
+    return await aiohttp_client(create_app(config, dry_run=True))
+
+
+async def post(
+    client: Client, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    resp = await client.post("/webhook", data=body, headers=AUTH if headers is None else headers)
+    return resp.status, orjson.loads(await resp.read())
+
+
+async def test_accepts_a_real_alertmanager_payload(client: Client) -> None:
+    status, body = await post(client, fixture_body("firing-group-3-alerts"))
+    assert status == 200
+    assert body["status"] == "accepted" and body["alerts"] == 3 and body["queued"] == 1
+    assert len(body["incidents"]) == 1 and len(body["incidents"][0]) == 5
+
+
+async def test_basic_auth_as_alertmanager_sends_it(client: Client) -> None:
+    headers = {
+        "Authorization": "Basic YWxlcnRtYW5hZ2VyOmV4YW1wbGUtcGFzc3dvcmQ=",
+        "Content-Type": "application/json",
+    }
+    status, _ = await post(client, fixture_body("truncated-max-alerts-2"), headers)
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Bearer wrong",
+        f"bearer {TOKEN}x",
+        "Basic YWxlcnRtYW5hZ2VyOndyb25n",
+        "Basic !!!",
+        TOKEN,
+    ],
+)
+async def test_bad_auth_is_401_with_a_challenge(client: Client, authorization: str | None) -> None:
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    resp = await client.post("/webhook", data=fixture_body("resolved-group"), headers=headers)
+    assert resp.status == 401
+    assert (
+        resp.headers["WWW-Authenticate"]
+        == 'Bearer realm="alert-router", Basic realm="alert-router"'
+    )
+    assert (await resp.json())["reason"] == "unauthorized"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "reason", "error"),
+    [
+        (b"{not json", "application/json", 400, "invalid_json", "invalid JSON: "),
+        (b"", "application/json", 400, "invalid_json", "invalid JSON: "),
+        (b"[]", "application/json", 422, "schema", "not an Alertmanager v4 payload: (body): "),
+        (
+            b"{}",
+            "text/plain",
+            415,
+            "content_type",
+            "expected Content-Type application/json, got 'text/plain'",
+        ),
+        (
+            b'{"version": "3"}',
+            "application/json",
+            422,
+            "schema",
+            "not an Alertmanager v4 payload: version: ",
+        ),
+    ],
+)
+async def test_bad_bodies_get_a_clear_4xx(
+    client: Client, body: bytes, content_type: str, status: int, reason: str, error: str
+) -> None:
+    got, answer = await post(client, body, {**AUTH, "Content-Type": content_type})
+    assert (got, answer["reason"]) == (status, reason)
+    assert answer["error"].startswith(error)
+
+
+async def test_schema_errors_name_the_failing_field(client: Client) -> None:
+    data = orjson.loads(fixture_body("firing-group-3-alerts"))
+    data["alerts"][1]["startsAt"] = "yesterday"
+    del data["alerts"][2]["fingerprint"]
+    status, body = await post(client, orjson.dumps(data))
+    assert status == 422
+    assert [p["path"] for p in body["problems"]] == ["alerts[1].startsAt", "alerts[2].fingerprint"]
+    assert body["error"].startswith(
+        "not an Alertmanager v4 payload: alerts[1].startsAt: Input should be"
+    )
+
+
+async def test_oversized_body_is_413(client: Client) -> None:
+    data = orjson.loads(fixture_body("firing-group-3-alerts"))
+    data["alerts"][0]["annotations"]["description"] = "x" * 70_000
+    status, body = await post(client, orjson.dumps(data))
+    assert status == 413
+    assert body["error"] == "body larger than server.max_body_bytes (65536 bytes)"
+
+
+async def test_the_same_payload_twice_queues_one_notification(client: Client) -> None:
+    first = await post(client, fixture_body("firing-group-3-alerts"))
+    second = await post(client, fixture_body("firing-group-3-alerts"))
+    assert (first[1]["queued"], second[1]["queued"]) == (1, 0)
+    assert first[1]["incidents"] == second[1]["incidents"]
+
+
+async def test_dry_run_delivers_and_the_read_api_shows_it(client: Client) -> None:
+    await post(client, fixture_body("firing-group-3-alerts"))
+    for _ in range(100):  # the outbox worker is woken at once; 5 s at most
+        resp = await client.get("/api/v1/incidents", headers=AUTH)
+        incident = (await resp.json())["incidents"][0]
+        if incident["notifications"][0]["state"] == "sent":
+            break
+        await asyncio.sleep(0.05)
+    assert incident["notifications"][0] | {"created_at": None, "sent_at": None} == {
+        "id": 1,
+        "channel": "slack",
+        "channel_index": 0,
+        "reason": "first",
+        "state": "sent",
+        "attempts": 1,
+        "last_error": None,
+        "created_at": None,
+        "sent_at": None,
+    }
+    assert incident["status"] == "firing" and len(incident["alerts"]) == 3
+
+    alerts = (await (await client.get("/api/v1/alerts", headers=AUTH)).json())["alerts"]
+    assert {a["fingerprint"] for a in alerts} == set(incident["alerts"])
+    assert all(a["receivers"] == ["slack"] and a["endsAt"] is None for a in alerts)
+
+    assert (await client.get("/api/v1/alerts")).status == 401
+    assert (await client.get("/healthz")).status == 200
+    assert (await (await client.get("/readyz")).json()) == {"status": "ready"}
+
+
+async def test_a_locked_store_answers_503_and_the_retry_succeeds(
+    client: Client, tmp_path: Path
+) -> None:
+    # Another process holding the write lock: our commit times out, Alertmanager must retry.
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        status, body = await post(client, fixture_body("firing-group-3-alerts"))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert (status, body["reason"]) == (503, "store")
+    status, body = await post(client, fixture_body("firing-group-3-alerts"))
+    assert (status, body["queued"]) == (200, 1)
