@@ -36,3 +36,36 @@ def fixture_body(name: str) -> bytes:
 def fixture_json(name: str) -> dict[str, object]:
     data: dict[str, object] = orjson.loads((FIXTURES / f"{name}.json").read_bytes())
     return data
+
+
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+async def wait_http(url: str, proc: object = None, timeout_s: float = 15.0) -> None:
+    """Poll url until it answers 200; fail early if the process `proc` (Popen) exited."""
+    import asyncio
+    import subprocess
+
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while loop.time() < deadline:
+            if isinstance(proc, subprocess.Popen) and proc.poll() is not None:
+                raise AssertionError(f"server exited with {proc.returncode} (see its log)")
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} did not answer within {timeout_s}s")
