@@ -95,7 +95,7 @@ async def send_all(
                 async with session.post(url, data=payload(n), headers=HEADERS) as resp:
                     if resp.status == 200:
                         accepted[n] = await resp.json()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             if kill_after is not None and len(accepted) >= kill_after and proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
