@@ -194,6 +194,12 @@ class StorageConfig(Strict):
     retention: Duration = timedelta(days=7)
 
 
+class DeliveryConfig(Strict):
+    max_age: Duration = timedelta(hours=1)
+    storm_threshold: int = Field(default=10, ge=2)
+    max_backoff: Duration = timedelta(minutes=5)
+
+
 class TemplatesConfig(Strict):
     directory: str | None = None
 
@@ -342,6 +348,7 @@ class RouterConfig(Strict):
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
     templates: TemplatesConfig = TemplatesConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     receivers: list[ReceiverConfig] = Field(min_length=1)
     route: RouteConfig
     inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)

@@ -1,114 +1,271 @@
-"""Outbox workers: take due notifications from the store and hand each to its channel's sender."""
+"""Outbox workers: ordered, rate-limited delivery per destination, with retries and dead letters.
+
+One dispatcher claims due rows from the store and hands each to its destination's queue; one
+worker per destination sends them in order, at most as fast as the service allows, so a slow or
+dead channel never delays another. A row is marked sent only once its channel accepted it.
+On `RetryLater` the row, and every later row of that destination, waits (the service's own
+Retry-After, or exponential backoff with jitter); past `delivery.max_age` it is dead-lettered, as
+is a `Failed` row at once. A destination with `storm_threshold` rows waiting gets one digest.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from router.channels.base import (
+    AnyChannel,
+    Delivered,
+    Delivery,
+    Destination,
+    Digest,
+    Failed,
+    RetryLater,
+)
 from router.errors import StoreError
 from router.logs import event
-from router.render import Renderer
 from router.store import OutboxRow, Store
 
 log = logging.getLogger("router.delivery")
 
-
-@dataclass(frozen=True)
-class Delivered:
-    ref: str
-
-
-@dataclass(frozen=True)
-class RetryLater:
-    after_s: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class Failed:
-    reason: str
-
-
-Delivery = Delivered | RetryLater | Failed
-Sender = Callable[[OutboxRow], Awaitable[Delivery]]
 Clock = Callable[[], datetime]
 
 
-class DryRun:
-    """The sender of --dry-run: renders the notification with the channel's templates and logs it."""
+@dataclass(frozen=True)
+class DeliverySettings:
+    max_age: timedelta = timedelta(hours=1)
+    storm_threshold: int = 10
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+    poll_s: float = 1.0
+    claim_batch: int = 500
 
-    def __init__(self, renderer: Renderer) -> None:
-        self.renderer = renderer
 
-    async def __call__(self, row: OutboxRow) -> Delivery:
-        parts, error = self.renderer.render_or_fallback(row.channel, row.view)
-        if error:
-            event(log, logging.ERROR, "template_failed", incident=row.incident_id, error=error)
-        event(
-            log,
-            logging.INFO,
-            "dry_run_notification",
-            incident=row.incident_id,
-            receiver=row.receiver,
-            channel=f"{row.channel}[{row.channel_index}]",
-            reason=row.view.reason.value,
-            correlation_id=row.correlation_id,
-            **parts,
-        )
-        return Delivered("dry-run")
+@dataclass
+class DeliveryStats:
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+    digests: int = 0
+    by_result: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, result)
+
+    def count(self, channel: str, result: str) -> None:
+        self.by_result[(channel, result)] = self.by_result.get((channel, result), 0) + 1
 
 
 class Outbox:
-    """Delivers due outbox rows; a row is marked sent only after its channel accepted it."""
-
     def __init__(
-        self, store: Store, senders: dict[str, Sender], clock: Clock, poll_s: float = 1.0
+        self,
+        store: Store,
+        channels: dict[Destination, AnyChannel],
+        clock: Clock,
+        settings: DeliverySettings = DeliverySettings(),
+        rng: random.Random | None = None,
     ) -> None:
         self.store = store
-        self.senders = senders
+        self.channels = channels
         self.clock = clock
-        self.poll_s = poll_s
+        self.settings = settings
+        self.rng = rng or random.Random()
+        self.stats = DeliveryStats()
         self.wake = asyncio.Event()
-        self.delivered = 0
         self.task: asyncio.Task[None] | None = None
+        self._queues: dict[Destination, list[OutboxRow]] = {}
+        self._workers: dict[Destination, asyncio.Task[None]] = {}
+        self._held_until: dict[Destination, datetime] = {}
+        self._last_sent: dict[Destination, float] = {}
+
+    # ------------------------------------------------------------ dispatcher
 
     async def run(self) -> None:
+        kinds = sorted({d.channel for d in self.channels})
         while True:
+            rows: list[OutboxRow] = []
             try:
-                rows = await self.store.claim_due(self.clock(), channels=sorted(self.senders))
+                if kinds:
+                    rows = await self.store.claim_due(
+                        self.clock(), kinds, self.settings.claim_batch
+                    )
                 for row in rows:
-                    await self._deliver(row)
+                    await self._dispatch(row)
             except StoreError as exc:
-                # The store is locked or failing: nothing is lost (rows stay queued); try again.
+                # Locked or failing store: rows stay queued in it; nothing is lost. Try again.
                 event(log, logging.ERROR, "outbox_store_error", error=str(exc))
                 rows = []
             if not rows:
                 self.wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.poll_s)
+                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_s)
 
-    async def _deliver(self, row: OutboxRow) -> None:
-        result = await self.senders[row.channel](row)
-        now = self.clock()
-        if isinstance(result, Delivered):
-            await self.store.mark_sent(row.id, result.ref, now)
-            self.delivered += 1
-        elif isinstance(result, RetryLater):
-            await self.store.mark_retry(
-                row.id, result.reason, now + timedelta(seconds=result.after_s)
+    async def _dispatch(self, row: OutboxRow) -> None:
+        dest = Destination(row.receiver, row.channel, row.channel_index)
+        if dest not in self.channels:
+            await self._dead(row, f"no {dest} in the loaded config (receiver or channel removed)")
+            return
+        held = self._held_until.get(dest)
+        if held is not None and held > self.clock():
+            await self.store.defer(
+                row, "waiting: an earlier notification to this destination is retrying", held
             )
-        else:
+            return
+        self._queues.setdefault(dest, []).append(row)
+        if dest not in self._workers:
+            self._workers[dest] = asyncio.create_task(self._worker(dest), name=f"deliver {dest}")
+
+    async def aclose(self) -> None:
+        tasks = [t for t in (self.task, *self._workers.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for channel in self.channels.values():
+            await channel.aclose()
+
+    # ------------------------------------------------------------ one destination
+
+    async def _worker(self, dest: Destination) -> None:
+        channel = self.channels[dest]
+        queue = self._queues[dest]
+        try:
+            while queue:
+                await self._pace(dest, channel)
+                if channel.storm_guard and len(queue) >= self.settings.storm_threshold:
+                    batch = queue[:]
+                    queue.clear()
+                    await self._deliver_digest(dest, channel, batch)
+                    continue
+                row = queue.pop(0)
+                if not await self._deliver(dest, channel, row):
+                    queue.clear()  # the store holds them until the destination is free again
+        except StoreError as exc:
+            event(log, logging.ERROR, "outbox_store_error", destination=str(dest), error=str(exc))
+            queue.clear()  # claimed rows are queued again at the next start, or by the sweep
+        finally:
+            self._workers.pop(dest, None)
+            if queue:  # rows that arrived while we were finishing
+                self._workers[dest] = asyncio.create_task(
+                    self._worker(dest), name=f"deliver {dest}"
+                )
+
+    async def _pace(self, dest: Destination, channel: AnyChannel) -> None:
+        loop = asyncio.get_running_loop()
+        last = self._last_sent.get(dest)
+        if last is not None:
+            wait = channel.min_interval_s() - (loop.time() - last)
+            if wait > 0:
+                await asyncio.sleep(wait)
+        self._last_sent[dest] = loop.time()
+
+    async def _deliver(self, dest: Destination, channel: AnyChannel, row: OutboxRow) -> bool:
+        """Send one row; False if the destination must wait before anything else is sent."""
+        msg = channel.render(row.view)
+        if msg.template_error:
             event(
                 log,
                 logging.ERROR,
-                "notification_dead",
+                "template_failed",
+                destination=str(dest),
                 incident=row.incident_id,
-                channel=row.channel,
-                error=result.reason,
+                error=msg.template_error,
+            )
+        ref = await self.store.message_ref(row)
+        try:
+            result: Delivery = await (channel.update(msg, ref) if ref else channel.send(msg))
+        except Exception as exc:  # a channel bug must not stop delivery: retry it with backoff
+            log.exception("channel_error")
+            result = RetryLater(None, f"{type(exc).__name__}: {exc}")
+        return await self._record(dest, row, result)
+
+    async def _deliver_digest(
+        self, dest: Destination, channel: AnyChannel, rows: list[OutboxRow]
+    ) -> None:
+        digest: Digest = channel.render_digest([r.view for r in rows])
+        try:
+            result: Delivery = await channel.send_digest(digest)
+        except Exception as exc:
+            log.exception("channel_error")
+            result = RetryLater(None, f"{type(exc).__name__}: {exc}")
+        event(
+            log,
+            logging.WARNING,
+            "storm_digest",
+            destination=str(dest),
+            notifications=len(rows),
+            result=type(result).__name__,
+        )
+        if isinstance(result, Delivered):
+            self.stats.digests += 1
+            for row in rows:
+                await self._record(dest, row, Delivered(""))
+        else:
+            await self._record(dest, rows[0], result)  # the first row leads; the rest follow it
+
+    async def _record(self, dest: Destination, row: OutboxRow, result: Delivery) -> bool:
+        now = self.clock()
+        if isinstance(result, Delivered):
+            await self.store.mark_sent(row, result.ref, now)
+            self.stats.sent += 1
+            self.stats.count(dest.channel, "sent")
+            self._held_until.pop(dest, None)
+            event(
+                log,
+                logging.INFO,
+                "notification_sent",
+                destination=str(dest),
+                incident=row.incident_id,
+                reason=row.view.reason.value,
+                attempt=row.attempts + 1,
                 correlation_id=row.correlation_id,
             )
-            await self.store.mark_dead(row.id, result.reason)
+            return True
+        if isinstance(result, Failed):
+            await self._dead(row, result.reason)
+            return True
+        wait = result.after_s
+        if wait is None:
+            wait = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**row.attempts)
+            wait *= self.rng.uniform(0.5, 1.0)
+        until = now + timedelta(seconds=wait)
+        if until - row.created_at > self.settings.max_age:
+            await self._dead(
+                row, f"gave up after {self.settings.max_age} (last error: {result.reason})"
+            )
+            return True
+        await self.store.defer(row, result.reason, until)
+        self._held_until[dest] = until
+        self.stats.retried += 1
+        self.stats.count(dest.channel, "retried")
+        event(
+            log,
+            logging.WARNING,
+            "notification_retry",
+            destination=str(dest),
+            incident=row.incident_id,
+            error=result.reason,
+            retry_in_s=round(wait, 3),
+            attempt=row.attempts + 1,
+            correlation_id=row.correlation_id,
+        )
+        asyncio.get_running_loop().call_later(wait, self.wake.set)
+        return False
+
+    async def _dead(self, row: OutboxRow, reason: str) -> None:
+        await self.store.mark_dead(row, reason)
+        self.stats.dead += 1
+        self.stats.count(row.channel, "dead")
+        event(
+            log,
+            logging.ERROR,
+            "notification_dead",
+            receiver=row.receiver,
+            channel=row.channel,
+            incident=row.incident_id,
+            error=reason,
+            correlation_id=row.correlation_id,
+        )

@@ -57,6 +57,7 @@ class Reason(enum.StrEnum):
     UNCHANGED = "unchanged"  # Alertmanager re-sent what was already notified: deduplicated
     SEND_RESOLVED_OFF = "send_resolved_off"  # resolved, but the receiver does not send resolved
     INHIBITED = "inhibited"  # every alert of the incident is inhibited
+    ACKED = "acked"  # someone acknowledged it: messages are updated everywhere
 
     @property
     def notifies(self) -> bool:

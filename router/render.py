@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from html import unescape as html_unescape
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ SEVERITY_ICONS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info"
 RESOLVED_ICON = "✅"
 # Labels every alert has or that the heading already shows: not repeated in the body.
 HEADLINE_LABELS = frozenset({"alertname", "severity"})
+_TAGS = re.compile(r"<[^>]*>")
 _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # at most one blank line in a row
 
 
@@ -214,14 +216,14 @@ class Renderer:
         return out
 
     def render_or_fallback(
-        self, kind: str, incident: IncidentView
+        self, kind: str, incident: IncidentView, **extra: Any
     ) -> tuple[dict[str, str], str | None]:
         """Like render, but a failing template yields a plain built-in message, never nothing.
 
         Returns the parts and the template error, if there was one, for the log.
         """
         try:
-            return self.render(kind, incident), None
+            return self.render(kind, incident, **extra), None
         except RenderError as exc:
             text = fallback_text(incident)
             parts = {}
@@ -244,3 +246,47 @@ def fallback_text(incident: IncidentView) -> str:
         lines.append(f"resolved: {len(incident.resolved)} alert(s)")
     lines.append("(rendered without its template, which failed: see the router's log)")
     return "\n".join(lines)
+
+
+def utf16_len(text: str) -> int:
+    """Length as Telegram and Slack count it: UTF-16 code units (an emoji is 2)."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def fit_blocks(text: str, limit: int, *, html: bool, measure: Any = utf16_len) -> str:
+    """Fit `text` into `limit` by dropping whole blocks (paragraphs), never cutting markup.
+
+    The first block (the heading) and the last (id and /ack) are always kept; alert blocks are
+    kept in order while they fit, and a line says how many were left out. Only if heading and
+    footer alone do not fit is the text cut, as plain text with its markup removed.
+    """
+    if measure(text) <= limit:
+        return text
+    blocks = text.split("\n\n")
+    head, body, foot = blocks[0], blocks[1:-1], blocks[-1] if len(blocks) > 1 else ""
+
+    def compose(kept: list[str], dropped: int) -> str:
+        note = (
+            [f"… {dropped} more not shown here (message too long): see the other links"]
+            if dropped
+            else []
+        )
+        return "\n\n".join(p for p in [head, *kept, *note, foot] if p)
+
+    kept: list[str] = []
+    for i, block in enumerate(body):
+        if measure(compose([*kept, block], len(body) - i - 1)) > limit:
+            break
+        kept.append(block)
+    fitted = compose(kept, len(body) - len(kept))
+    if measure(fitted) <= limit:
+        return fitted
+    plain = _TAGS.sub("", fitted)
+    if html:
+        plain = html_unescape(plain)
+    cut = plain
+    while True:
+        out = str(Markup.escape(cut)) if html else cut
+        if measure(out) + 2 <= limit:
+            return out + (" …" if cut != plain else "")
+        cut = cut[: max(0, len(cut) - max(16, (measure(out) - limit) + 2))]

@@ -82,6 +82,18 @@ SCHEMA = [
     CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
     CREATE INDEX outbox_incident ON outbox(incident_id);
     """,
+    # version 2: the message each channel posted for an incident, to edit it later
+    """
+    CREATE TABLE messages (
+        incident_id TEXT NOT NULL REFERENCES incidents(id),
+        receiver TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        channel_index INTEGER NOT NULL,
+        ref TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (incident_id, receiver, channel, channel_index)
+    );
+    """,
 ]
 
 
@@ -299,7 +311,7 @@ class Store:
         db = self._conn()
         marks = ",".join("?" * len(channels))
         rows = db.execute(
-            "UPDATE outbox SET state='sending', attempts=attempts+1 WHERE id IN ("
+            "UPDATE outbox SET state='sending' WHERE id IN ("
             " SELECT id FROM outbox WHERE state='queued' AND next_attempt_at<=?"
             f" AND channel IN ({marks}) ORDER BY id LIMIT ?)"
             " RETURNING id, incident_id, receiver, channel, channel_index, view, correlation_id,"
@@ -324,23 +336,61 @@ class Store:
             key=lambda r: r.id,
         )
 
-    async def mark_sent(self, row_id: int, ref: str, now: datetime) -> None:
+    async def mark_sent(self, row: OutboxRow, ref: str, now: datetime) -> None:
+        """Record the channel's acceptance; `ref` (if any) is the message later edits target."""
+        await self._run(self._mark_sent_sync, row, ref, now)
+
+    def _mark_sent_sync(self, row: OutboxRow, ref: str, now: datetime) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "UPDATE outbox SET state='sent', sent_at=?, message_ref=?, last_error=NULL,"
+            " attempts=attempts+1 WHERE id=?",
+            (_ts(now), ref, row.id),
+        )
+        if ref:
+            db.execute(
+                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?)",
+                (row.incident_id, row.receiver, row.channel, row.channel_index, ref, _ts(now)),
+            )
+        db.execute("COMMIT")
+
+    async def message_ref(self, row: OutboxRow) -> str | None:
+        rows = await self._run(
+            self._query,
+            "SELECT ref FROM messages WHERE incident_id=? AND receiver=? AND channel=? AND channel_index=?",
+            (row.incident_id, row.receiver, row.channel, row.channel_index),
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def defer(
+        self, row: OutboxRow, error: str, until: datetime, *, attempted: bool = True
+    ) -> None:
+        """Retry `row` at `until`, and hold every later row of its destination until then too,
+        so that a destination's notifications keep their order."""
+        await self._run(self._defer_sync, row, error, until, int(attempted))
+
+    def _defer_sync(self, row: OutboxRow, error: str, until: datetime, attempted: int) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute(
+            "UPDATE outbox SET state='queued', last_error=?, next_attempt_at=?,"
+            " attempts=attempts+1 WHERE id=?",
+            (error, _ts(until), row.id),
+        )
+        db.execute(
+            "UPDATE outbox SET state='queued', next_attempt_at=max(next_attempt_at, ?)"
+            " WHERE receiver=? AND channel=? AND channel_index=? AND state IN ('queued','sending')"
+            " AND id>?",
+            (_ts(until), row.receiver, row.channel, row.channel_index, row.id),
+        )
+        db.execute("COMMIT")
+
+    async def mark_dead(self, row: OutboxRow, error: str) -> None:
         await self._run(
             self._exec,
-            "UPDATE outbox SET state='sent', sent_at=?, message_ref=?, last_error=NULL WHERE id=?",
-            (_ts(now), ref, row_id),
-        )
-
-    async def mark_retry(self, row_id: int, error: str, at: datetime) -> None:
-        await self._run(
-            self._exec,
-            "UPDATE outbox SET state='queued', last_error=?, next_attempt_at=? WHERE id=?",
-            (error, _ts(at), row_id),
-        )
-
-    async def mark_dead(self, row_id: int, error: str) -> None:
-        await self._run(
-            self._exec, "UPDATE outbox SET state='dead', last_error=? WHERE id=?", (error, row_id)
+            "UPDATE outbox SET state='dead', last_error=?, attempts=attempts+1 WHERE id=?",
+            (error, row.id),
         )
 
     def _exec(self, sql: str, args: tuple[Any, ...]) -> None:

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from router import api, intake
+from router.channels import CHANNELS, build_channels
 from router.config import RouterConfig
-from router.delivery import Clock, DryRun, Outbox, Sender
+from router.delivery import Clock, DeliverySettings, Outbox
 from router.logs import event
 from router.pipeline import Pipeline
 from router.render import Renderer
@@ -21,7 +22,6 @@ from router.store import Store
 
 log = logging.getLogger("router.web")
 
-CHANNEL_KINDS = ("telegram", "slack", "email", "pagerduty")
 SWEEP_INTERVAL_S = 10.0
 PRUNE_INTERVAL_S = 3600.0
 
@@ -34,7 +34,7 @@ def create_app(
         config.resolve_path(config.templates.directory) if config.templates.directory else None
     )
     renderer = Renderer(override)
-    renderer.check(list(CHANNEL_KINDS))
+    renderer.check([*CHANNELS, *(f"{k}/digest" for k, c in CHANNELS.items() if c.storm_guard)])
     store = Store(config.resolve_path(config.storage.path), synchronous=config.storage.synchronous)
     app = web.Application(client_max_size=config.server.max_body_bytes)
     app[RUNTIME] = Runtime(config, store, renderer, dry_run, clock)
@@ -63,32 +63,24 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await rt.store.aclose()
 
 
-def _senders(rt: Runtime) -> dict[str, Sender]:
-    if rt.dry_run:
-        dry = DryRun(rt.renderer)
-        return dict.fromkeys(CHANNEL_KINDS, dry)
-    configured = {kind for r in rt.config.receivers for kind, _, _ in r.channels()}
-    if configured:
-        event(
-            log,
-            logging.WARNING,
-            "channels_not_delivered",
-            channels=sorted(configured),
-            detail="this build delivers only in --dry-run; notifications stay queued",
-        )
-    return {}
-
-
 async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
-    rt.outbox = Outbox(rt.store, _senders(rt), rt.clock)
+    d = rt.config.delivery
+    settings = DeliverySettings(
+        max_age=d.max_age,
+        storm_threshold=d.storm_threshold,
+        backoff_max_s=d.max_backoff.total_seconds(),
+    )
+    rt.outbox = Outbox(
+        rt.store, build_channels(rt.config, rt.renderer, dry_run=rt.dry_run), rt.clock, settings
+    )
     rt.outbox.task = asyncio.create_task(rt.outbox.run(), name="outbox")
     sweeper = asyncio.create_task(_sweep_forever(rt), name="sweeper")
     yield
-    for task in (rt.outbox.task, sweeper):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    await rt.outbox.aclose()
 
 
 async def _sweep_forever(rt: Runtime) -> None:

@@ -100,8 +100,12 @@ async def test_captured_timeline(client: Client, caplog: pytest.LogCaptureFixtur
     assert set(states) == {"sent"}
     sent = len(states)
     assert sent == sum(q for _, _, q in TIMELINE)
-    rendered = [r for r in caplog.records if r.getMessage() == "dry_run_notification"]
+    rendered = [
+        r for r in caplog.records if r.getMessage() in ("dry_run_notification", "dry_run_update")
+    ]
     assert len(rendered) == sent
+    # The first notification of an incident posts; later ones edit that message.
+    assert sum(r.getMessage() == "dry_run_update" for r in rendered) == 7
 
     alerts = {
         a["fingerprint"]: a

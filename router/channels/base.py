@@ -1,0 +1,118 @@
+"""What every channel is: render an incident, send it, edit it; errors classified, never retried here.
+
+A channel turns its client library's answers into one of three results and returns at once:
+`Delivered(ref)`, `RetryLater(after_s, reason)` (after_s None: use backoff) or `Failed(reason)`.
+Retrying, waiting, ordering and rate limiting belong to delivery.py, for every channel alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+
+from pydantic import BaseModel
+
+from router.models import IncidentView, Reason
+from router.render import Renderer
+
+log = logging.getLogger("router.channels")
+
+
+@dataclass(frozen=True)
+class Delivered:
+    ref: str  # what a later edit targets ("" if the channel cannot edit)
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    after_s: float | None  # the service's own wait (429), or None for exponential backoff
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str  # cannot succeed as it is (bad token, unknown chat, invalid payload)
+
+
+Delivery = Delivered | RetryLater | Failed
+
+
+class Destination(NamedTuple):
+    """One channel config of one receiver: the unit of ordering and rate limiting."""
+
+    receiver: str
+    channel: str
+    channel_index: int
+
+    def __str__(self) -> str:
+        return f"{self.receiver}/{self.channel}[{self.channel_index}]"
+
+
+# Reasons after which someone must be told again, not only see an edited message.
+ALERTING = frozenset({Reason.FIRST, Reason.NEW_ALERTS, Reason.REPEAT, Reason.UNINHIBITED})
+
+
+@dataclass(frozen=True)
+class Message:
+    """An incident rendered for one channel: its template parts and what they were made from."""
+
+    view: IncidentView
+    parts: dict[str, str]
+    template_error: str | None = None
+
+    @property
+    def alerting(self) -> bool:
+        return self.view.reason in ALERTING
+
+
+@dataclass(frozen=True)
+class Digest:
+    """Several notifications for one destination folded into one message (storm guard)."""
+
+    views: list[IncidentView]
+    parts: dict[str, str] = field(default_factory=dict)
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+class Channel(ABC, Generic[C]):
+    kind: ClassVar[str]
+    max_text: ClassVar[int] = 0  # 0: no limit the channel needs to fit to
+    storm_guard: ClassVar[bool] = True  # fold a flood of notifications into one digest
+
+    def __init__(self, config: C, renderer: Renderer) -> None:
+        self.config = config
+        self.renderer = renderer
+
+    def min_interval_s(self) -> float:
+        """Least time between two messages to this destination (the service's published limit)."""
+        return 0.0
+
+    def render(self, view: IncidentView) -> Message:
+        parts, error = self.renderer.render_or_fallback(self.kind, view)
+        return Message(view, parts, error)
+
+    def render_digest(self, views: list[IncidentView]) -> Digest:
+        parts, _ = self.renderer.render_or_fallback(
+            f"{self.kind}/digest", views[0], incidents=views
+        )
+        return Digest(views, parts)
+
+    @abstractmethod
+    async def send(self, msg: Message) -> Delivery: ...
+
+    async def update(self, msg: Message, ref: str) -> Delivery:
+        """Bring the incident's message up to date; channels that cannot edit send anew."""
+        return await self.send(msg)
+
+    @abstractmethod
+    async def send_digest(self, digest: Digest) -> Delivery: ...
+
+    async def aclose(self) -> None:
+        return None
+
+
+AnyChannel = Channel[Any]

@@ -1,0 +1,254 @@
+"""Slack: slack-sdk's AsyncWebClient (Block Kit, chat.update, thread replies) or an incoming webhook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
+from router.config import SlackConfig
+from router.models import IncidentView
+from router.render import Renderer, fit_blocks
+
+SECTION_MAX = 3000  # characters in one section block's text
+MAX_SECTIONS = 45  # of Slack's 50 blocks, leaving room for the actions
+COLOURS = {"critical": "#d32f2f", "error": "#d32f2f", "warning": "#f57c00", "info": "#1976d2"}
+RESOLVED_COLOUR = "#388e3c"
+PERMANENT = frozenset(
+    {
+        "invalid_auth",
+        "not_authed",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "msg_too_long",
+        "no_text",
+        "invalid_blocks",
+        "invalid_attachments",
+        "invalid_arguments",
+        "missing_scope",
+        "restricted_action",
+        "invalid_payload",
+        "action_prohibited",
+        "no_service",
+        "channel_is_archived",
+    }
+)
+GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+ACK_ACTION = "ack"
+
+
+def colour(view: IncidentView) -> str:
+    if view.status == "resolved":
+        return RESOLVED_COLOUR
+    return COLOURS.get(view.severity.lower(), "#616161")
+
+
+def blocks_for(view: IncidentView, text: str) -> list[dict[str, Any]]:
+    """Section blocks from the rendered mrkdwn, then link and Acknowledge buttons."""
+    paragraphs = [p for p in text.split("\n\n") if p.strip()]
+    if len(paragraphs) > MAX_SECTIONS:
+        dropped = len(paragraphs) - MAX_SECTIONS + 1
+        paragraphs = [
+            *paragraphs[: MAX_SECTIONS - 2],
+            f"… {dropped} more not shown here",
+            paragraphs[-1],
+        ]
+    blocks: list[dict[str, Any]] = [
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": fit_blocks(p, SECTION_MAX, html=False)},
+        }
+        for p in paragraphs
+    ]
+    buttons: list[dict[str, Any]] = []
+    if view.status == "firing" and not view.acked_by:
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": ACK_ACTION,
+                "style": "primary",
+                "value": view.id,
+                "text": {"type": "plain_text", "text": "Acknowledge"},
+            }
+        )
+    alerts = view.firing or view.resolved
+    if alerts:
+        first = alerts[0]
+        for label, url in (
+            ("Runbook", first.runbook_url),
+            ("Dashboard", first.dashboard_url),
+            ("Silence", first.silence_url),
+        ):
+            if url and len(url) <= 3000:
+                buttons.append(
+                    {
+                        "type": "button",
+                        "action_id": f"link_{label.lower()}",
+                        "url": url,
+                        "text": {"type": "plain_text", "text": label},
+                    }
+                )
+    if buttons:
+        blocks.append({"type": "actions", "elements": buttons[:25]})
+    return blocks
+
+
+def fallback_text(text: str) -> str:
+    """The notification preview: the message's first line."""
+    return text.split("\n", 1)[0][:300]
+
+
+class SlackChannel(Channel[SlackConfig]):
+    kind = "slack"
+
+    def __init__(self, config: SlackConfig, renderer: Renderer) -> None:
+        super().__init__(config, renderer)
+        self._session: aiohttp.ClientSession | None = None
+
+    def min_interval_s(self) -> float:
+        return 1.0  # Slack: about one message per second per channel
+
+    def _client(self) -> AsyncWebClient:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        assert self.config.bot_token is not None
+        base = (
+            self.config.api_url if self.config.api_url.endswith("/") else self.config.api_url + "/"
+        )
+        return AsyncWebClient(
+            token=self.config.bot_token.get_secret_value(),
+            base_url=base,
+            session=self._session,
+            retry_handlers=[],
+        )
+
+    def _webhook(self) -> AsyncWebhookClient:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
+        assert self.config.webhook_url is not None
+        return AsyncWebhookClient(
+            self.config.webhook_url.get_secret_value(), session=self._session, retry_handlers=[]
+        )
+
+    def _payload(self, msg: Message) -> dict[str, Any]:
+        text = msg.parts["message"]
+        return {
+            "text": fallback_text(text),
+            "attachments": [{"color": colour(msg.view), "blocks": blocks_for(msg.view, text)}],
+        }
+
+    async def send(self, msg: Message) -> Delivery:
+        if self.config.webhook_url is not None:
+            return await self._post_webhook(self._payload(msg))
+
+        async def do() -> Delivery:
+            resp = await self._client().chat_postMessage(
+                channel=self.config.channel or "", unfurl_links=False, **self._payload(msg)
+            )
+            return Delivered(f"{resp['channel']}:{resp['ts']}")
+
+        return await _classified(do)
+
+    async def update(self, msg: Message, ref: str) -> Delivery:
+        if self.config.webhook_url is not None:
+            return await self.send(msg)  # incoming webhooks cannot edit: a new message
+        channel, _, ts = ref.partition(":")
+
+        async def do() -> Delivery:
+            client = self._client()
+            try:
+                await client.chat_update(channel=channel, ts=ts, **self._payload(msg))
+            except SlackApiError as exc:
+                if exc.response.get("error") in GONE:
+                    return await self.send(msg)
+                raise
+            if msg.alerting or msg.view.status == "resolved":
+                await client.chat_postMessage(
+                    channel=channel,
+                    thread_ts=ts,
+                    reply_broadcast=msg.alerting,
+                    text=_thread_note(msg.view),
+                )
+            return Delivered(ref)
+
+        return await _classified(do)
+
+    async def send_digest(self, digest: Digest) -> Delivery:
+        text = digest.parts["message"]
+        payload: dict[str, Any] = {
+            "text": fallback_text(text),
+            "blocks": [b for b in blocks_for(digest.views[0], text) if b["type"] == "section"],
+        }
+        if self.config.webhook_url is not None:
+            return await self._post_webhook(payload)
+
+        async def do() -> Delivery:
+            await self._client().chat_postMessage(channel=self.config.channel or "", **payload)
+            return Delivered("")
+
+        return await _classified(do)
+
+    async def _post_webhook(self, payload: dict[str, Any]) -> Delivery:
+        try:
+            resp = await self._webhook().send(**payload)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return RetryLater(None, f"slack webhook: {type(exc).__name__}: {exc}")
+        if resp.status_code == 200:
+            return Delivered("")
+        body = (resp.body or "").strip()
+        if resp.status_code == 429:
+            return RetryLater(_retry_after(resp.headers), f"slack webhook: 429 {body}")
+        if resp.status_code >= 500:
+            return RetryLater(None, f"slack webhook: {resp.status_code} {body}")
+        return Failed(f"slack webhook: {resp.status_code} {body}")
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def _thread_note(view: IncidentView) -> str:
+    if view.status == "resolved":
+        return f"✅ #{view.id} resolved"
+    return (
+        f"🔁 #{view.id} {view.reason.value.replace('_', ' ')}: {len(view.firing)} alert(s) firing"
+    )
+
+
+def _retry_after(headers: Any) -> float | None:
+    for key in ("Retry-After", "retry-after"):
+        value = headers.get(key) if headers else None
+        if value is not None:
+            if isinstance(value, list):
+                value = value[0]
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _classified(call: Any) -> Delivery:
+    try:
+        result: Delivery = await call()
+        return result
+    except SlackApiError as exc:
+        error = str(exc.response.get("error") or "")
+        status = exc.response.status_code
+        if status == 429 or error == "ratelimited":
+            return RetryLater(
+                _retry_after(exc.response.headers), f"slack: {error or 'ratelimited'}"
+            )
+        if error in PERMANENT or (400 <= status < 500 and status != 408):
+            return Failed(f"slack: {error or status}")
+        return RetryLater(None, f"slack: {error or status}")
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return RetryLater(None, f"slack: {type(exc).__name__}: {exc}")

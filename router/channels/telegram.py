@@ -1,0 +1,157 @@
+"""Telegram: python-telegram-bot's Bot, HTML messages edited in place, an inline Ack button."""
+
+from __future__ import annotations
+
+import warnings
+from datetime import timedelta
+
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    ReplyParameters,
+)
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import HTTPXRequest
+
+from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
+from router.config import TelegramConfig
+from router.render import fit_blocks
+
+MAX_TEXT = 4096  # characters after entity parsing; we measure the HTML source, which is longer
+
+
+def ack_callback(incident_id: str) -> str:
+    return f"ack:{incident_id}"
+
+
+class TelegramChannel(Channel[TelegramConfig]):
+    kind = "telegram"
+    max_text = MAX_TEXT
+
+    def __init__(self, config: TelegramConfig, renderer: object) -> None:
+        super().__init__(config, renderer)  # type: ignore[arg-type]
+        self._bot = Bot(
+            config.bot_token.get_secret_value(),
+            base_url=f"{config.api_url.rstrip('/')}/bot",
+            request=HTTPXRequest(
+                connect_timeout=5, read_timeout=10, write_timeout=10, pool_timeout=5
+            ),
+        )
+        self._ready = False
+
+    def min_interval_s(self) -> float:
+        # Telegram: about 1 message/s in a private chat, 20/min in a group (negative chat ids).
+        chat = str(self.config.chat_id)
+        return 3.0 if chat.startswith("-") or chat.startswith("@") else 1.0
+
+    def _text(self, msg: Message) -> str:
+        return fit_blocks(msg.parts["message"], MAX_TEXT, html=True)
+
+    def _markup(self, msg: Message) -> InlineKeyboardMarkup | None:
+        view = msg.view
+        if view.status != "firing" or view.acked_by:
+            return None
+        return InlineKeyboardMarkup(
+            [[InlineKeyboardButton("✅ Ack", callback_data=ack_callback(view.id))]]
+        )
+
+    async def _call(self, coro_factory: object) -> Delivery:
+        try:
+            if not self._ready:
+                await self._bot.initialize()
+                self._ready = True
+            result: Delivery = await coro_factory()  # type: ignore[operator]
+            return result
+        except RetryAfter as exc:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wait = exc.retry_after
+            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
+            return RetryLater(seconds, f"telegram: {exc.message}")
+        except (InvalidToken, Forbidden) as exc:
+            return Failed(f"telegram: {exc.message}")
+        except BadRequest as exc:
+            return Failed(f"telegram: {exc.message}")
+        except (TimedOut, NetworkError) as exc:
+            return RetryLater(None, f"telegram: {exc.message}")
+        except TelegramError as exc:
+            return RetryLater(None, f"telegram: {exc.message}")
+
+    async def send(self, msg: Message) -> Delivery:
+        async def do() -> Delivery:
+            sent = await self._bot.send_message(
+                chat_id=self.config.chat_id,
+                text=self._text(msg),
+                parse_mode="HTML",
+                message_thread_id=self.config.message_thread_id,
+                disable_notification=self.config.disable_notifications
+                or msg.view.severity not in ("critical", "error"),
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+                reply_markup=self._markup(msg),
+            )
+            return Delivered(f"{sent.chat_id}:{sent.message_id}")
+
+        return await self._call(do)
+
+    async def update(self, msg: Message, ref: str) -> Delivery:
+        chat_id, _, message_id = ref.rpartition(":")
+
+        async def do() -> Delivery:
+            try:
+                await self._bot.edit_message_text(
+                    chat_id=chat_id,
+                    message_id=int(message_id),
+                    text=self._text(msg),
+                    parse_mode="HTML",
+                    link_preview_options=LinkPreviewOptions(is_disabled=True),
+                    reply_markup=self._markup(msg),
+                )
+            except BadRequest as exc:
+                text = exc.message.lower()
+                if "message to edit not found" in text or "message can't be edited" in text:
+                    return await self.send(msg)  # gone or too old: post it again
+                if "message is not modified" not in text:
+                    raise
+            if msg.alerting:
+                # An edit makes no sound: tell the chat, in reply to the incident's message.
+                await self._bot.send_message(
+                    chat_id=chat_id,
+                    text=f"🔁 #{msg.view.id} {msg.view.reason.value.replace('_', ' ')}: "
+                    f"{len(msg.view.firing)} alert(s) firing",
+                    message_thread_id=self.config.message_thread_id,
+                    disable_notification=self.config.disable_notifications,
+                    reply_parameters=ReplyParameters(
+                        message_id=int(message_id), allow_sending_without_reply=True
+                    ),
+                )
+            return Delivered(ref)
+
+        return await self._call(do)
+
+    async def send_digest(self, digest: Digest) -> Delivery:
+        async def do() -> Delivery:
+            await self._bot.send_message(
+                chat_id=self.config.chat_id,
+                text=fit_blocks(digest.parts["message"], MAX_TEXT, html=True),
+                parse_mode="HTML",
+                message_thread_id=self.config.message_thread_id,
+                disable_notification=self.config.disable_notifications,
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+            )
+            return Delivered("")
+
+        return await self._call(do)
+
+    async def aclose(self) -> None:
+        if self._ready:
+            await self._bot.shutdown()
