@@ -375,8 +375,8 @@ class Store:
         db.execute("BEGIN IMMEDIATE")
         db.execute(
             "UPDATE outbox SET state='queued', last_error=?, next_attempt_at=?,"
-            " attempts=attempts+1 WHERE id=?",
-            (error, _ts(until), row.id),
+            " attempts=attempts+? WHERE id=?",
+            (error, _ts(until), attempted, row.id),
         )
         db.execute(
             "UPDATE outbox SET state='queued', next_attempt_at=max(next_attempt_at, ?)"
