@@ -197,6 +197,7 @@ class StorageConfig(Strict):
 class DeliveryConfig(Strict):
     max_age: Duration = timedelta(hours=1)
     storm_threshold: int = Field(default=10, ge=2)
+    min_backoff: Duration = timedelta(seconds=1)
     max_backoff: Duration = timedelta(minutes=5)
 
 

@@ -154,13 +154,15 @@ class Outbox:
                 )
 
     async def _pace(self, dest: Destination, channel: AnyChannel) -> None:
-        loop = asyncio.get_running_loop()
+        """Wait until the destination's interval has passed since its last send finished."""
         last = self._last_sent.get(dest)
         if last is not None:
-            wait = channel.min_interval_s() - (loop.time() - last)
+            wait = channel.min_interval_s() - (asyncio.get_running_loop().time() - last)
             if wait > 0:
                 await asyncio.sleep(wait)
-        self._last_sent[dest] = loop.time()
+
+    def _sent_now(self, dest: Destination) -> None:
+        self._last_sent[dest] = asyncio.get_running_loop().time()
 
     async def _deliver(self, dest: Destination, channel: AnyChannel, row: OutboxRow) -> bool:
         """Send one row; False if the destination must wait before anything else is sent."""
@@ -180,6 +182,7 @@ class Outbox:
         except Exception as exc:  # a channel bug must not stop delivery: retry it with backoff
             log.exception("channel_error")
             result = RetryLater(None, f"{type(exc).__name__}: {exc}")
+        self._sent_now(dest)
         return await self._record(dest, row, result)
 
     async def _deliver_digest(
@@ -191,6 +194,7 @@ class Outbox:
         except Exception as exc:
             log.exception("channel_error")
             result = RetryLater(None, f"{type(exc).__name__}: {exc}")
+        self._sent_now(dest)
         event(
             log,
             logging.WARNING,

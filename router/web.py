@@ -69,6 +69,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = DeliverySettings(
         max_age=d.max_age,
         storm_threshold=d.storm_threshold,
+        backoff_base_s=d.min_backoff.total_seconds(),
         backoff_max_s=d.max_backoff.total_seconds(),
     )
     rt.outbox = Outbox(

@@ -28,7 +28,7 @@ class EmailChannel(Channel[EmailConfig]):
         mail["To"] = ", ".join(self._recipients())
         mail["Date"] = formatdate(localtime=False)
         domain = self.config.from_.rpartition("@")[2].strip("> ") or "alert-router"
-        mail["Message-ID"] = make_msgid("alert-router", domain=domain)
+        mail["Message-ID"] = make_msgid(domain=domain)
         if reply_to:
             mail["In-Reply-To"] = reply_to
             mail["References"] = reply_to

@@ -16,10 +16,8 @@ from telegram.error import (
     BadRequest,
     Forbidden,
     InvalidToken,
-    NetworkError,
     RetryAfter,
     TelegramError,
-    TimedOut,
 )
 from telegram.request import HTTPXRequest
 
@@ -77,15 +75,18 @@ class TelegramChannel(Channel[TelegramConfig]):
                 warnings.simplefilter("ignore")
                 wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
-            return RetryLater(seconds, f"telegram: {exc.message}")
-        except (InvalidToken, Forbidden) as exc:
-            return Failed(f"telegram: {exc.message}")
-        except BadRequest as exc:
-            return Failed(f"telegram: {exc.message}")
-        except (TimedOut, NetworkError) as exc:
-            return RetryLater(None, f"telegram: {exc.message}")
-        except TelegramError as exc:
-            return RetryLater(None, f"telegram: {exc.message}")
+            return RetryLater(seconds, self._say(exc))
+        except InvalidToken:
+            return Failed("telegram: Unauthorized: the bot token was rejected")
+        except (Forbidden, BadRequest) as exc:
+            return Failed(self._say(exc))
+        except TelegramError as exc:  # TimedOut, NetworkError, 5xx: worth another try
+            return RetryLater(None, self._say(exc))
+
+    def _say(self, exc: TelegramError) -> str:
+        """The error for logs and the store, never with the token in it."""
+        token = self.config.bot_token.get_secret_value()
+        return f"telegram: {exc.message}".replace(token, "<bot_token>")
 
     async def send(self, msg: Message) -> Delivery:
         async def do() -> Delivery:
@@ -153,5 +154,4 @@ class TelegramChannel(Channel[TelegramConfig]):
         return await self._call(do)
 
     async def aclose(self) -> None:
-        if self._ready:
-            await self._bot.shutdown()
+        await self._bot.shutdown()  # also when initialize() failed half-way: it closes the client

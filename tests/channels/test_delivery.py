@@ -1,0 +1,399 @@
+"""Real clients (python-telegram-bot, slack-sdk, aiosmtplib, aiohttp) against faithful fakes and a
+real SMTP server: content, edits in place, 429 and 5xx handling, dead letters, isolation, storms."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import itertools
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from router.config import parse_config
+from router.web import create_app
+
+from ..fakes.pagerduty import FakePagerDuty
+from ..fakes.slack import FakeSlack
+from ..fakes.telegram import FakeTelegram
+from ..helpers import fixture_body, free_port
+
+Client = TestClient[web.Request, web.Application]
+AUTH = {"Authorization": "Bearer t", "Content-Type": "application/json"}
+
+
+@dataclass
+class Mailbox:
+    """A real SMTP server (aiosmtpd) that keeps what it accepts; refuses @invalid recipients."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address.endswith("@invalid.example"):
+            return "550 5.1.1 <" + address + ">: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        parsed = email.message_from_bytes(content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append(parsed)
+        return "250 Message accepted for delivery"
+
+
+@dataclass
+class Fakes:
+    telegram: FakeTelegram
+    slack: FakeSlack
+    pagerduty: FakePagerDuty
+    mailbox: Mailbox
+    urls: dict[str, str]
+
+
+@pytest.fixture
+async def fakes(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> AsyncIterator[Fakes]:
+    telegram, slack, pagerduty, mailbox = FakeTelegram(), FakeSlack(), FakePagerDuty(), Mailbox()
+    servers = {
+        name: await aiohttp_server(f.app())
+        for name, f in (("telegram", telegram), ("slack", slack), ("pagerduty", pagerduty))
+    }
+    smtp_port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    urls = {name: str(s.make_url("")) for name, s in servers.items()}
+    urls["smtp"] = f"127.0.0.1:{smtp_port}"
+    urls["refused"] = f"http://127.0.0.1:{free_port()}"
+    try:
+        yield Fakes(telegram, slack, pagerduty, mailbox, urls)
+    finally:
+        controller.stop()
+
+
+def config_text(fakes: Fakes, db: Path, receivers: str, extra: str = "") -> str:
+    return (
+        f"""
+server: {{auth: {{bearer_token: t}}}}
+storage: {{path: "{db}"}}
+delivery: {{min_backoff: 50ms, max_backoff: 1s, max_age: 1m, storm_threshold: 8}}
+receivers:
+{receivers}
+route: {{receiver: main}}
+{extra}
+""".replace("TELEGRAM", fakes.urls["telegram"])
+        .replace("SLACK", fakes.urls["slack"] + "/api/")
+        .replace("PAGERDUTY", fakes.urls["pagerduty"] + "/v2/enqueue")
+        .replace("SMTPHOST", fakes.urls["smtp"])
+        .replace("REFUSED", fakes.urls["refused"])
+    )
+
+
+ALL_FOUR = """
+  - name: main
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM, message_thread_id: 7}]
+    slack_configs: [{bot_token: xoxb-good, channel: "#alerts", api_url: SLACK}]
+    email_configs: [{to: oncall@example.com, from: alert-router@example.com, smarthost: SMTPHOST, require_tls: false,
+                     headers: {X-Team: sre}}]
+    pagerduty_configs: [{routing_key: R0UTINGKEY0000000000000000000000, url: PAGERDUTY}]
+"""
+
+
+@pytest.fixture
+def make_client(
+    aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path
+) -> Callable[..., Awaitable[Client]]:
+    async def make(fakes: Fakes, receivers: str = ALL_FOUR, extra: str = "") -> Client:
+        config = parse_config(config_text(fakes, tmp_path / "state.db", receivers, extra))
+        return await aiohttp_client(create_app(config))
+
+    return make
+
+
+async def post(client: Client, body: bytes) -> dict[str, Any]:
+    resp = await client.post("/webhook", data=body, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    answer: dict[str, Any] = orjson.loads(await resp.read())
+    return answer
+
+
+async def settled(client: Client, timeout_s: float = 15.0) -> list[dict[str, Any]]:
+    """Every notification, once none is queued or being sent any more (bounded wait)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        incidents = (await (await client.get("/api/v1/incidents", headers=AUTH)).json())[
+            "incidents"
+        ]
+        notes = [n | {"incident": i["id"]} for i in incidents for n in i["notifications"]]
+        if notes and all(n["state"] in ("sent", "dead") for n in notes):
+            return notes
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not settled in {timeout_s}s: {notes}")
+
+
+def firing_payload(
+    n_alerts: int, group: str, severity: str = "critical", description: str = ""
+) -> bytes:
+    data = orjson.loads(fixture_body("firing-group-3-alerts"))
+    template = data["alerts"][0]
+    data["alerts"] = []
+    for i in range(n_alerts):
+        alert = orjson.loads(orjson.dumps(template))
+        alert["labels"].update(instance=f"host-{i}:9100", severity=severity, group=group)
+        alert["annotations"]["description"] = description or alert["annotations"]["description"]
+        alert["fingerprint"] = f"{group[:8]:>08}{i:08x}"
+        data["alerts"].append(alert)
+    data["groupKey"] = f'{{}}:{{group="{group}"}}'
+    data["commonLabels"] = {"alertname": "HighLatency", "severity": severity, "group": group}
+    return orjson.dumps(data)
+
+
+# ------------------------------------------------------------------ content and edits
+
+
+async def test_each_channel_gets_the_incident_and_resolve_updates_it_in_place(
+    fakes: Fakes, make_client: Any
+) -> None:
+    client = await make_client(fakes)
+    opened = await post(client, fixture_body("firing-group-3-alerts"))
+    incident = opened["incidents"][0]
+    await settled(client)
+    await post(client, fixture_body("mixed-firing-resolved"))
+    await post(client, fixture_body("resolved-group"))
+    notes = await settled(client)
+    assert {n["state"] for n in notes} == {"sent"} and len(notes) == 12
+
+    # Telegram: one message, HTML, silent for a warning, in the forum topic, with an Ack button;
+    # then edited twice in place; no second message (resolves do not ping).
+    tg = fakes.telegram
+    [msg] = tg.messages.values()
+    first = tg.sent()[0]
+    assert first["parse_mode"] == "HTML" and first["message_thread_id"] == "7"
+    assert first["disable_notification"] == "true"
+    assert first["reply_markup"] == {
+        "inline_keyboard": [[{"text": "✅ Ack", "callback_data": f"ack:{incident}"}]]
+    }
+    assert first["text"].startswith("🟠 <b>WARNING: HighLatency</b> ×3")
+    assert msg.edits == 2 and msg.text.startswith("✅ <b>RESOLVED: HighLatency</b>")
+    assert msg.reply_markup is None  # no Ack button on a resolved incident
+
+    # Slack: Block Kit in a coloured attachment, Acknowledge + link buttons; chat.update; a thread reply.
+    [post_] = fakes.slack.posts()
+    attachment = post_.payload["attachments"][0]
+    assert attachment["color"] == "#f57c00"
+    actions = attachment["blocks"][-1]["elements"]
+    assert [a["text"]["text"] for a in actions] == ["Acknowledge", "Runbook", "Silence"]
+    assert actions[0]["value"] == incident
+    assert len(post_.updates) == 2
+    assert post_.updates[-1]["attachments"][0]["color"] == "#388e3c"
+    assert [r.payload["text"] for r in fakes.slack.replies()] == [f"✅ #{incident} resolved"]
+
+    # Email: three mails in one thread, text + HTML.
+    mails = fakes.mailbox.messages
+    assert len(mails) == 3
+    assert mails[0]["Subject"] == f"[WARNING:3] HighLatency service=checkout (#{incident})"
+    assert mails[0]["X-Team"] == "sre"
+    assert [m["In-Reply-To"].strip() for m in mails[1:]] == [mails[0]["Message-ID"].strip()] * 2
+    assert [p.get_content_type() for p in mails[0].iter_parts()] == ["text/plain", "text/html"]
+
+    # PagerDuty: trigger, trigger (update), resolve, all on one dedup_key.
+    events = fakes.pagerduty.events
+    assert [e["event_action"] for e in events] == ["trigger", "trigger", "resolve"]
+    assert {e["dedup_key"] for e in events} == {f"alert-router/{incident}"}
+    payload = events[0]["payload"]
+    assert payload["severity"] == "warning" and payload["source"] == "checkout-0:8080"
+    assert payload["summary"].startswith("[WARNING] HighLatency ×3: p99 latency above 500ms")
+    assert [link["text"] for link in events[0]["links"]] == [
+        "Runbook",
+        "Source",
+        "Silence in Alertmanager",
+    ]
+    assert fakes.pagerduty.incidents() == {f"alert-router/{incident}": "resolved"}
+
+
+async def test_new_alerts_in_an_open_incident_edit_and_ping(fakes: Fakes, make_client: Any) -> None:
+    receivers = """
+  - name: main
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
+"""
+    fakes.telegram.flood_interval_s = 0
+    client = await make_client(fakes, receivers)
+    await post(client, firing_payload(1, "grow"))
+    await settled(client)
+    await post(client, firing_payload(2, "grow"))
+    await settled(client)
+    original, reply = sorted(fakes.telegram.messages.values(), key=lambda m: m.message_id)
+    assert original.edits == 1 and "×2" in original.text
+    assert reply.reply_to == original.message_id and "new alerts" in reply.text
+
+
+async def test_a_message_too_long_for_telegram_is_fitted_not_lost(
+    fakes: Fakes, make_client: Any
+) -> None:
+    receivers = """
+  - name: main
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
+    slack_configs: [{bot_token: xoxb-good, channel: "#alerts", api_url: SLACK}]
+"""
+    client = await make_client(fakes, receivers)
+    await post(client, firing_payload(80, "big", description='<disk> & "quota" ' * 20))
+    notes = await settled(client)
+    assert {n["state"] for n in notes} == {"sent"}
+    [msg] = fakes.telegram.messages.values()
+    assert "more not shown here (message too long)" in msg.text
+    assert msg.text.rstrip().endswith("/ack " + notes[0]["incident"])
+    [slack_post] = fakes.slack.posts()
+    assert len(slack_post.payload["attachments"][0]["blocks"]) <= 50
+
+
+# ------------------------------------------------------------------ failures
+
+
+async def test_telegram_429_is_waited_out_then_delivered_once(
+    fakes: Fakes, make_client: Any
+) -> None:
+    receivers = """
+  - name: main
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
+"""
+    fakes.telegram.flood(retry_after=1)
+    client = await make_client(fakes, receivers)
+    await post(client, fixture_body("firing-group-3-alerts"))
+    [note] = await settled(client)
+    assert (note["state"], note["attempts"]) == ("sent", 2)
+    sends = [t for m, _, t in fakes.telegram.calls if m == "sendMessage"]
+    assert len(sends) == 2 and sends[1] - sends[0] >= 0.95  # retry_after: 1
+    assert len(fakes.telegram.messages) == 1
+
+
+async def test_slack_429_honours_retry_after(fakes: Fakes, make_client: Any) -> None:
+    receivers = """
+  - name: main
+    slack_configs: [{bot_token: xoxb-good, channel: "#alerts", api_url: SLACK}]
+"""
+    fakes.slack.ratelimit(retry_after=1)
+    client = await make_client(fakes, receivers)
+    await post(client, fixture_body("firing-group-3-alerts"))
+    [note] = await settled(client)
+    calls = [t for m, _, t in fakes.slack.calls if m == "chat.postMessage"]
+    assert (note["state"], len(calls), len(fakes.slack.posts())) == ("sent", 2, 1)
+    assert calls[1] - calls[0] >= 0.95  # Retry-After: 1 (two clocks, ms apart)
+
+
+async def test_a_5xx_burst_is_retried_with_backoff_to_success(
+    fakes: Fakes, make_client: Any
+) -> None:
+    receivers = """
+  - name: main
+    pagerduty_configs: [{routing_key: R0UTINGKEY0000000000000000000000, url: PAGERDUTY}]
+"""
+    fakes.pagerduty.fail_next += [(500, {}), (502, {}), (503, {})]
+    client = await make_client(fakes, receivers)
+    await post(client, fixture_body("firing-group-3-alerts"))
+    [note] = await settled(client)
+    assert (note["state"], note["attempts"]) == ("sent", 4)
+    assert len(fakes.pagerduty.events) == 1
+
+
+@pytest.mark.parametrize(
+    ("receiver", "error"),
+    [
+        (
+            'telegram_configs: [{bot_token: "123456:good-token", chat_id: 999, api_url: TELEGRAM}]',
+            "telegram: Chat not found",
+        ),
+        (
+            'telegram_configs: [{bot_token: "123456:revoked", chat_id: 1001, api_url: TELEGRAM}]',
+            "telegram: Unauthorized",
+        ),
+        (
+            'slack_configs: [{bot_token: xoxb-good, channel: "#nope", api_url: SLACK}]',
+            "slack: channel_not_found",
+        ),
+        (
+            'slack_configs: [{bot_token: xoxb-revoked, channel: "#alerts", api_url: SLACK}]',
+            "slack: invalid_auth",
+        ),
+        ('pagerduty_configs: [{routing_key: "", url: PAGERDUTY}]', "pagerduty: 400 "),
+        (
+            "email_configs: [{to: nobody@invalid.example, from: ar@example.com, smarthost: SMTPHOST, require_tls: false}]",
+            "smtp: recipients refused",
+        ),
+    ],
+)
+async def test_a_permanent_error_dead_letters_at_once_with_its_text(
+    fakes: Fakes, make_client: Any, receiver: str, error: str
+) -> None:
+    client = await make_client(fakes, f"  - name: main\n    {receiver}\n")
+    await post(client, fixture_body("firing-group-3-alerts"))
+    [note] = await settled(client)
+    assert (note["state"], note["attempts"]) == ("dead", 1)
+    assert note["last_error"].startswith(error)
+
+
+async def test_a_dead_channel_does_not_delay_another(fakes: Fakes, make_client: Any) -> None:
+    receivers = """
+  - name: main
+    slack_configs: [{bot_token: xoxb-good, channel: "#alerts", api_url: "REFUSED/api/"}]
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
+"""
+    client = await make_client(fakes, receivers)
+    started = time.monotonic()
+    await post(client, fixture_body("firing-group-3-alerts"))
+    for _ in range(100):
+        if fakes.telegram.messages:
+            break
+        await asyncio.sleep(0.02)
+    assert fakes.telegram.messages and time.monotonic() - started < 2.0
+    incidents = (await (await client.get("/api/v1/incidents", headers=AUTH)).json())["incidents"]
+    slack = next(n for n in incidents[0]["notifications"] if n["channel"] == "slack")
+    assert slack["state"] == "queued" and "ClientConnectorError" in slack["last_error"]
+
+
+async def test_storm_is_folded_into_a_digest_without_429_loops(
+    fakes: Fakes, make_client: Any
+) -> None:
+    receivers = """
+  - name: main
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
+"""
+    client = await make_client(fakes, receivers)
+    for g in range(30):
+        await post(client, firing_payload(2, f"storm{g}"))
+    notes = await settled(client, timeout_s=30)
+    assert len(notes) == 30 and {n["state"] for n in notes} == {"sent"}
+    sends = fakes.telegram.sent()
+    assert len(sends) < 10, "30 incidents should not be 30 messages"
+    assert any("notifications at once" in s["text"] for s in sends)
+    assert len(fakes.telegram.messages) == len(sends), "a 429 was answered: pacing failed"
+
+
+async def test_pacing_respects_telegram_per_chat_limit(fakes: Fakes, make_client: Any) -> None:
+    receivers = """
+  - name: main
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
+"""
+    client = await make_client(fakes, receivers)
+    for g in range(3):
+        await post(client, firing_payload(1, f"pace{g}"))
+    notes = await settled(client)
+    assert [n["attempts"] for n in notes] == [1, 1, 1]  # no 429 from the fake's flood control
+    times = [t for m, _, t in fakes.telegram.calls if m == "sendMessage"]
+    assert all(b - a >= 0.99 for a, b in itertools.pairwise(times))

@@ -1,0 +1,95 @@
+"""A fake PagerDuty Events API v2: POST /v2/enqueue with the real validation and answers.
+
+202 `{"status": "success", "message": "Event processed", "dedup_key": ...}`; 400
+`{"status": "invalid event", "message": "Event object is invalid", "errors": [...]}` for a
+missing routing key, bad event_action, or a trigger without payload.summary/source/severity or
+with a summary over 1024 characters; 429 and 5xx when a test queues them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+SEVERITIES = {"critical", "error", "warning", "info"}
+
+
+@dataclass
+class FakePagerDuty:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    fail_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/v2/enqueue", self.enqueue)
+        return app
+
+    def incidents(self) -> dict[str, str]:
+        """dedup_key -> state after every accepted event, as PagerDuty would show it."""
+        state: dict[str, str] = {}
+        for e in self.events:
+            action = e["event_action"]
+            state[e["dedup_key"]] = {
+                "trigger": "triggered",
+                "acknowledge": "acknowledged",
+                "resolve": "resolved",
+            }[action]
+        return state
+
+    async def enqueue(self, request: web.Request) -> web.Response:
+        if self.fail_next:
+            status, headers = self.fail_next.pop(0)
+            return web.Response(
+                status=status, headers=headers, text="" if status == 429 else "error"
+            )
+        try:
+            event = await request.json()
+        except ValueError:
+            return _invalid(["Could not parse JSON"])
+        errors = problems(event)
+        if errors:
+            return _invalid(errors)
+        self.events.append(event)
+        return web.json_response(
+            {"status": "success", "message": "Event processed", "dedup_key": event["dedup_key"]},
+            status=202,
+        )
+
+
+def problems(event: Any) -> list[str]:
+    if not isinstance(event, dict):
+        return ["Event object must be a JSON object"]
+    errors = []
+    if not event.get("routing_key"):
+        errors.append("'routing_key' is missing or blank")
+    if event.get("event_action") not in ("trigger", "acknowledge", "resolve"):
+        errors.append("'event_action' is invalid (must be one of trigger, acknowledge, resolve)")
+    if event.get("event_action") != "trigger" and not event.get("dedup_key"):
+        errors.append("'dedup_key' is missing or blank")
+    if len(str(event.get("dedup_key", ""))) > 255:
+        errors.append("'dedup_key' must be at most 255 characters")
+    if event.get("event_action") == "trigger":
+        payload = event.get("payload") or {}
+        if not payload.get("summary"):
+            errors.append("'payload.summary' is missing or blank")
+        elif len(payload["summary"]) > 1024:
+            errors.append("'payload.summary' must be at most 1024 characters")
+        if not payload.get("source"):
+            errors.append("'payload.source' is missing or blank")
+        if payload.get("severity") not in SEVERITIES:
+            errors.append(
+                "'payload.severity' is invalid (must be one of critical, error, warning, info)"
+            )
+        for link in event.get("links") or []:
+            if not link.get("href"):
+                errors.append("'links[].href' is missing or blank")
+    return errors
+
+
+def _invalid(errors: list[str]) -> web.Response:
+    return web.json_response(
+        {"status": "invalid event", "message": "Event object is invalid", "errors": errors},
+        status=400,
+    )

@@ -1,0 +1,289 @@
+"""A fake Telegram Bot API: /bot<token>/<method>, the real JSON shapes, checks and errors.
+
+It checks what Telegram checks for the calls alert-router makes: the token, the chat, text
+length after entity parsing (4096), HTML that parses with only Telegram's tags, "message is not
+modified", "message to edit not found", and per-chat flood control (one message per second in a
+private chat answers 429 with parameters.retry_after). Tests queue failures with `fail_next`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from html import unescape
+from html.parser import HTMLParser
+from typing import Any
+
+from aiohttp import web
+
+ALLOWED_TAGS = {
+    "b",
+    "strong",
+    "i",
+    "em",
+    "u",
+    "ins",
+    "s",
+    "strike",
+    "del",
+    "a",
+    "code",
+    "pre",
+    "tg-spoiler",
+    "span",
+    "blockquote",
+    "tg-emoji",
+}
+MAX_TEXT = 4096
+
+
+@dataclass
+class SentMessage:
+    chat_id: int
+    message_id: int
+    text: str  # the HTML as sent
+    reply_markup: dict[str, Any] | None
+    thread_id: int | None
+    silent: bool
+    reply_to: int | None
+    edits: int = 0
+
+
+@dataclass
+class FakeTelegram:
+    tokens: set[str] = field(default_factory=lambda: {"123456:good-token"})
+    chats: set[int] = field(default_factory=lambda: {1001, -1002})
+    messages: dict[tuple[int, int], SentMessage] = field(default_factory=dict)
+    calls: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
+    flood_interval_s: float = 1.0  # per chat, for sendMessage; 0 disables flood control
+    fail_next: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    delay_s: float = 0.0
+    _last_send: dict[int, float] = field(default_factory=dict)
+    _next_id: int = 1
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/bot{token}/{method}", self.handle)
+        return app
+
+    def sent(self, method: str = "sendMessage") -> list[dict[str, Any]]:
+        return [params for m, params, _ in self.calls if m == method]
+
+    def flood(self, retry_after: int, times: int = 1) -> None:
+        for _ in range(times):
+            self.fail_next.append(
+                (
+                    429,
+                    {
+                        "description": f"Too Many Requests: retry after {retry_after}",
+                        "parameters": {"retry_after": retry_after},
+                    },
+                )
+            )
+
+    async def handle(self, request: web.Request) -> web.Response:
+        import asyncio
+
+        token, method = request.match_info["token"], request.match_info["method"]
+        params = await _params(request)
+        self.calls.append((method, params, time.monotonic()))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if ":" not in token:
+            return _error(404, "Not Found")
+        if token not in self.tokens:
+            return _error(401, "Unauthorized")
+        if self.fail_next and method != "getMe":
+            status, body = self.fail_next.pop(0)
+            return _error(
+                status, body.get("description", "Internal Server Error"), body.get("parameters")
+            )
+        handler = {
+            "getMe": self.get_me,
+            "sendMessage": self.send_message,
+            "editMessageText": self.edit_message_text,
+        }.get(method)
+        if handler is None:
+            return _error(404, "Not Found: method not found")
+        return await handler(params)
+
+    async def get_me(self, params: dict[str, Any]) -> web.Response:
+        return _ok(
+            {
+                "id": 123456,
+                "is_bot": True,
+                "first_name": "alert-router test",
+                "username": "ar_test_bot",
+                "can_join_groups": True,
+                "can_read_all_group_messages": False,
+                "supports_inline_queries": False,
+            }
+        )
+
+    def _chat(self, params: dict[str, Any]) -> int | web.Response:
+        try:
+            chat_id = int(params.get("chat_id", ""))
+        except ValueError:
+            return _error(400, "Bad Request: chat not found")
+        if chat_id not in self.chats:
+            return _error(400, "Bad Request: chat not found")
+        return chat_id
+
+    def _check_text(self, params: dict[str, Any]) -> str | web.Response:
+        text = str(params.get("text", ""))
+        if not text.strip():
+            return _error(400, "Bad Request: message text is empty")
+        if params.get("parse_mode") == "HTML":
+            problem = html_problem(text)
+            if problem:
+                return _error(400, f"Bad Request: can't parse entities: {problem}")
+            visible = unescape(_strip_tags(text))
+        else:
+            visible = text
+        if len(visible.encode("utf-16-le")) // 2 > MAX_TEXT:
+            return _error(400, "Bad Request: message is too long")
+        return text
+
+    async def send_message(self, params: dict[str, Any]) -> web.Response:
+        chat = self._chat(params)
+        if isinstance(chat, web.Response):
+            return chat
+        text = self._check_text(params)
+        if isinstance(text, web.Response):
+            return text
+        now = time.monotonic()
+        last = self._last_send.get(chat)
+        if self.flood_interval_s and last is not None and now - last < self.flood_interval_s:
+            wait = max(1, round(self.flood_interval_s - (now - last)))
+            return _error(429, f"Too Many Requests: retry after {wait}", {"retry_after": wait})
+        self._last_send[chat] = now
+        reply = params.get("reply_parameters") or {}
+        msg = SentMessage(
+            chat,
+            self._next_id,
+            text,
+            params.get("reply_markup"),
+            _int(params.get("message_thread_id")),
+            _bool(params.get("disable_notification")),
+            _int(reply.get("message_id")),
+        )
+        self._next_id += 1
+        self.messages[(chat, msg.message_id)] = msg
+        return _ok(_message_json(msg))
+
+    async def edit_message_text(self, params: dict[str, Any]) -> web.Response:
+        chat = self._chat(params)
+        if isinstance(chat, web.Response):
+            return chat
+        msg = self.messages.get((chat, _int(params.get("message_id")) or 0))
+        if msg is None:
+            return _error(400, "Bad Request: message to edit not found")
+        text = self._check_text(params)
+        if isinstance(text, web.Response):
+            return text
+        if text == msg.text and params.get("reply_markup") == msg.reply_markup:
+            return _error(
+                400,
+                "Bad Request: message is not modified: specified new message content and "
+                "reply markup are exactly the same as a current content and reply markup of the message",
+            )
+        msg.text, msg.reply_markup = text, params.get("reply_markup")
+        msg.edits += 1
+        return _ok(_message_json(msg))
+
+
+class _Checker(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.problem = ""
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in ALLOWED_TAGS and not self.problem:
+            self.problem = f'unsupported start tag "{tag}"'
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if (not self.stack or self.stack.pop() != tag) and not self.problem:
+            self.problem = f'can\'t find end tag corresponding to start tag "{tag}"'
+
+
+def html_problem(text: str) -> str:
+    checker = _Checker()
+    checker.feed(text)
+    checker.close()
+    if checker.problem:
+        return checker.problem
+    if checker.stack:
+        return f'can\'t find end tag corresponding to start tag "{checker.stack[-1]}"'
+    if "<" in _strip_tags(text):
+        return "unexpected <"
+    return ""
+
+
+def _strip_tags(text: str) -> str:
+    import re
+
+    return re.sub(r"<[^<>]*>", "", text)
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    """Telegram takes form fields (JSON-encoded objects inside) or a JSON body; so does this."""
+    if request.content_type == "application/json":
+        body = await request.json()
+        return dict(body) if isinstance(body, dict) else {}
+    form = await request.post() if request.can_read_body else {}
+    params: dict[str, Any] = {}
+    for key, value in form.items():
+        text = str(value)
+        if text[:1] in "{[":
+            try:
+                params[key] = json.loads(text)
+                continue
+            except ValueError:
+                pass
+        params[key] = text
+    params.update(request.query)
+    return params
+
+
+def _message_json(msg: SentMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "message_id": msg.message_id,
+        "date": int(time.time()),
+        "chat": {
+            "id": msg.chat_id,
+            "type": "supergroup" if msg.chat_id < 0 else "private",
+            **({"title": "On-call"} if msg.chat_id < 0 else {"first_name": "Alice"}),
+        },
+        "from": {"id": 123456, "is_bot": True, "first_name": "alert-router test"},
+        "text": unescape(_strip_tags(msg.text)),
+    }
+    if msg.edits:
+        out["edit_date"] = int(time.time())
+    if msg.reply_markup:
+        out["reply_markup"] = msg.reply_markup
+    return out
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _bool(value: Any) -> bool:
+    return str(value).lower() in ("true", "1")
+
+
+def _ok(result: Any) -> web.Response:
+    return web.json_response({"ok": True, "result": result})
+
+
+def _error(status: int, description: str, parameters: dict[str, Any] | None = None) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": status, "description": description}
+    if parameters:
+        body["parameters"] = parameters
+    return web.json_response(body, status=status)
