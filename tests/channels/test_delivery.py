@@ -106,6 +106,11 @@ route: {{receiver: main}}
     )
 
 
+TELEGRAM_ONLY = """
+  - name: main
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
+"""
+
 ALL_FOUR = """
   - name: main
     telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM, message_thread_id: 7}]
@@ -229,12 +234,8 @@ async def test_each_channel_gets_the_incident_and_resolve_updates_it_in_place(
 
 
 async def test_new_alerts_in_an_open_incident_edit_and_ping(fakes: Fakes, make_client: Any) -> None:
-    receivers = """
-  - name: main
-    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
-"""
     fakes.telegram.flood_interval_s = 0
-    client = await make_client(fakes, receivers)
+    client = await make_client(fakes, TELEGRAM_ONLY)
     await post(client, firing_payload(1, "grow"))
     await settled(client)
     await post(client, firing_payload(2, "grow"))
@@ -269,12 +270,8 @@ async def test_a_message_too_long_for_telegram_is_fitted_not_lost(
 async def test_telegram_429_is_waited_out_then_delivered_once(
     fakes: Fakes, make_client: Any
 ) -> None:
-    receivers = """
-  - name: main
-    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
-"""
     fakes.telegram.flood(retry_after=1)
-    client = await make_client(fakes, receivers)
+    client = await make_client(fakes, TELEGRAM_ONLY)
     await post(client, fixture_body("firing-group-3-alerts"))
     [note] = await settled(client)
     assert (note["state"], note["attempts"]) == ("sent", 2)
@@ -370,11 +367,7 @@ async def test_a_dead_channel_does_not_delay_another(fakes: Fakes, make_client: 
 async def test_storm_is_folded_into_a_digest_without_429_loops(
     fakes: Fakes, make_client: Any
 ) -> None:
-    receivers = """
-  - name: main
-    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
-"""
-    client = await make_client(fakes, receivers)
+    client = await make_client(fakes, TELEGRAM_ONLY)
     for g in range(30):
         await post(client, firing_payload(2, f"storm{g}"))
     notes = await settled(client, timeout_s=30)
@@ -386,11 +379,7 @@ async def test_storm_is_folded_into_a_digest_without_429_loops(
 
 
 async def test_pacing_respects_telegram_per_chat_limit(fakes: Fakes, make_client: Any) -> None:
-    receivers = """
-  - name: main
-    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
-"""
-    client = await make_client(fakes, receivers)
+    client = await make_client(fakes, TELEGRAM_ONLY)
     for g in range(3):
         await post(client, firing_payload(1, f"pace{g}"))
     notes = await settled(client)
