@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from router.config import parse_config
 from router.web import create_app
@@ -69,6 +69,16 @@ class Fakes:
     urls: dict[str, str]
 
 
+def check_password(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        b"ar",
+        b"s3cret",
+    )
+    return AuthResult(success=ok, handled=False)  # not handled: the server answers 535 itself
+
+
 @pytest.fixture
 async def fakes(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> AsyncIterator[Fakes]:
     telegram, slack, pagerduty, mailbox = FakeTelegram(), FakeSlack(), FakePagerDuty(), Mailbox()
@@ -77,7 +87,14 @@ async def fakes(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> AsyncIt
         for name, f in (("telegram", telegram), ("slack", slack), ("pagerduty", pagerduty))
     }
     smtp_port = free_port()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=smtp_port)
+    # Plain-text AUTH is allowed on this loopback test server only; production uses STARTTLS.
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=smtp_port,
+        authenticator=check_password,
+        auth_require_tls=False,
+    )
     controller.start()
     urls = {name: str(s.make_url("")) for name, s in servers.items()}
     urls["smtp"] = f"127.0.0.1:{smtp_port}"
@@ -386,3 +403,35 @@ async def test_pacing_respects_telegram_per_chat_limit(fakes: Fakes, make_client
     assert [n["attempts"] for n in notes] == [1, 1, 1]  # no 429 from the fake's flood control
     times = [t for m, _, t in fakes.telegram.calls if m == "sendMessage"]
     assert all(b - a >= 0.99 for a, b in itertools.pairwise(times))
+
+
+async def test_slack_incoming_webhook_posts_each_notification_anew(
+    fakes: Fakes, make_client: Any
+) -> None:
+    receivers = """
+  - name: main
+    slack_configs: [{webhook_url: "SLACK_HOOK"}]
+""".replace("SLACK_HOOK", fakes.urls["slack"] + "/services/T000/B000/good")
+    client = await make_client(fakes, receivers)
+    await post(client, fixture_body("firing-group-3-alerts"))
+    await settled(client)
+    await post(client, fixture_body("resolved-group"))
+    notes = await settled(client)
+    assert [n["state"] for n in notes] == ["sent", "sent"]
+    colours = [p["attachments"][0]["color"] for p in fakes.slack.webhook_posts]
+    assert colours == ["#f57c00", "#388e3c"]  # no edits possible: a second message
+
+
+@pytest.mark.parametrize(("password", "state"), [("s3cret", "sent"), ("wrong", "dead")])
+async def test_smtp_auth(fakes: Fakes, make_client: Any, password: str, state: str) -> None:
+    receivers = f"""
+  - name: main
+    email_configs: [{{to: a@example.com, from: ar@example.com, smarthost: SMTPHOST, require_tls: false,
+                     auth_username: ar, auth_password: {password}}}]
+"""
+    client = await make_client(fakes, receivers)
+    await post(client, fixture_body("firing-group-3-alerts"))
+    [note] = await settled(client)
+    assert note["state"] == state
+    if state == "dead":
+        assert note["last_error"].startswith("smtp: authentication failed: 535")
