@@ -261,10 +261,16 @@ class PagerDutyConfig(WithSecrets):
     send_resolved: bool | None = None
 
 
+class EscalateConfig(Strict):
+    after: Duration
+    to: str = Field(min_length=1)
+
+
 class ReceiverConfig(Strict):
     name: str = Field(min_length=1)
     send_resolved: bool = True
     repeat_interval: Duration = timedelta(hours=4)
+    escalate: EscalateConfig | None = None
     telegram_configs: list[TelegramConfig] = Field(default_factory=list)
     slack_configs: list[SlackConfig] = Field(default_factory=list)
     email_configs: list[EmailConfig] = Field(default_factory=list)
@@ -275,6 +281,47 @@ class ReceiverConfig(Strict):
         for kind in ("telegram", "slack", "email", "pagerduty"):
             for i, cfg in enumerate(getattr(self, f"{kind}_configs")):
                 yield kind, i, cfg
+
+
+# ---------------------------------------------------------------- chatops
+
+
+class TelegramChatops(WithSecrets):
+    secret_keys = ("bot_token", "webhook_secret")
+
+    bot_token: SecretStr
+    api_url: str = "https://api.telegram.org"
+    mode: Literal["webhook", "polling"] = "webhook"
+    webhook_secret: SecretStr | None = None
+    allowed_chats: list[int] = Field(default_factory=list)
+    allowed_users: list[int | str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> TelegramChatops:
+        if self.mode == "webhook" and self.webhook_secret is None:
+            raise ValueError(
+                "mode webhook needs webhook_secret (checked against X-Telegram-Bot-Api-Secret-Token)"
+            )
+        if not self.allowed_chats:
+            raise ValueError("allowed_chats must list the chat ids that may use /ack")
+        return self
+
+
+class SlackChatops(WithSecrets):
+    secret_keys = ("bot_token", "signing_secret")
+
+    bot_token: SecretStr | None = None
+    api_url: str = "https://slack.com/api/"
+    signing_secret: SecretStr
+    allowed_channels: list[str] = Field(min_length=1)
+    allowed_users: list[str] = Field(default_factory=list)
+
+
+class ChatopsConfig(Strict):
+    alertmanager_url: str | None = None
+    telegram: TelegramChatops | None = None
+    slack: SlackChatops | None = None
+    default_silence: Duration | None = None
 
 
 # ---------------------------------------------------------------- routing
@@ -350,6 +397,7 @@ class RouterConfig(Strict):
     storage: StorageConfig = StorageConfig()
     templates: TemplatesConfig = TemplatesConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    chatops: ChatopsConfig = ChatopsConfig()
     receivers: list[ReceiverConfig] = Field(min_length=1)
     route: RouteConfig
     inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)
@@ -434,6 +482,15 @@ def _cross_check(cfg: RouterConfig) -> Iterator[tuple[tuple[Any, ...], str]]:
                 f"duplicate receiver name {r.name!r} (first at receivers[{seen[r.name]}])",
             )
         seen.setdefault(r.name, i)
+    for i, r in enumerate(cfg.receivers):
+        if r.escalate is not None:
+            if r.escalate.to not in seen:
+                yield (
+                    ("receivers", i, "escalate", "to"),
+                    f"undefined receiver {r.escalate.to!r} (known: {', '.join(seen)})",
+                )
+            elif r.escalate.to == r.name:
+                yield ("receivers", i, "escalate", "to"), "a receiver cannot escalate to itself"
     root = cfg.route
     if not root.receiver:
         yield ("route", "receiver"), "the root route must name a receiver"

@@ -61,3 +61,7 @@ class StoreError(RouterError):
 
 class RenderError(RouterError):
     """A channel template raised while rendering one incident."""
+
+
+class AlertmanagerError(RouterError):
+    """Alertmanager's API answered with an error or could not be reached."""

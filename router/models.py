@@ -58,6 +58,8 @@ class Reason(enum.StrEnum):
     SEND_RESOLVED_OFF = "send_resolved_off"  # resolved, but the receiver does not send resolved
     INHIBITED = "inhibited"  # every alert of the incident is inhibited
     ACKED = "acked"  # someone acknowledged it: messages are updated everywhere
+    UNACKED = "unacked"  # the acknowledgement was taken back
+    ESCALATED = "escalated"  # unacknowledged for too long: sent to the escalation receiver
 
     @property
     def notifies(self) -> bool:
@@ -114,6 +116,9 @@ class IncidentView(BaseModel):
     notified_at: datetime
     acked_by: str | None = None
     acked_at: datetime | None = None
+    ack_comment: str = ""
+    silence_id: str = ""
+    escalated_to: str = ""
     correlation_id: str = ""
 
     @property

@@ -57,6 +57,11 @@ class IncidentState:
     truncated_alerts: int = 0
     acked_by: str | None = None
     acked_at: datetime | None = None
+    ack_via: str = ""  # "telegram:<chat>" / "slack:<channel>"
+    ack_comment: str = ""
+    silence_id: str = ""
+    escalated_at: datetime | None = None
+    escalated_to: str = ""
 
     @property
     def key(self) -> IncidentKey:
@@ -98,6 +103,9 @@ class State:
 
     def incidents_with(self, fingerprint: str) -> Iterable[IncidentState]:
         return [i for i in self.incidents.values() if fingerprint in i.alerts]
+
+    def open_incident(self, incident_id: str) -> IncidentState | None:
+        return next((i for i in self.incidents.values() if i.id == incident_id), None)
 
 
 class Pipeline:
@@ -289,6 +297,9 @@ class Pipeline:
             notified_at=now,
             acked_by=incident.acked_by,
             acked_at=incident.acked_at,
+            ack_comment=incident.ack_comment,
+            silence_id=incident.silence_id,
+            escalated_to=incident.escalated_to,
             correlation_id=correlation_id,
         )
 
@@ -323,7 +334,76 @@ class Pipeline:
         touched = {i.id: i for fp in released for i in state.incidents_with(fp)}
         for incident in touched.values():
             self._decide(state, plan, incident, [], now, correlation_id, upgrade=Reason.UNINHIBITED)
+        escalated = self.escalate_due(state, now, correlation_id)
+        plan.outbox += escalated.outbox
+        plan.incidents.update(escalated.incidents)
+        plan.reasons.update(escalated.reasons)
         return plan
+
+    # ------------------------------------------------------------ acknowledgement and escalation
+
+    def set_ack(
+        self,
+        state: State,
+        incident: IncidentState,
+        acked_by: str | None,
+        now: datetime,
+        correlation_id: str,
+        *,
+        via: str = "",
+        comment: str = "",
+        silence_id: str = "",
+    ) -> Plan:
+        """Record (or, with acked_by None, take back) an ack; update every message of the incident."""
+        plan = Plan()
+        incident.acked_by, incident.acked_at = acked_by, (now if acked_by else None)
+        incident.ack_via, incident.ack_comment = (via, comment) if acked_by else ("", "")
+        incident.silence_id = silence_id if acked_by else ""
+        reason = Reason.ACKED if acked_by else Reason.UNACKED
+        self._queue_everywhere(state, plan, incident, reason, now, correlation_id)
+        return plan
+
+    def escalate_due(self, state: State, now: datetime, correlation_id: str) -> Plan:
+        """Incidents firing and unacknowledged past their receiver's escalate.after, once each."""
+        plan = Plan()
+        for incident in list(state.incidents.values()):
+            rule = (
+                self.receivers[incident.receiver].escalate
+                if incident.receiver in self.receivers
+                else None
+            )
+            if (
+                rule is None
+                or incident.acked_by
+                or incident.escalated_at is not None
+                or not incident.notified
+                or now - incident.opened_at < rule.after
+            ):
+                continue
+            incident.escalated_at, incident.escalated_to = now, rule.to
+            self._queue_everywhere(state, plan, incident, Reason.ESCALATED, now, correlation_id)
+        return plan
+
+    def _queue_everywhere(
+        self,
+        state: State,
+        plan: Plan,
+        incident: IncidentState,
+        reason: Reason,
+        now: datetime,
+        correlation_id: str,
+    ) -> None:
+        active = {fp for fp in incident.alerts if not _inhibited(state, fp)}
+        view = self._view(state, incident, active, [], reason, now, correlation_id)
+        names = [incident.receiver] + ([incident.escalated_to] if incident.escalated_to else [])
+        for name in names:
+            receiver = self.receivers.get(name)
+            if receiver is None:
+                continue
+            for kind, index, _ in receiver.channels():
+                plan.outbox.append(OutboxItem(incident.id, name, kind, index, view))
+        plan.incidents[incident.id] = incident
+        plan.reasons[(incident.receiver, reason)] += 1
 
 
 def _inhibited(state: State, fingerprint: str) -> bool:

@@ -13,6 +13,7 @@ from router.render import Renderer
 from router.store import Store
 
 if TYPE_CHECKING:
+    from router.chatops.commands import Commands
     from router.delivery import Clock, Outbox
 
 
@@ -28,6 +29,7 @@ class Runtime:
     dry_run: bool = False
     clock: Clock = field(default=utc_now)
     outbox: Outbox | None = None
+    commands: Commands | None = None
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

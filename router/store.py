@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import secrets
 import sqlite3
 from collections.abc import Callable
@@ -93,6 +94,15 @@ SCHEMA = [
         updated_at TEXT NOT NULL,
         PRIMARY KEY (incident_id, receiver, channel, channel_index)
     );
+    """,
+    # version 3: who acknowledged where and how, the silence made, escalation
+    """
+    ALTER TABLE incidents ADD COLUMN ack_via TEXT NOT NULL DEFAULT '';
+    ALTER TABLE incidents ADD COLUMN ack_comment TEXT NOT NULL DEFAULT '';
+    ALTER TABLE incidents ADD COLUMN silence_id TEXT NOT NULL DEFAULT '';
+    ALTER TABLE incidents ADD COLUMN escalated_at TEXT;
+    ALTER TABLE incidents ADD COLUMN escalated_to TEXT NOT NULL DEFAULT '';
+    CREATE INDEX messages_ref ON messages(channel, ref);
     """,
 ]
 
@@ -256,7 +266,7 @@ class Store:
             ],
         )
         db.executemany(
-            "INSERT OR REPLACE INTO incidents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO incidents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     i.id,
@@ -276,6 +286,11 @@ class Store:
                     i.truncated_alerts,
                     i.acked_by,
                     _ts(i.acked_at),
+                    i.ack_via,
+                    i.ack_comment,
+                    i.silence_id,
+                    _ts(i.escalated_at),
+                    i.escalated_to,
                 )
                 for i in plan.incidents.values()
             ],
@@ -298,6 +313,61 @@ class Store:
                 for o in plan.outbox
             ],
         )
+
+    # ------------------------------------------------------------ acknowledgement
+
+    async def incident(self, incident_id: str) -> IncidentState | None:
+        """The incident with this id: the live one if open, else as stored; None if unknown."""
+        return await self._run(self._incident_sync, incident_id)
+
+    def _incident_sync(self, incident_id: str) -> IncidentState | None:
+        live = self.state.open_incident(incident_id)
+        if live is not None:
+            return copy.deepcopy(live)
+        row = self._conn().execute("SELECT * FROM incidents WHERE id=?", (incident_id,)).fetchone()
+        return _incident_from_row(row) if row else None
+
+    async def open_incidents(self) -> list[IncidentState]:
+        return await self._run(lambda: [copy.deepcopy(i) for i in self.state.incidents.values()])
+
+    async def incident_for_message(self, channel: str, ref: str) -> str | None:
+        rows = await self._run(
+            self._query,
+            "SELECT incident_id FROM messages WHERE channel=? AND ref=?",
+            (channel, ref),
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def set_ack(
+        self,
+        incident_id: str,
+        acked_by: str | None,
+        now: datetime,
+        correlation_id: str,
+        **details: str,
+    ) -> Plan | None:
+        """Ack (or unack) an open incident and queue the updates; None if it is not open."""
+        return await self._run(
+            self._set_ack_sync, incident_id, acked_by, now, correlation_id, details
+        )
+
+    def _set_ack_sync(
+        self,
+        incident_id: str,
+        acked_by: str | None,
+        now: datetime,
+        correlation_id: str,
+        details: dict[str, str],
+    ) -> Plan | None:
+        if self.state.open_incident(incident_id) is None:
+            return None
+
+        def step(p: Pipeline) -> Plan:
+            incident = self.state.open_incident(incident_id)
+            assert incident is not None
+            return p.set_ack(self.state, incident, acked_by, now, correlation_id, **details)
+
+        return self._transact(step, now)
 
     # ------------------------------------------------------------ outbox
 
@@ -531,4 +601,9 @@ def _incident_from_row(r: tuple[Any, ...]) -> IncidentState:
         truncated_alerts=r[14],
         acked_by=r[15],
         acked_at=_dt(r[16]),
+        ack_via=r[17],
+        ack_comment=r[18],
+        silence_id=r[19],
+        escalated_at=_dt(r[20]),
+        escalated_to=r[21],
     )

@@ -11,7 +11,11 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from router import api, intake
+from router.alertmanager import Alertmanager
 from router.channels import CHANNELS, build_channels
+from router.chatops.commands import Commands
+from router.chatops.slack import SlackApp
+from router.chatops.telegram import TelegramBot
 from router.config import RouterConfig
 from router.delivery import Clock, DeliverySettings, Outbox
 from router.logs import event
@@ -45,7 +49,39 @@ def create_app(
     app.router.add_get("/readyz", api.handle_readyz)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_workers_ctx)
+    _add_chatops(app, config)
     return app
+
+
+def _add_chatops(app: web.Application, config: RouterConfig) -> None:
+    """Routes and lifecycle of /ack from Telegram and Slack, when routes.yaml configures them."""
+    rt = app[RUNTIME]
+    chatops = config.chatops
+    if chatops.telegram is None and chatops.slack is None:
+        return
+    alertmanager = Alertmanager()
+    rt.commands = Commands(
+        rt.store, rt.clock, alertmanager, chatops.alertmanager_url, chatops.default_silence
+    )
+    telegram = TelegramBot(chatops.telegram, rt.commands, rt.store) if chatops.telegram else None
+    slack = SlackApp(chatops.slack, rt.commands) if chatops.slack else None
+    if telegram is not None and chatops.telegram and chatops.telegram.mode == "webhook":
+        app.router.add_post("/telegram/webhook", telegram.handle_webhook)
+    if slack is not None:
+        app.router.add_post("/slack/commands", slack.handle_command)
+        app.router.add_post("/slack/interactions", slack.handle_interaction)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        if telegram is not None:
+            await telegram.start()
+        yield
+        if telegram is not None:
+            await telegram.aclose()
+        if slack is not None:
+            await slack.aclose()
+        await alertmanager.aclose()
+
+    app.cleanup_ctx.append(lifecycle)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -11,7 +11,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
 from router.config import SlackConfig
-from router.models import IncidentView
+from router.models import IncidentView, Reason
 from router.render import Renderer, fit_blocks
 
 SECTION_MAX = 3000  # characters in one section block's text
@@ -43,6 +43,7 @@ PERMANENT = frozenset(
 )
 GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
 ACK_ACTION = "ack"
+NOTED = frozenset({Reason.ACKED, Reason.UNACKED, Reason.ESCALATED})  # worth a line in the thread
 
 
 def colour(view: IncidentView) -> str:
@@ -170,7 +171,7 @@ class SlackChannel(Channel[SlackConfig]):
                 if exc.response.get("error") in GONE:
                     return await self.send(msg)
                 raise
-            if msg.alerting or msg.view.status == "resolved":
+            if msg.alerting or msg.view.status == "resolved" or msg.view.reason in NOTED:
                 await client.chat_postMessage(
                     channel=channel,
                     thread_ts=ts,
@@ -218,6 +219,13 @@ class SlackChannel(Channel[SlackConfig]):
 def _thread_note(view: IncidentView) -> str:
     if view.status == "resolved":
         return f"✅ #{view.id} resolved"
+    if view.reason is Reason.ACKED:
+        silence = f", silenced (silence {view.silence_id})" if view.silence_id else ""
+        return f"👤 #{view.id} acknowledged by {view.acked_by}{silence}"
+    if view.reason is Reason.UNACKED:
+        return f"↩️ #{view.id} is no longer acknowledged"
+    if view.reason is Reason.ESCALATED:
+        return f"⬆️ #{view.id} escalated to {view.escalated_to}: not acknowledged in time"
     return (
         f"🔁 #{view.id} {view.reason.value.replace('_', ' ')}: {len(view.firing)} alert(s) firing"
     )

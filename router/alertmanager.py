@@ -1,0 +1,57 @@
+"""Alertmanager API v2 client: create a silence for an acknowledged incident."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+import aiohttp
+
+from router.errors import AlertmanagerError
+
+
+class Alertmanager:
+    def __init__(self, timeout_s: float = 5.0) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def create_silence(
+        self,
+        base_url: str,
+        labels: Mapping[str, str],
+        starts: datetime,
+        ends: datetime,
+        created_by: str,
+        comment: str,
+    ) -> str:
+        """POST /api/v2/silences with one equality matcher per label; returns the silence id."""
+        if not labels:
+            raise AlertmanagerError("no labels to match on: a silence would match every alert")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        body = {
+            "matchers": [
+                {"name": k, "value": v, "isRegex": False, "isEqual": True}
+                for k, v in sorted(labels.items())
+            ],
+            "startsAt": starts.isoformat(),
+            "endsAt": ends.isoformat(),
+            "createdBy": created_by,
+            "comment": comment,
+        }
+        url = f"{base_url.rstrip('/')}/api/v2/silences"
+        try:
+            async with self._session.post(url, json=body) as resp:
+                if resp.status != 200:
+                    raise AlertmanagerError(f"{url}: {resp.status} {(await resp.text())[:300]}")
+                data = await resp.json()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise AlertmanagerError(f"{url}: {type(exc).__name__}: {exc}") from None
+        silence_id = data.get("silenceID") if isinstance(data, dict) else None
+        if not silence_id:
+            raise AlertmanagerError(f"{url}: no silenceID in the answer")
+        return str(silence_id)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()

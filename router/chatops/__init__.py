@@ -1,0 +1,1 @@
+"""Chat operations: commands from Telegram and Slack (/ack, /unack, /alerts, /help)."""

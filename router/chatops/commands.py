@@ -1,0 +1,220 @@
+"""Chat commands, the same on every platform: /ack, /unack, /alerts, /help, and who may use them.
+
+The platform modules (telegram.py, slack.py) turn their updates into a `Command` and an `Actor`,
+call `Commands.run`, and show the reply text. Nothing here knows about Telegram or Slack.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from router.alertmanager import Alertmanager
+from router.config import parse_duration
+from router.errors import AlertmanagerError, StoreError
+from router.logs import event
+from router.render import clock, human_duration
+from router.store import ID_ALPHABET, ID_LENGTH, Store
+
+log = logging.getLogger("router.chatops")
+
+NAMES = ("ack", "unack", "alerts", "help")
+MAX_SILENCE = timedelta(days=30)
+_ID_RE = re.compile(rf"^#?([{ID_ALPHABET}]{{{ID_LENGTH}}})$", re.IGNORECASE)
+
+HELP = """alert-router commands:
+/ack <id> [duration] [comment]: acknowledge incident <id>: reminders and escalation stop, every
+  message shows it, PagerDuty is acknowledged; with a duration (30m, 2h, 1d) also silence its
+  alerts in Alertmanager for that long
+/ack (as a reply to an alert message): the same, for that message's incident
+/unack <id>: take the acknowledgement back
+/alerts: open incidents and who acknowledged them
+/help: this text"""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked, and where: ids as the platform gives them."""
+
+    platform: str  # "telegram" | "slack"
+    user_id: str
+    name: str  # shown in messages: "@alice" / "Alice"
+    place: str  # chat or channel id
+    username: str = ""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    incident_id: str | None = None
+    duration: timedelta | None = None
+    comment: str = ""
+
+
+def parse(name: str, text: str) -> Command | str:
+    """`ack`, "k3v9x 2h disk filling" -> Command; or the reason it cannot be understood."""
+    name = name.lstrip("/").split("@", 1)[0].lower()
+    if name not in NAMES:
+        return f"Unknown command /{name}. Try /help."
+    words = text.split()
+    incident_id = None
+    if words and (m := _ID_RE.match(words[0])):
+        incident_id = m.group(1).lower()
+        words = words[1:]
+    elif words and name in ("ack", "unack"):
+        return (
+            f"{words[0]!r} is not an incident id (5 letters and digits, as in the alert message)."
+        )
+    duration = None
+    if words and name == "ack":
+        try:
+            duration = parse_duration(words[0])
+            words = words[1:]
+        except ValueError:
+            duration = None
+        if duration is not None and not timedelta(minutes=1) <= duration <= MAX_SILENCE:
+            return f"A silence lasts from 1m to {human_duration(MAX_SILENCE)}."
+    return Command(name, incident_id, duration, " ".join(words)[:500])
+
+
+def allowed(actor: Actor, places: Sequence[str | int], users: Sequence[str | int]) -> str | None:
+    """None if the actor may act here; else the refusal to show."""
+    if str(actor.place) not in {str(p) for p in places}:
+        return f"Sorry, commands are not accepted from this {'chat' if actor.platform == 'telegram' else 'channel'} ({actor.place})."
+    if users and not {actor.user_id, actor.username, actor.username.lstrip("@")} & {
+        str(u).lstrip("@") for u in users
+    }:
+        return f"Sorry, {actor.name} is not allowed to acknowledge alerts."
+    return None
+
+
+class Commands:
+    def __init__(
+        self,
+        store: Store,
+        clock_: Callable[[], datetime],
+        alertmanager: Alertmanager,
+        alertmanager_url: str | None,
+        default_silence: timedelta | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock_
+        self.alertmanager = alertmanager
+        self.alertmanager_url = alertmanager_url
+        self.default_silence = default_silence
+
+    async def run(self, command: Command, actor: Actor) -> str:
+        try:
+            if command.name == "help":
+                return HELP
+            if command.name == "alerts":
+                return await self._alerts()
+            if command.incident_id is None:
+                return f"Which incident? Write /{command.name} <id>, or reply /{command.name} to the alert message."
+            if command.name == "ack":
+                return await self._ack(command, actor)
+            return await self._unack(command, actor)
+        except StoreError as exc:
+            event(log, logging.ERROR, "chatops_store_error", error=str(exc))
+            return "Sorry, the router could not record that just now (its store is busy or failing). Try again."
+
+    async def _ack(self, command: Command, actor: Actor) -> str:
+        incident_id = command.incident_id or ""
+        incident = await self.store.incident(incident_id)
+        if incident is None:
+            return f"No incident #{incident_id}. /alerts lists the open ones."
+        if incident.status == "resolved":
+            return f"#{incident_id} is already resolved: nothing to acknowledge."
+        if incident.acked_by:
+            return f"#{incident_id} was already acknowledged by {incident.acked_by} at {clock(incident.acked_at)}."
+        now = self.clock()
+        silence_note, silence_id = "", ""
+        duration = command.duration or self.default_silence
+        if duration is not None:
+            url = self.alertmanager_url or incident.external_url
+            labels = incident.common_labels or incident.group_labels
+            try:
+                if not url:
+                    raise AlertmanagerError("no Alertmanager URL (set chatops.alertmanager_url)")
+                silence_id = await self.alertmanager.create_silence(
+                    url,
+                    labels,
+                    now,
+                    now + duration,
+                    actor.name,
+                    f"alert-router incident #{incident_id} acknowledged via {actor.platform}"
+                    + (f": {command.comment}" if command.comment else ""),
+                )
+                silence_note = f" Silenced in Alertmanager for {human_duration(duration)} (silence {silence_id})."
+            except AlertmanagerError as exc:
+                event(log, logging.ERROR, "silence_failed", incident=incident_id, error=str(exc))
+                silence_note = f" The silence could not be created: {exc}"
+        plan = await self.store.set_ack(
+            incident_id,
+            actor.name,
+            now,
+            uuid.uuid4().hex[:16],
+            via=f"{actor.platform}:{actor.place}",
+            comment=command.comment,
+            silence_id=silence_id,
+        )
+        if plan is None:  # resolved between the look and the ack
+            return f"#{incident_id} was resolved meanwhile: nothing to acknowledge."
+        event(
+            log,
+            logging.INFO,
+            "incident_acked",
+            incident=incident_id,
+            by=actor.name,
+            via=actor.platform,
+            place=actor.place,
+            silence=silence_id,
+            updates=len(plan.outbox),
+        )
+        return f"✅ #{incident_id} acknowledged by {actor.name}. Reminders and escalation stop.{silence_note}"
+
+    async def _unack(self, command: Command, actor: Actor) -> str:
+        incident_id = command.incident_id or ""
+        incident = await self.store.incident(incident_id)
+        if incident is None:
+            return f"No incident #{incident_id}. /alerts lists the open ones."
+        if incident.status == "resolved":
+            return f"#{incident_id} is already resolved."
+        if not incident.acked_by:
+            return f"#{incident_id} is not acknowledged."
+        plan = await self.store.set_ack(incident_id, None, self.clock(), uuid.uuid4().hex[:16])
+        if plan is None:
+            return f"#{incident_id} was resolved meanwhile."
+        event(
+            log,
+            logging.INFO,
+            "incident_unacked",
+            incident=incident_id,
+            by=actor.name,
+            via=actor.platform,
+        )
+        note = (
+            " (its silence stays in Alertmanager until it expires)" if incident.silence_id else ""
+        )
+        return f"↩️ #{incident_id} is no longer acknowledged (by {actor.name}){note}."
+
+    async def _alerts(self) -> str:
+        incidents = sorted(await self.store.open_incidents(), key=lambda i: i.opened_at)
+        shown = [i for i in incidents if i.notified]
+        if not shown:
+            return "No open incidents. 🎉"
+        lines = [f"{len(shown)} open incident(s):"]
+        for i in shown[:30]:
+            name = i.common_labels.get("alertname") or i.group_labels.get("alertname") or "alerts"
+            sev = i.common_labels.get("severity", "")
+            state = f"acked by {i.acked_by}" if i.acked_by else "NOT acked"
+            lines.append(
+                f"#{i.id} {name}{f' ({sev})' if sev else ''} ×{len(i.alerts)} · {i.receiver} · {state}"
+            )
+        if len(shown) > 30:
+            lines.append(f"… and {len(shown) - 30} more")
+        return "\n".join(lines)

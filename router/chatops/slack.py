@@ -1,0 +1,146 @@
+"""Slack inbound: the /ack slash command and the Acknowledge button, verified by signing secret."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+import aiohttp
+import orjson
+from aiohttp import web
+from slack_sdk.signature import SignatureVerifier
+
+from router.channels.slack import ACK_ACTION
+from router.chatops.commands import Actor, Command, Commands, allowed, parse
+from router.config import SlackChatops
+from router.logs import event
+
+log = logging.getLogger("router.chatops.slack")
+MAX_BODY = 64 * 1024
+
+
+class SlackApp:
+    def __init__(self, config: SlackChatops, commands: Commands) -> None:
+        self.config = config
+        self.commands = commands
+        # slack-sdk checks v0 HMAC-SHA256 of "v0:<timestamp>:<body>" and a timestamp within 5 minutes.
+        self.verifier = SignatureVerifier(config.signing_secret.get_secret_value())
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _verified_form(self, request: web.Request) -> dict[str, str] | web.Response:
+        body = await request.content.read(MAX_BODY + 1)
+        if len(body) > MAX_BODY:
+            return web.json_response({"error": "body too large"}, status=413)
+        if not self.verifier.is_valid(
+            body,
+            request.headers.get("X-Slack-Request-Timestamp", ""),
+            request.headers.get("X-Slack-Signature", ""),
+        ):
+            event(
+                log,
+                logging.WARNING,
+                "slack_request_rejected",
+                reason="bad or stale signature",
+                peer=request.remote,
+            )
+            return web.json_response({"error": "invalid signature"}, status=401)
+        try:
+            return {k: v[0] for k, v in parse_qs(body.decode(), strict_parsing=False).items()}
+        except UnicodeDecodeError:
+            return web.json_response({"error": "body is not UTF-8"}, status=400)
+
+    def _actor(self, user_id: str, user_name: str, channel_id: str) -> Actor:
+        return Actor(
+            "slack", user_id, f"@{user_name}" if user_name else user_id, channel_id, user_name
+        )
+
+    def _refusal(self, actor: Actor, channel_name: str) -> str | None:
+        places = {str(c).lstrip("#") for c in self.config.allowed_channels}
+        here = actor.place if actor.place in places else channel_name.lstrip("#")
+        return allowed(
+            Actor(actor.platform, actor.user_id, actor.name, here, actor.username),
+            sorted(places),
+            self.config.allowed_users,
+        )
+
+    async def handle_command(self, request: web.Request) -> web.Response:
+        """POST /slack/commands: `/ack <id> [2h] [comment]`, `/alerts`, `/unack <id>`, `/help`."""
+        form = await self._verified_form(request)
+        if isinstance(form, web.Response):
+            return form
+        actor = self._actor(
+            form.get("user_id", ""), form.get("user_name", ""), form.get("channel_id", "")
+        )
+        refusal = self._refusal(actor, form.get("channel_name", ""))
+        if refusal is not None:
+            event(
+                log,
+                logging.WARNING,
+                "chatops_refused",
+                platform="slack",
+                user=actor.user_id,
+                channel=actor.place,
+            )
+            return web.json_response({"response_type": "ephemeral", "text": refusal})
+        command = parse(form.get("command", "/help"), form.get("text", ""))
+        if isinstance(command, str):
+            return web.json_response({"response_type": "ephemeral", "text": command})
+        reply = await self.commands.run(command, actor)
+        public = command.name in ("ack", "unack") and reply.startswith(("✅", "↩️"))
+        return web.json_response(
+            {"response_type": "in_channel" if public else "ephemeral", "text": reply}
+        )
+
+    async def handle_interaction(self, request: web.Request) -> web.Response:
+        """POST /slack/interactions: the Acknowledge button (block_actions)."""
+        form = await self._verified_form(request)
+        if isinstance(form, web.Response):
+            return form
+        try:
+            payload: dict[str, Any] = orjson.loads(form.get("payload", ""))
+        except orjson.JSONDecodeError:
+            return web.json_response({"error": "payload is not JSON"}, status=400)
+        actions = [a for a in payload.get("actions", []) if a.get("action_id") == ACK_ACTION]
+        if payload.get("type") != "block_actions" or not actions:
+            return web.Response(status=200)  # link buttons and other interactions need nothing
+        user, channel = payload.get("user") or {}, payload.get("channel") or {}
+        actor = self._actor(
+            str(user.get("id", "")),
+            str(user.get("username") or user.get("name") or ""),
+            str(channel.get("id", "")),
+        )
+        refusal = self._refusal(actor, str(channel.get("name", "")))
+        reply = refusal or await self.commands.run(
+            Command("ack", str(actions[0].get("value", ""))), actor
+        )
+        if response_url := payload.get("response_url"):
+            self._respond_later(str(response_url), reply)
+        return web.Response(status=200)
+
+    def _respond_later(self, url: str, text: str) -> None:
+        """Tell the clicking user the outcome (ephemeral), outside Slack's 3-second window."""
+
+        async def post() -> None:
+            if self._session is None:
+                self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            try:
+                async with self._session.post(
+                    url,
+                    json={"response_type": "ephemeral", "replace_original": False, "text": text},
+                ) as resp:
+                    await resp.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                event(log, logging.WARNING, "slack_response_url_failed", error=str(exc))
+
+        task = asyncio.create_task(post())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            await asyncio.gather(task, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()

@@ -1,0 +1,142 @@
+"""Telegram inbound: python-telegram-bot's Application, fed by our webhook route or long polling."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+import orjson
+from aiohttp import web
+from telegram import Update
+from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
+
+from router.chatops.commands import NAMES, Actor, Command, Commands, allowed, parse
+from router.config import TelegramChatops
+from router.logs import event
+from router.store import Store
+
+log = logging.getLogger("router.chatops.telegram")
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+class TelegramBot:
+    """Answers /ack, /unack, /alerts, /help and the Ack button in the allowed chats."""
+
+    def __init__(self, config: TelegramChatops, commands: Commands, store: Store) -> None:
+        self.config = config
+        self.commands = commands
+        self.store = store
+        builder = Application.builder().token(config.bot_token.get_secret_value())
+        builder = builder.base_url(f"{config.api_url.rstrip('/')}/bot")
+        if config.mode == "webhook":
+            builder = builder.updater(None)
+        self.app = builder.build()
+        self.app.add_handler(CommandHandler([*NAMES, "start"], self._on_command))
+        self.app.add_handler(CallbackQueryHandler(self._on_button, pattern=r"^ack:"))
+        self.app.add_error_handler(self._on_error)
+
+    async def start(self) -> None:
+        await self.app.initialize()
+        await self.app.start()
+        if self.config.mode == "polling" and self.app.updater is not None:
+            await self.app.updater.start_polling(poll_interval=0.0, timeout=10)
+        event(log, logging.INFO, "telegram_chatops_started", mode=self.config.mode)
+
+    async def aclose(self) -> None:
+        if self.app.updater is not None and self.app.updater.running:
+            await self.app.updater.stop()
+        if self.app.running:
+            await self.app.stop()
+        await self.app.shutdown()
+
+    async def handle_webhook(self, request: web.Request) -> web.Response:
+        """POST /telegram/webhook: Telegram's update, checked by its secret header."""
+        secret = self.config.webhook_secret.get_secret_value() if self.config.webhook_secret else ""
+        given = request.headers.get(SECRET_HEADER, "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            event(
+                log,
+                logging.WARNING,
+                "telegram_webhook_rejected",
+                reason="bad secret",
+                peer=request.remote,
+            )
+            return web.json_response(
+                {"status": "error", "error": f"missing or wrong {SECRET_HEADER}"}, status=401
+            )
+        try:
+            data = orjson.loads(await request.read())
+            update = Update.de_json(data, self.app.bot)
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
+            return web.json_response(
+                {"status": "error", "error": f"not a Telegram update: {exc}"}, status=400
+            )
+        if update is None:
+            return web.json_response(
+                {"status": "error", "error": "not a Telegram update"}, status=400
+            )
+        await self.app.update_queue.put(update)
+        return web.json_response({"status": "ok"})
+
+    def _actor(self, update: Update) -> Actor | None:
+        user, chat = update.effective_user, update.effective_chat
+        if user is None or chat is None:
+            return None
+        name = f"@{user.username}" if user.username else user.full_name
+        return Actor("telegram", str(user.id), name, str(chat.id), user.username or "")
+
+    async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.effective_message
+        actor = self._actor(update)
+        if message is None or actor is None or not message.text:
+            return
+        refusal = allowed(actor, self.config.allowed_chats, self.config.allowed_users)
+        first, _, rest = message.text.partition(" ")
+        name = first.lstrip("/").split("@", 1)[0]
+        if refusal is not None:
+            event(
+                log,
+                logging.WARNING,
+                "chatops_refused",
+                platform="telegram",
+                user=actor.user_id,
+                chat=actor.place,
+            )
+            await message.reply_text(refusal)
+            return
+        command = parse("help" if name == "start" else name, rest)
+        if (
+            isinstance(command, Command)
+            and command.incident_id is None
+            and message.reply_to_message
+        ):
+            ref = f"{message.chat_id}:{message.reply_to_message.message_id}"
+            replied = await self.store.incident_for_message("telegram", ref)
+            if replied:
+                command = Command(command.name, replied, command.duration, command.comment)
+        reply = command if isinstance(command, str) else await self.commands.run(command, actor)
+        await message.reply_text(reply)
+
+    async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        query = update.callback_query
+        actor = self._actor(update)
+        if query is None or actor is None:
+            return
+        refusal = allowed(actor, self.config.allowed_chats, self.config.allowed_users)
+        if refusal is not None:
+            event(
+                log,
+                logging.WARNING,
+                "chatops_refused",
+                platform="telegram",
+                user=actor.user_id,
+                chat=actor.place,
+            )
+            await query.answer(refusal, show_alert=True)
+            return
+        incident_id = (query.data or "").removeprefix("ack:")
+        reply = await self.commands.run(Command("ack", incident_id), actor)
+        await query.answer(reply[:200])
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        event(log, logging.ERROR, "telegram_chatops_error", error=repr(context.error))
