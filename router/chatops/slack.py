@@ -34,11 +34,19 @@ class SlackApp:
         body = await request.content.read(MAX_BODY + 1)
         if len(body) > MAX_BODY:
             return web.json_response({"error": "body too large"}, status=413)
-        if not self.verifier.is_valid(
-            body,
-            request.headers.get("X-Slack-Request-Timestamp", ""),
-            request.headers.get("X-Slack-Signature", ""),
-        ):
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        try:
+            valid = (
+                timestamp.isdigit()
+                and bool(signature)
+                and self.verifier.is_valid(body, timestamp, signature)
+            )
+        except (
+            ValueError
+        ):  # slack-sdk raises on a malformed timestamp: that is a bad request, not ours
+            valid = False
+        if not valid:
             event(
                 log,
                 logging.WARNING,

@@ -140,3 +140,4 @@ class TelegramBot:
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         event(log, logging.ERROR, "telegram_chatops_error", error=repr(context.error))
+        log.debug("telegram_chatops_error", exc_info=context.error)

@@ -34,6 +34,7 @@ class FakeSlack:
     messages: dict[tuple[str, str], Posted] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
     webhook_posts: list[dict[str, Any]] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)  # posted to a response_url
     fail_next: list[tuple[int, str, dict[str, str]]] = field(default_factory=list)
     delay_s: float = 0.0
     _ts: int = 0
@@ -42,6 +43,7 @@ class FakeSlack:
         app = web.Application()
         app.router.add_post("/api/{method}", self.handle)
         app.router.add_post("/services/{path:.*}", self.webhook)
+        app.router.add_post("/actions/{path:.*}", self.response_url)
         return app
 
     def ratelimit(self, retry_after: int, times: int = 1) -> None:
@@ -131,6 +133,10 @@ class FakeSlack:
             return web.Response(status=400, text=problem)
         self.webhook_posts.append(body)
         return web.Response(text="ok")
+
+    async def response_url(self, request: web.Request) -> web.Response:
+        self.responses.append(await request.json())
+        return web.json_response({"ok": True})
 
 
 def content_problem(body: dict[str, Any]) -> str:

@@ -59,8 +59,11 @@ class FakeTelegram:
     flood_interval_s: float = 1.0  # per chat, for sendMessage; 0 disables flood control
     fail_next: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     delay_s: float = 0.0
+    updates: list[dict[str, Any]] = field(default_factory=list)  # for getUpdates (long polling)
+    callback_answers: list[dict[str, Any]] = field(default_factory=list)
     _last_send: dict[int, float] = field(default_factory=dict)
     _next_id: int = 1
+    _next_update: int = 1
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -94,7 +97,7 @@ class FakeTelegram:
             return _error(404, "Not Found")
         if token not in self.tokens:
             return _error(401, "Unauthorized")
-        if self.fail_next and method != "getMe":
+        if self.fail_next and method in ("sendMessage", "editMessageText"):
             status, body = self.fail_next.pop(0)
             return _error(
                 status, body.get("description", "Internal Server Error"), body.get("parameters")
@@ -103,10 +106,45 @@ class FakeTelegram:
             "getMe": self.get_me,
             "sendMessage": self.send_message,
             "editMessageText": self.edit_message_text,
+            "answerCallbackQuery": self.answer_callback,
+            "getUpdates": self.get_updates,
+            "deleteWebhook": self.delete_webhook,
         }.get(method)
         if handler is None:
             return _error(404, "Not Found: method not found")
         return await handler(params)
+
+    def push_update(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Queue an update for getUpdates, numbering it as Telegram does."""
+        update = {"update_id": self._next_update, **update}
+        self._next_update += 1
+        self.updates.append(update)
+        return update
+
+    async def get_updates(self, params: dict[str, Any]) -> web.Response:
+        import asyncio
+
+        offset = _int(params.get("offset")) or 0
+        deadline = time.monotonic() + min(float(params.get("timeout") or 0), 1.0)
+        while True:
+            pending = [u for u in self.updates if u["update_id"] >= offset]
+            if pending or time.monotonic() >= deadline:
+                return _ok(pending)
+            await asyncio.sleep(0.02)
+
+    async def delete_webhook(self, params: dict[str, Any]) -> web.Response:
+        return _ok(True)
+
+    async def answer_callback(self, params: dict[str, Any]) -> web.Response:
+        if not params.get("callback_query_id"):
+            return _error(
+                400,
+                "Bad Request: query is too old and response timeout expired or query ID is invalid",
+            )
+        if len(str(params.get("text", ""))) > 200:
+            return _error(400, "Bad Request: MESSAGE_TOO_LONG")
+        self.callback_answers.append(params)
+        return _ok(True)
 
     async def get_me(self, params: dict[str, Any]) -> web.Response:
         return _ok(

@@ -1,0 +1,180 @@
+"""/ack from Slack: slash commands and the Acknowledge button, signed as Slack signs them."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import pytest
+
+from ..harness import AUTH, Client, Fakes, firing_payload, post, settled
+
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+RECEIVERS = """
+  - name: main
+    slack_configs: [{bot_token: xoxb-good, channel: "#alerts", api_url: SLACK}]
+    pagerduty_configs: [{routing_key: R0UTINGKEY0000000000000000000000, url: PAGERDUTY}]
+"""
+CHATOPS = f"""
+chatops:
+  slack:
+    signing_secret: {SIGNING_SECRET}
+    allowed_channels: [C0ALERTS, "#db-alerts"]
+"""
+
+
+def signed(body: bytes, secret: str = SIGNING_SECRET, age_s: float = 0) -> dict[str, str]:
+    """Headers as Slack sends them: v0 HMAC-SHA256 over "v0:<timestamp>:<body>"."""
+    ts = str(int(time.time() - age_s))
+    digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={digest}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def slash(
+    text: str, user: str = "bob", channel_id: str = "C0ALERTS", channel_name: str = "alerts"
+) -> bytes:
+    return urlencode(
+        {
+            "token": "deprecated",
+            "team_id": "T000",
+            "team_domain": "example",
+            "channel_id": channel_id,
+            "channel_name": channel_name,
+            "user_id": f"U{user.upper()}",
+            "user_name": user,
+            "command": "/ack",
+            "text": text,
+            "api_app_id": "A000",
+            "response_url": "https://hooks.slack.com/commands/T000/1/x",
+            "trigger_id": "1.2.3",
+        }
+    ).encode()
+
+
+async def command(
+    client: Client, body: bytes, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    resp = await client.post("/slack/commands", data=body, headers=headers or signed(body))
+    return resp.status, (await resp.json()) if resp.content_type == "application/json" else None
+
+
+async def acked_by(client: Client, incident_id: str) -> str | None:
+    incidents = (await (await client.get("/api/v1/incidents", headers=AUTH)).json())["incidents"]
+    value: str | None = next(i for i in incidents if i["id"] == incident_id)["acked_by"]
+    return value
+
+
+async def test_slash_command_acks_and_answers_in_channel(fakes: Fakes, make_client: Any) -> None:
+    client = await make_client(fakes, RECEIVERS, CHATOPS)
+    incident = (await post(client, firing_payload(1, "slack")))["incidents"][0]
+    await settled(client)
+    status, answer = await command(client, slash(f"{incident} disk is filling"))
+    assert status == 200
+    assert answer == {
+        "response_type": "in_channel",
+        "text": f"✅ #{incident} acknowledged by @bob. Reminders and escalation stop.",
+    }
+    await settled(client)
+    assert await acked_by(client, incident) == "@bob"
+    assert [e["event_action"] for e in fakes.pagerduty.events] == ["trigger", "acknowledge"]
+    assert [r.payload["text"] for r in fakes.slack.replies()] == [
+        f"👤 #{incident} acknowledged by @bob"
+    ]
+
+    status, again = await command(client, slash(incident, user="dave"))
+    assert again["response_type"] == "ephemeral" and again["text"].startswith(
+        f"#{incident} was already acknowledged by @bob"
+    )
+
+
+@pytest.mark.parametrize(
+    ("headers", "why"),
+    [
+        (lambda body: signed(body, secret="not-the-secret"), "wrong secret"),
+        (lambda body: signed(body, age_s=6 * 60), "timestamp older than 5 minutes"),
+        (lambda body: {"Content-Type": "application/x-www-form-urlencoded"}, "no signature"),
+        (lambda body: {**signed(body), "X-Slack-Signature": "v0=" + "0" * 64}, "forged signature"),
+    ],
+)
+async def test_bad_signatures_are_refused(
+    fakes: Fakes, make_client: Any, headers: Any, why: str
+) -> None:
+    client = await make_client(fakes, RECEIVERS, CHATOPS)
+    incident = (await post(client, firing_payload(1, "forged")))["incidents"][0]
+    body = slash(incident)
+    status, _ = await command(client, body, headers(body))
+    assert status == 401, why
+    assert await acked_by(client, incident) is None
+
+
+async def test_unknown_channel_and_bad_id_are_refused(fakes: Fakes, make_client: Any) -> None:
+    client = await make_client(fakes, RECEIVERS, CHATOPS)
+    incident = (await post(client, firing_payload(1, "refuse")))["incidents"][0]
+    _, answer = await command(client, slash(incident, channel_id="C0RANDOM", channel_name="random"))
+    assert answer == {
+        "response_type": "ephemeral",
+        "text": "Sorry, commands are not accepted from this channel (random).",
+    }
+    _, answer = await command(client, slash("not-an-id"))
+    assert (
+        answer["text"]
+        == "'not-an-id' is not an incident id (5 letters and digits, as in the alert message)."
+    )
+    assert await acked_by(client, incident) is None
+    # A channel allowed by name works too.
+    _, answer = await command(client, slash(incident, channel_id="C0DB", channel_name="db-alerts"))
+    assert answer["response_type"] == "in_channel"
+
+
+async def test_acknowledge_button(fakes: Fakes, make_client: Any) -> None:
+    client = await make_client(fakes, RECEIVERS, CHATOPS)
+    incident = (await post(client, firing_payload(1, "button")))["incidents"][0]
+    await settled(client)
+    [posted] = fakes.slack.posts()
+    ack = posted.payload["attachments"][0]["blocks"][-1]["elements"][0]
+    payload = {
+        "type": "block_actions",
+        "user": {"id": "UERIN", "username": "erin", "name": "erin"},
+        "channel": {"id": "C0ALERTS", "name": "alerts"},
+        "container": {"type": "message", "message_ts": posted.ts},
+        "response_url": fakes.urls["slack"] + "/actions/T000/1/response",
+        "trigger_id": "1.2.3",
+        "actions": [
+            {
+                "action_id": ack["action_id"],
+                "value": ack["value"],
+                "type": "button",
+                "block_id": "b",
+            }
+        ],
+    }
+    body = urlencode({"payload": orjson.dumps(payload).decode()}).encode()
+    resp = await client.post("/slack/interactions", data=body, headers=signed(body))
+    assert resp.status == 200
+    for _ in range(200):
+        if fakes.slack.responses:
+            break
+        await asyncio.sleep(0.025)
+    assert fakes.slack.responses == [
+        {
+            "response_type": "ephemeral",
+            "replace_original": False,
+            "text": f"✅ #{incident} acknowledged by @erin. Reminders and escalation stop.",
+        }
+    ]
+    await settled(client)
+    assert await acked_by(client, incident) == "@erin"
+    buttons = posted.updates[-1]["attachments"][0]["blocks"][-1]["elements"]
+    assert [b["action_id"] for b in buttons] == [
+        "link_runbook",
+        "link_silence",
+    ]  # no Acknowledge any more

@@ -1,0 +1,212 @@
+"""/ack from Telegram: updates posted to /telegram/webhook (or fetched by long polling) as Telegram
+sends them; replies and edits land on the fake Bot API; Slack and PagerDuty follow the ack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from ..harness import AUTH, Client, Fakes, firing_payload, post, settled
+
+SECRET = "hook-s3cret"
+RECEIVERS = """
+  - name: main
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
+    slack_configs: [{bot_token: xoxb-good, channel: "#alerts", api_url: SLACK}]
+    pagerduty_configs: [{routing_key: R0UTINGKEY0000000000000000000000, url: PAGERDUTY}]
+"""
+CHATOPS = f"""
+chatops:
+  telegram:
+    bot_token: "123456:good-token"
+    api_url: TELEGRAM
+    mode: MODE
+    webhook_secret: {SECRET}
+    allowed_chats: [1001, -1002]
+    allowed_users: [42, "carol"]
+"""
+ALICE = {"id": 42, "is_bot": False, "first_name": "Alice", "username": "alice"}
+MALLORY = {"id": 666, "is_bot": False, "first_name": "Mallory", "username": "mallory"}
+CAROL = {"id": 77, "is_bot": False, "first_name": "Carol", "username": "carol"}
+
+
+def chat(chat_id: int) -> dict[str, Any]:
+    return {"id": chat_id, "type": "supergroup" if chat_id < 0 else "private", "title": "On-call"}
+
+
+def command(
+    text: str, user: dict[str, Any], chat_id: int = -1002, reply_to: int | None = None
+) -> dict[str, Any]:
+    word = text.split()[0]
+    message: dict[str, Any] = {
+        "message_id": int(time.time() * 1000) % 1_000_000,
+        "date": int(time.time()),
+        "chat": chat(chat_id),
+        "from": user,
+        "text": text,
+        "entities": [{"type": "bot_command", "offset": 0, "length": len(word)}],
+    }
+    if reply_to is not None:
+        message["reply_to_message"] = {
+            "message_id": reply_to,
+            "date": int(time.time()),
+            "chat": chat(chat_id),
+            "text": "alert",
+        }
+    return {"message": message}
+
+
+def button(data: str, user: dict[str, Any], chat_id: int = 1001) -> dict[str, Any]:
+    return {
+        "callback_query": {
+            "id": f"cq{time.monotonic_ns()}",
+            "from": user,
+            "chat_instance": "42",
+            "data": data,
+            "message": {
+                "message_id": 1,
+                "date": int(time.time()),
+                "chat": chat(chat_id),
+                "text": "alert",
+            },
+        }
+    }
+
+
+async def deliver(client: Client, update: dict[str, Any], secret: str = SECRET) -> int:
+    update = {"update_id": int(time.monotonic_ns() % 1_000_000_000), **update}
+    resp = await client.post(
+        "/telegram/webhook", json=update, headers={"X-Telegram-Bot-Api-Secret-Token": secret}
+    )
+    return resp.status
+
+
+async def reply_to(fakes: Fakes, chat_id: int, count: int) -> list[str]:
+    """The bot's messages to a chat, once there are `count` of them (bounded wait)."""
+    for _ in range(200):
+        texts = [p["text"] for p in fakes.telegram.sent() if str(p["chat_id"]) == str(chat_id)]
+        if len(texts) >= count:
+            return texts
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"expected {count} message(s) to chat {chat_id}, got {texts}")
+
+
+async def incident_state(client: Client, incident_id: str) -> dict[str, Any]:
+    incidents = (await (await client.get("/api/v1/incidents", headers=AUTH)).json())["incidents"]
+    found: dict[str, Any] = next(i for i in incidents if i["id"] == incident_id)
+    return found
+
+
+async def test_ack_by_command_updates_every_channel_and_pagerduty(
+    fakes: Fakes, make_client: Any
+) -> None:
+    fakes.telegram.flood_interval_s = 0
+    client = await make_client(fakes, RECEIVERS, CHATOPS.replace("MODE", "webhook"))
+    incident = (await post(client, firing_payload(2, "ackme")))["incidents"][0]
+    await settled(client)
+
+    assert await deliver(client, command(f"/ack {incident} looking at it", ALICE)) == 200
+    [answer] = await reply_to(fakes, -1002, 1)
+    assert answer == f"✅ #{incident} acknowledged by @alice. Reminders and escalation stop."
+    notes = await settled(client)
+    assert [n["reason"] for n in notes if n["reason"] == "acked"] == ["acked"] * 3
+
+    state = await incident_state(client, incident)
+    assert state["acked_by"] == "@alice" and state["acked_at"]
+    [msg] = [m for m in fakes.telegram.messages.values() if m.chat_id == 1001]
+    assert (
+        "👤 Acknowledged by @alice at" in msg.text and msg.reply_markup is None and msg.edits == 1
+    )
+    [slack_post] = fakes.slack.posts()
+    heading = slack_post.updates[-1]["attachments"][0]["blocks"][0]["text"]["text"]
+    assert "Acknowledged by @alice" in heading
+    assert [r.payload["text"] for r in fakes.slack.replies()] == [
+        f"👤 #{incident} acknowledged by @alice"
+    ]
+    assert [e["event_action"] for e in fakes.pagerduty.events] == ["trigger", "acknowledge"]
+
+    # A second ack changes nothing and says who acked.
+    await deliver(client, command(f"/ack {incident}", CAROL))
+    texts = await reply_to(fakes, -1002, 2)
+    assert texts[1].startswith(f"#{incident} was already acknowledged by @alice at ")
+    await asyncio.sleep(0.2)
+    assert len(fakes.pagerduty.events) == 2
+
+    # /alerts lists it with its ack; /unack takes it back and the Ack button returns.
+    await deliver(client, command("/alerts", ALICE))
+    assert (await reply_to(fakes, -1002, 3))[
+        2
+    ] == f"1 open incident(s):\n#{incident} HighLatency (critical) ×2 · main · acked by @alice"
+    await deliver(client, command(f"/unack {incident}", ALICE))
+    assert (await reply_to(fakes, -1002, 4))[
+        3
+    ] == f"↩️ #{incident} is no longer acknowledged (by @alice)."
+    await settled(client)
+    assert msg.reply_markup is not None and "Acknowledged" not in msg.text
+    assert fakes.pagerduty.events[-1]["event_action"] == "trigger"
+
+
+async def test_ack_by_reply_and_by_button(fakes: Fakes, make_client: Any) -> None:
+    fakes.telegram.flood_interval_s = 0
+    client = await make_client(fakes, RECEIVERS, CHATOPS.replace("MODE", "webhook"))
+    first = (await post(client, firing_payload(1, "byreply")))["incidents"][0]
+    second = (await post(client, firing_payload(1, "bybutton")))["incidents"][0]
+    await settled(client)
+    alert_message = next(m for m in fakes.telegram.messages.values() if f"#{first}" in m.text)
+
+    await deliver(client, command("/ack", CAROL, chat_id=1001, reply_to=alert_message.message_id))
+    replies = await reply_to(fakes, 1001, 3)  # two alerts, then the answer
+    assert replies[-1] == f"✅ #{first} acknowledged by @carol. Reminders and escalation stop."
+
+    await deliver(client, button(f"ack:{second}", ALICE))
+    for _ in range(200):
+        if fakes.telegram.callback_answers:
+            break
+        await asyncio.sleep(0.025)
+    assert fakes.telegram.callback_answers[0]["text"].startswith(
+        f"✅ #{second} acknowledged by @alice"
+    )
+    assert (await incident_state(client, second))["acked_by"] == "@alice"
+
+
+async def test_refusals_change_nothing(fakes: Fakes, make_client: Any) -> None:
+    fakes.telegram.flood_interval_s = 0
+    fakes.telegram.chats.add(-1003)
+    client = await make_client(fakes, RECEIVERS, CHATOPS.replace("MODE", "webhook"))
+    incident = (await post(client, firing_payload(1, "guarded")))["incidents"][0]
+    await settled(client)
+
+    assert await deliver(client, command(f"/ack {incident}", ALICE), secret="wrong") == 401
+    await deliver(client, command(f"/ack {incident}", ALICE, chat_id=-1003))
+    assert (await reply_to(fakes, -1003, 1)) == [
+        "Sorry, commands are not accepted from this chat (-1003)."
+    ]
+    await deliver(client, command(f"/ack {incident}", MALLORY))
+    assert (await reply_to(fakes, -1002, 1)) == [
+        "Sorry, @mallory is not allowed to acknowledge alerts."
+    ]
+    await deliver(client, button(f"ack:{incident}", MALLORY))
+    await deliver(client, command("/ack zzzzz", ALICE))
+    assert (await reply_to(fakes, -1002, 2))[
+        1
+    ] == "No incident #zzzzz. /alerts lists the open ones."
+    await asyncio.sleep(0.2)
+    assert (await incident_state(client, incident))["acked_by"] is None
+    assert [e["event_action"] for e in fakes.pagerduty.events] == ["trigger"]
+    resp = await client.post(
+        "/telegram/webhook", data=b"{not json", headers={"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    )
+    assert resp.status == 400
+
+
+async def test_ack_by_long_polling(fakes: Fakes, make_client: Any) -> None:
+    fakes.telegram.flood_interval_s = 0
+    client = await make_client(fakes, RECEIVERS, CHATOPS.replace("MODE", "polling"))
+    incident = (await post(client, firing_payload(1, "polled")))["incidents"][0]
+    await settled(client)
+    assert (
+        await client.post("/telegram/webhook", json={})
+    ).status == 404  # no webhook route in polling mode
+    fakes.telegram.push_update(command(f"/ack {incident}", ALICE))
+    assert (await reply_to(fakes, -1002, 1))[0].startswith(f"✅ #{incident} acknowledged by @alice")

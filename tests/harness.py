@@ -1,0 +1,182 @@
+"""The test harness for whole-app tests: fake services, a real SMTP server, the app, waits."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from router.config import parse_config
+from router.web import create_app
+
+from .fakes.pagerduty import FakePagerDuty
+from .fakes.slack import FakeSlack
+from .fakes.telegram import FakeTelegram
+from .helpers import fixture_body, free_port
+
+Client = TestClient[web.Request, web.Application]
+AUTH = {"Authorization": "Bearer t", "Content-Type": "application/json"}
+
+
+@dataclass
+class Mailbox:
+    """A real SMTP server (aiosmtpd) that keeps what it accepts; refuses @invalid recipients."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        if address.endswith("@invalid.example"):
+            return "550 5.1.1 <" + address + ">: Recipient address rejected: User unknown"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        parsed = email.message_from_bytes(content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.messages.append(parsed)
+        return "250 Message accepted for delivery"
+
+
+@dataclass
+class Fakes:
+    telegram: FakeTelegram
+    slack: FakeSlack
+    pagerduty: FakePagerDuty
+    mailbox: Mailbox
+    urls: dict[str, str]
+
+
+def check_password(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (
+        b"ar",
+        b"s3cret",
+    )
+    return AuthResult(success=ok, handled=False)  # not handled: the server answers 535 itself
+
+
+async def start_fakes(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> AsyncIterator[Fakes]:
+    telegram, slack, pagerduty, mailbox = FakeTelegram(), FakeSlack(), FakePagerDuty(), Mailbox()
+    servers = {
+        name: await aiohttp_server(f.app())
+        for name, f in (("telegram", telegram), ("slack", slack), ("pagerduty", pagerduty))
+    }
+    smtp_port = free_port()
+    # Plain-text AUTH is allowed on this loopback test server only; production uses STARTTLS.
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=smtp_port,
+        authenticator=check_password,
+        auth_require_tls=False,
+    )
+    controller.start()
+    urls = {name: str(s.make_url("")) for name, s in servers.items()}
+    urls["smtp"] = f"127.0.0.1:{smtp_port}"
+    urls["refused"] = f"http://127.0.0.1:{free_port()}"
+    try:
+        yield Fakes(telegram, slack, pagerduty, mailbox, urls)
+    finally:
+        controller.stop()
+
+
+def config_text(fakes: Fakes, db: Path, receivers: str, extra: str = "") -> str:
+    return (
+        f"""
+server: {{auth: {{bearer_token: t}}}}
+storage: {{path: "{db}"}}
+delivery: {{min_backoff: 50ms, max_backoff: 1s, max_age: 1m, storm_threshold: 8}}
+receivers:
+{receivers}
+route: {{receiver: main}}
+{extra}
+""".replace("TELEGRAM", fakes.urls["telegram"])
+        .replace("SLACK", fakes.urls["slack"] + "/api/")
+        .replace("PAGERDUTY", fakes.urls["pagerduty"] + "/v2/enqueue")
+        .replace("SMTPHOST", fakes.urls["smtp"])
+        .replace("REFUSED", fakes.urls["refused"])
+    )
+
+
+TELEGRAM_ONLY = """
+  - name: main
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
+"""
+
+ALL_FOUR = """
+  - name: main
+    telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM, message_thread_id: 7}]
+    slack_configs: [{bot_token: xoxb-good, channel: "#alerts", api_url: SLACK}]
+    email_configs: [{to: oncall@example.com, from: alert-router@example.com, smarthost: SMTPHOST, require_tls: false,
+                     headers: {X-Team: sre}}]
+    pagerduty_configs: [{routing_key: R0UTINGKEY0000000000000000000000, url: PAGERDUTY}]
+"""
+
+
+def client_factory(
+    aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path
+) -> Callable[..., Awaitable[Client]]:
+    async def make(fakes: Fakes, receivers: str = ALL_FOUR, extra: str = "") -> Client:
+        config = parse_config(config_text(fakes, tmp_path / "state.db", receivers, extra))
+        return await aiohttp_client(create_app(config))
+
+    return make
+
+
+async def post(client: Client, body: bytes) -> dict[str, Any]:
+    resp = await client.post("/webhook", data=body, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    answer: dict[str, Any] = orjson.loads(await resp.read())
+    return answer
+
+
+async def settled(client: Client, timeout_s: float = 15.0) -> list[dict[str, Any]]:
+    """Every notification, once none is queued or being sent any more (bounded wait)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        incidents = (await (await client.get("/api/v1/incidents", headers=AUTH)).json())[
+            "incidents"
+        ]
+        notes = [n | {"incident": i["id"]} for i in incidents for n in i["notifications"]]
+        if notes and all(n["state"] in ("sent", "dead") for n in notes):
+            return notes
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"not settled in {timeout_s}s: {notes}")
+
+
+def firing_payload(
+    n_alerts: int, group: str, severity: str = "critical", description: str = ""
+) -> bytes:
+    data = orjson.loads(fixture_body("firing-group-3-alerts"))
+    template = data["alerts"][0]
+    data["alerts"] = []
+    for i in range(n_alerts):
+        alert = orjson.loads(orjson.dumps(template))
+        alert["labels"].update(instance=f"host-{i}:9100", severity=severity, group=group)
+        alert["annotations"]["description"] = description or alert["annotations"]["description"]
+        alert["fingerprint"] = f"{group[:8]:>08}{i:08x}"
+        data["alerts"].append(alert)
+    data["groupKey"] = f'{{}}:{{group="{group}"}}'
+    data["commonLabels"] = {"alertname": "HighLatency", "severity": severity, "group": group}
+    return orjson.dumps(data)
