@@ -63,9 +63,18 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
     rt.commands = Commands(
         rt.store, rt.clock, alertmanager, chatops.alertmanager_url, chatops.default_silence
     )
-    telegram = TelegramBot(chatops.telegram, rt.commands, rt.store) if chatops.telegram else None
+    telegram = None
+    if chatops.telegram is not None and rt.dry_run:
+        event(
+            log,
+            logging.WARNING,
+            "telegram_chatops_off",
+            detail="--dry-run does not talk to Telegram",
+        )
+    elif chatops.telegram is not None:
+        telegram = TelegramBot(chatops.telegram, rt.commands, rt.store)
     slack = SlackApp(chatops.slack, rt.commands) if chatops.slack else None
-    if telegram is not None and chatops.telegram and chatops.telegram.mode == "webhook":
+    if telegram is not None and telegram.config.mode == "webhook":
         app.router.add_post("/telegram/webhook", telegram.handle_webhook)
     if slack is not None:
         app.router.add_post("/slack/commands", slack.handle_command)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from router.config import parse_config
-from router.models import WebhookPayload
+from router.models import Reason, WebhookPayload
 from router.pipeline import Pipeline, Plan, State
 
 from .helpers import fixture_json
@@ -288,3 +288,40 @@ route:
     h = Harness(config)
     plan = h.post(payload("g", alert("X", a="1", b="2")))
     assert len(plan.outbox) == 1 and plan.routed["r"] == 1
+
+
+ESCALATING = """
+receivers:
+  - name: team
+    slack_configs: [{bot_token: xoxb-1, channel: "#team"}]
+    escalate: {after: 10m, to: pager}
+  - name: pager
+    pagerduty_configs: [{routing_key: k}]
+route: {receiver: team}
+"""
+
+
+def test_escalation_fires_once_for_unacked_firing_incidents_only() -> None:
+    h = Harness(ESCALATING)
+    h.post(payload("a", alert("DiskFull", service="db")))
+    h.post(payload("b", alert("CPUHigh", service="api")))
+    h.post(payload("c", alert("Flaky", service="web")))
+    h.post(payload("c", alert("Flaky", "resolved", service="web")), T0 + timedelta(minutes=1))
+    acked = next(i for i in h.state.incidents.values() if i.group_key == "b")
+    acked.acked_by = "alice"
+
+    assert h.sweep(T0 + timedelta(minutes=9, seconds=59)).outbox == []
+    plan = h.sweep(T0 + timedelta(minutes=10))
+    assert sorted((o.receiver, o.channel) for o in plan.outbox) == [("pager", "pagerduty"), ("team", "slack")]
+    view = plan.outbox[0].view
+    assert view.reason == Reason.ESCALATED and view.escalated_to == "pager"
+    assert view.firing[0].labels["alertname"] == "DiskFull"
+    assert h.sweep(T0 + timedelta(minutes=30)).outbox == []  # once
+
+
+def test_escalation_config_errors() -> None:
+    from router.errors import ConfigError
+
+    bad = ESCALATING.replace("to: pager", "to: nobody")
+    with pytest.raises(ConfigError, match=r"receivers\[0\]\.escalate\.to: undefined receiver 'nobody'"):
+        parse_config(bad)

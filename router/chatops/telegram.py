@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import logging
 
 import orjson
 from aiohttp import web
 from telegram import Update
+from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
 from router.chatops.commands import NAMES, Actor, Command, Commands, allowed, parse
@@ -34,15 +37,43 @@ class TelegramBot:
         self.app.add_handler(CommandHandler([*NAMES, "start"], self._on_command))
         self.app.add_handler(CallbackQueryHandler(self._on_button, pattern=r"^ack:"))
         self.app.add_error_handler(self._on_error)
+        self._starter: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self.app.initialize()
+        """Start in the background: the router serves webhooks even while Telegram is unreachable."""
+        self._starter = asyncio.create_task(
+            self._start_with_retries(), name="telegram chatops start"
+        )
+
+    async def _start_with_retries(self) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await self.app.initialize()
+                break
+            except TelegramError as exc:
+                event(
+                    log,
+                    logging.ERROR,
+                    "telegram_chatops_unavailable",
+                    error=self._say(exc),
+                    retry_in_s=delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 300.0)
         await self.app.start()
         if self.config.mode == "polling" and self.app.updater is not None:
             await self.app.updater.start_polling(poll_interval=0.0, timeout=10)
         event(log, logging.INFO, "telegram_chatops_started", mode=self.config.mode)
 
+    def _say(self, exc: TelegramError) -> str:
+        return str(exc.message).replace(self.config.bot_token.get_secret_value(), "<bot_token>")
+
     async def aclose(self) -> None:
+        if self._starter is not None and not self._starter.done():
+            self._starter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._starter
         if self.app.updater is not None and self.app.updater.running:
             await self.app.updater.stop()
         if self.app.running:
@@ -51,6 +82,10 @@ class TelegramBot:
 
     async def handle_webhook(self, request: web.Request) -> web.Response:
         """POST /telegram/webhook: Telegram's update, checked by its secret header."""
+        if not self.app.running:
+            return web.json_response(
+                {"status": "error", "error": "not connected to Telegram yet"}, status=503
+            )
         secret = self.config.webhook_secret.get_secret_value() if self.config.webhook_secret else ""
         given = request.headers.get(SECRET_HEADER, "")
         if not hmac.compare_digest(given.encode(), secret.encode()):

@@ -114,6 +114,7 @@ async def test_ack_by_command_updates_every_channel_and_pagerduty(
 
     state = await incident_state(client, incident)
     assert state["acked_by"] == "@alice" and state["acked_at"]
+    assert (state["ack_via"], state["ack_comment"]) == ("telegram:-1002", "looking at it")
     [msg] = [m for m in fakes.telegram.messages.values() if m.chat_id == 1001]
     assert (
         "👤 Acknowledged by @alice at" in msg.text and msg.reply_markup is None and msg.edits == 1
@@ -210,3 +211,11 @@ async def test_ack_by_long_polling(fakes: Fakes, make_client: Any) -> None:
     ).status == 404  # no webhook route in polling mode
     fakes.telegram.push_update(command(f"/ack {incident}", ALICE))
     assert (await reply_to(fakes, -1002, 1))[0].startswith(f"✅ #{incident} acknowledged by @alice")
+
+
+async def test_telegram_down_at_start_does_not_block_intake(fakes: Fakes, make_client: Any) -> None:
+    chatops = CHATOPS.replace("MODE", "webhook").replace("api_url: TELEGRAM", "api_url: REFUSED")
+    client = await make_client(fakes, RECEIVERS, chatops)
+    answer = await post(client, firing_payload(1, "still-works"))
+    assert answer["status"] == "accepted"
+    assert await deliver(client, command(f"/ack {answer['incidents'][0]}", ALICE)) == 503  # Telegram retries
