@@ -11,6 +11,7 @@ import pytest
 from router.config import parse_config
 from router.models import Reason, WebhookPayload
 from router.pipeline import Pipeline, Plan, State
+from router.render import Renderer
 
 from .helpers import fixture_json
 
@@ -312,16 +313,24 @@ def test_escalation_fires_once_for_unacked_firing_incidents_only() -> None:
 
     assert h.sweep(T0 + timedelta(minutes=9, seconds=59)).outbox == []
     plan = h.sweep(T0 + timedelta(minutes=10))
-    assert sorted((o.receiver, o.channel) for o in plan.outbox) == [("pager", "pagerduty"), ("team", "slack")]
+    assert sorted((o.receiver, o.channel) for o in plan.outbox) == [
+        ("pager", "pagerduty"),
+        ("team", "slack"),
+    ]
     view = plan.outbox[0].view
     assert view.reason == Reason.ESCALATED and view.escalated_to == "pager"
     assert view.firing[0].labels["alertname"] == "DiskFull"
     assert h.sweep(T0 + timedelta(minutes=30)).outbox == []  # once
+    original = next(o.view for o in plan.outbox if o.receiver == "team")
+    rendered = Renderer().render("slack", original)["message"]
+    assert "⬆️ Escalated to pager: not acknowledged in time" in rendered
 
 
 def test_escalation_config_errors() -> None:
     from router.errors import ConfigError
 
     bad = ESCALATING.replace("to: pager", "to: nobody")
-    with pytest.raises(ConfigError, match=r"receivers\[0\]\.escalate\.to: undefined receiver 'nobody'"):
+    with pytest.raises(
+        ConfigError, match=r"receivers\[0\]\.escalate\.to: undefined receiver 'nobody'"
+    ):
         parse_config(bad)

@@ -29,9 +29,16 @@ async def running_alertmanager(workdir: Path, config: str = MINIMAL) -> AsyncIte
     url = f"http://127.0.0.1:{port}"
     with open(workdir / "alertmanager.log", "ab") as log:
         proc = subprocess.Popen(
-            [binary, f"--config.file={workdir / 'alertmanager.yml'}", f"--storage.path={workdir / 'am-data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", f"--web.external-url={url}"],
-            stdout=log, stderr=log,
+            [
+                binary,
+                f"--config.file={workdir / 'alertmanager.yml'}",
+                f"--storage.path={workdir / 'am-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+                f"--web.external-url={url}",
+            ],
+            stdout=log,
+            stderr=log,
         )
     try:
         await wait_http(f"{url}/-/ready", proc, timeout_s=20)

@@ -15,7 +15,9 @@ from ..harness import Fakes, firing_payload, post, settled
 from .alertmanager import running_alertmanager
 
 
-async def test_ack_with_a_duration_silences_in_alertmanager(fakes: Fakes, make_client: Any, tmp_path: Path) -> None:
+async def test_ack_with_a_duration_silences_in_alertmanager(
+    fakes: Fakes, make_client: Any, tmp_path: Path
+) -> None:
     async with running_alertmanager(tmp_path) as am, aiohttp.ClientSession() as http:
         client = await make_client(fakes, RECEIVERS, CHATOPS + f"  alertmanager_url: {am}\n")
         body = firing_payload(2, "silence-me")
@@ -23,9 +25,15 @@ async def test_ack_with_a_duration_silences_in_alertmanager(fakes: Fakes, make_c
         await settled(client)
 
         # The same alerts, as Prometheus would have posted them to Alertmanager.
-        alerts = [{"labels": a["labels"], "annotations": a["annotations"], "generatorURL": "http://prom/g",
-                   "startsAt": (datetime.now(UTC) - timedelta(minutes=5)).isoformat()}
-                  for a in orjson.loads(body)["alerts"]]
+        alerts = [
+            {
+                "labels": a["labels"],
+                "annotations": a["annotations"],
+                "generatorURL": "http://prom/g",
+                "startsAt": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+            }
+            for a in orjson.loads(body)["alerts"]
+        ]
         async with http.post(f"{am}/api/v2/alerts", json=alerts) as resp:
             assert resp.status == 200
 
@@ -38,30 +46,48 @@ async def test_ack_with_a_duration_silences_in_alertmanager(fakes: Fakes, make_c
             silence = await resp.json()
         assert silence["status"]["state"] == "active"
         assert silence["createdBy"] == "@bob"
-        assert silence["comment"] == f"alert-router incident #{incident} acknowledged via slack: disk cleanup running"
+        assert (
+            silence["comment"]
+            == f"alert-router incident #{incident} acknowledged via slack: disk cleanup running"
+        )
         assert {m["name"]: m["value"] for m in silence["matchers"]} == {
-            "alertname": "HighLatency", "severity": "critical", "group": "silence-me"}
+            "alertname": "HighLatency",
+            "severity": "critical",
+            "group": "silence-me",
+        }
         ends = datetime.fromisoformat(silence["endsAt"].replace("Z", "+00:00"))
         assert timedelta(hours=1, minutes=59) < ends - datetime.now(UTC) <= timedelta(hours=2)
 
         for _ in range(100):  # Alertmanager marks the alerts silenced within a moment
-            async with http.get(f"{am}/api/v2/alerts", params={"silenced": "true", "active": "false"}) as resp:
-                silenced = [a for a in await resp.json() if a["status"]["silencedBy"] == [silence_id]]
+            async with http.get(
+                f"{am}/api/v2/alerts", params={"silenced": "true", "active": "false"}
+            ) as resp:
+                silenced = [
+                    a for a in await resp.json() if a["status"]["silencedBy"] == [silence_id]
+                ]
             if len(silenced) == 2:
                 break
             await asyncio.sleep(0.1)
         assert len(silenced) == 2
 
         await settled(client)
-        incidents = (await (await client.get("/api/v1/incidents", headers={"Authorization": "Bearer t"})).json())
+        incidents = await (
+            await client.get("/api/v1/incidents", headers={"Authorization": "Bearer t"})
+        ).json()
         assert incidents["incidents"][0]["acked_by"] == "@bob"
 
 
-async def test_an_unreachable_alertmanager_still_acks_and_says_so(fakes: Fakes, make_client: Any) -> None:
+async def test_an_unreachable_alertmanager_still_acks_and_says_so(
+    fakes: Fakes, make_client: Any
+) -> None:
     from ..helpers import free_port
 
-    client = await make_client(fakes, RECEIVERS, CHATOPS + f"  alertmanager_url: http://127.0.0.1:{free_port()}\n")
+    client = await make_client(
+        fakes, RECEIVERS, CHATOPS + f"  alertmanager_url: http://127.0.0.1:{free_port()}\n"
+    )
     incident = (await post(client, firing_payload(1, "no-am")))["incidents"][0]
     _, answer = await command(client, slash(f"{incident} 30m"))
-    assert answer["text"].startswith(f"✅ #{incident} acknowledged by @bob. Reminders and escalation stop. "
-                                     "The silence could not be created: http://127.0.0.1:")
+    assert answer["text"].startswith(
+        f"✅ #{incident} acknowledged by @bob. Reminders and escalation stop. "
+        "The silence could not be created: http://127.0.0.1:"
+    )
