@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from router import auth
+from router.errors import StoreError
 from router.runtime import RUNTIME
 
 
@@ -23,6 +25,22 @@ async def handle_incidents(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
     auth.require(request, rt.config.server.auth)
     return _json({"incidents": await rt.store.list_incidents()})
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format; outbox gauges are read from the store now."""
+    rt = request.app[RUNTIME]
+    try:
+        depth, oldest, dead = await rt.store.outbox_stats(rt.clock())
+        rt.metrics.outbox_depth.set(depth)
+        rt.metrics.outbox_oldest.set(oldest)
+        rt.metrics.dead_letters.set(dead)
+    except StoreError:
+        pass  # the counters still answer; /readyz says the store is failing
+    # The 0.0.4 text format: every Prometheus 2.x parses it (prometheus-client's default is 1.0.0).
+    return web.Response(
+        body=rt.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
+    )
 
 
 async def handle_healthz(request: web.Request) -> web.Response:

@@ -29,6 +29,7 @@ from router.channels.base import (
 )
 from router.errors import StoreError
 from router.logs import event
+from router.metrics import Metrics
 from router.store import OutboxRow, Store
 
 log = logging.getLogger("router.delivery")
@@ -66,7 +67,9 @@ class Outbox:
         clock: Clock,
         settings: DeliverySettings = DeliverySettings(),
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.store = store
         self.channels = channels
         self.clock = clock
@@ -205,6 +208,7 @@ class Outbox:
         )
         if isinstance(result, Delivered):
             self.stats.digests += 1
+            self.metrics.digests.labels(dest.receiver, dest.channel).inc()
             for row in rows:
                 await self._record(dest, row, Delivered(""))
         else:
@@ -216,6 +220,9 @@ class Outbox:
             await self.store.mark_sent(row, result.ref, now)
             self.stats.sent += 1
             self.stats.count(dest.channel, "sent")
+            self.metrics.sent.labels(dest.receiver, dest.channel).inc()
+            latency = max(0.0, (now - row.created_at).total_seconds())
+            self.metrics.latency.labels(dest.channel).observe(latency)
             self._held_until.pop(dest, None)
             event(
                 log,
@@ -245,6 +252,7 @@ class Outbox:
         self._held_until[dest] = until
         self.stats.retried += 1
         self.stats.count(dest.channel, "retried")
+        self.metrics.retried.labels(dest.receiver, dest.channel).inc()
         event(
             log,
             logging.WARNING,
@@ -263,6 +271,7 @@ class Outbox:
         await self.store.mark_dead(row, reason)
         self.stats.dead += 1
         self.stats.count(row.channel, "dead")
+        self.metrics.dead.labels(row.receiver, row.channel).inc()
         event(
             log,
             logging.ERROR,

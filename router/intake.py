@@ -58,12 +58,14 @@ async def handle_webhook(request: web.Request) -> web.Response:
     try:
         auth.require(request, rt.config.server.auth)
     except web.HTTPUnauthorized:
+        rt.metrics.rejected.labels("unauthorized").inc()
         event(log, logging.WARNING, "webhook_rejected", reason="unauthorized", peer=request.remote)
         raise
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         limit = rt.config.server.max_body_bytes
+        rt.metrics.rejected.labels("too_large").inc()
         event(log, logging.WARNING, "webhook_rejected", reason="too_large", limit=limit)
         return _refuse(413, "too_large", f"body larger than server.max_body_bytes ({limit} bytes)")
     try:
@@ -71,6 +73,7 @@ async def handle_webhook(request: web.Request) -> web.Response:
         payload = parse_payload(content_type, body)
     except PayloadError as exc:
         extra = {"problems": exc.problems} if exc.problems else {}
+        rt.metrics.rejected.labels(exc.reason).inc()
         event(log, logging.WARNING, "webhook_rejected", reason=exc.reason, error=str(exc))
         return _refuse(exc.status, exc.reason, str(exc), **extra)
 
@@ -78,6 +81,7 @@ async def handle_webhook(request: web.Request) -> web.Response:
     try:
         plan = await rt.store.ingest(payload, rt.clock(), correlation_id)
     except StoreError as exc:
+        rt.metrics.rejected.labels("store").inc()
         event(
             log, logging.ERROR, "webhook_not_stored", error=str(exc), correlation_id=correlation_id
         )
@@ -86,6 +90,10 @@ async def handle_webhook(request: web.Request) -> web.Response:
         )
     if plan.outbox and rt.outbox is not None:
         rt.outbox.wake.set()
+    rt.metrics.payloads.inc()
+    for alert in payload.alerts:
+        rt.metrics.alerts.labels(alert.status).inc()
+    rt.metrics.observe_plan(plan)
     event(
         log,
         logging.INFO,

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from router.config import RouterConfig
+from router.metrics import Metrics
 from router.render import Renderer
 from router.store import Store
 
@@ -30,6 +31,8 @@ class Runtime:
     clock: Clock = field(default=utc_now)
     outbox: Outbox | None = None
     commands: Commands | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    config_path: str | None = None
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

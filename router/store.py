@@ -468,6 +468,18 @@ class Store:
 
     # ------------------------------------------------------------ reads
 
+    async def outbox_stats(self, now: datetime) -> tuple[int, float, int]:
+        """(waiting notifications, age in seconds of the oldest waiting one, dead letters)."""
+        rows = await self._run(
+            self._query,
+            "SELECT sum(state IN ('queued','sending')), min(CASE WHEN state IN ('queued','sending')"
+            " THEN created_at END), sum(state='dead') FROM outbox",
+            (),
+        )
+        waiting, oldest, dead = rows[0]
+        age = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
+        return int(waiting or 0), max(0.0, age), int(dead or 0)
+
     async def outbox_summary(self) -> dict[str, int]:
         rows = await self._run(self._query, "SELECT state, count(*) FROM outbox GROUP BY state", ())
         return {r[0]: r[1] for r in rows}

@@ -47,6 +47,7 @@ def create_app(
     app.router.add_get("/api/v1/incidents", api.handle_incidents)
     app.router.add_get("/healthz", api.handle_healthz)
     app.router.add_get("/readyz", api.handle_readyz)
+    app.router.add_get("/metrics", api.handle_metrics)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_workers_ctx)
     _add_chatops(app, config)
@@ -61,7 +62,12 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
         return
     alertmanager = Alertmanager()
     rt.commands = Commands(
-        rt.store, rt.clock, alertmanager, chatops.alertmanager_url, chatops.default_silence
+        rt.store,
+        rt.clock,
+        alertmanager,
+        chatops.alertmanager_url,
+        chatops.default_silence,
+        rt.metrics,
     )
     telegram = None
     if chatops.telegram is not None and rt.dry_run:
@@ -96,6 +102,8 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     await rt.store.open(lambda new_id: Pipeline(rt.config, new_id))
+    rt.metrics.reload_ok.set(1)
+    rt.metrics.reload_time.set(rt.clock().timestamp())
     event(
         log,
         logging.INFO,
@@ -118,7 +126,11 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
         backoff_max_s=d.max_backoff.total_seconds(),
     )
     rt.outbox = Outbox(
-        rt.store, build_channels(rt.config, rt.renderer, dry_run=rt.dry_run), rt.clock, settings
+        rt.store,
+        build_channels(rt.config, rt.renderer, dry_run=rt.dry_run),
+        rt.clock,
+        settings,
+        metrics=rt.metrics,
     )
     rt.outbox.task = asyncio.create_task(rt.outbox.run(), name="outbox")
     sweeper = asyncio.create_task(_sweep_forever(rt), name="sweeper")
@@ -135,6 +147,7 @@ async def _sweep_forever(rt: Runtime) -> None:
         await asyncio.sleep(SWEEP_INTERVAL_S)
         try:
             plan = await rt.store.sweep(rt.clock(), uuid.uuid4().hex[:16])
+            rt.metrics.observe_plan(plan)
             if plan.outbox and rt.outbox is not None:
                 rt.outbox.wake.set()
             since_prune += SWEEP_INTERVAL_S

@@ -17,6 +17,7 @@ from router.alertmanager import Alertmanager
 from router.config import parse_duration
 from router.errors import AlertmanagerError, StoreError
 from router.logs import event
+from router.metrics import Metrics
 from router.render import clock, human_duration
 from router.store import ID_ALPHABET, ID_LENGTH, Store
 
@@ -100,7 +101,9 @@ class Commands:
         alertmanager: Alertmanager,
         alertmanager_url: str | None,
         default_silence: timedelta | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics or Metrics()
         self.store = store
         self.clock = clock_
         self.alertmanager = alertmanager
@@ -164,6 +167,8 @@ class Commands:
         )
         if plan is None:  # resolved between the look and the ack
             return f"#{incident_id} was resolved meanwhile: nothing to acknowledge."
+        self.metrics.acks.labels(actor.platform).inc()
+        self.metrics.observe_plan(plan)
         event(
             log,
             logging.INFO,
@@ -189,6 +194,7 @@ class Commands:
         plan = await self.store.set_ack(incident_id, None, self.clock(), uuid.uuid4().hex[:16])
         if plan is None:
             return f"#{incident_id} was resolved meanwhile."
+        self.metrics.observe_plan(plan)
         event(
             log,
             logging.INFO,

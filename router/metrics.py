@@ -1,0 +1,138 @@
+"""Every Prometheus collector of alert-router, in one place, on a registry of the app's own.
+
+Labels are bounded by routes.yaml (receiver, channel) or by code (reason, status, platform):
+never an alert label, so a storm of new label values cannot blow up the series count.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+
+from router import __version__
+from router.pipeline import Plan
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        p = "alert_router_"
+        self.payloads = Counter(
+            f"{p}payloads_received_total", "Webhook payloads accepted (answered 200).", registry=r
+        )
+        self.rejected = Counter(
+            f"{p}payloads_rejected_total",
+            "Webhook requests refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            f"{p}alerts_received_total",
+            "Alerts in accepted payloads, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.routed = Counter(
+            f"{p}alerts_routed_total", "Alerts routed to a receiver.", ["receiver"], registry=r
+        )
+        self.inhibited = Counter(
+            f"{p}alerts_inhibited_total", "Firing alerts found inhibited on intake.", registry=r
+        )
+        self.decisions = Counter(
+            f"{p}decisions_total",
+            "Notify-or-not decisions per incident, by reason.",
+            ["receiver", "reason"],
+            registry=r,
+        )
+        self.deduplicated = Counter(
+            f"{p}notifications_deduplicated_total",
+            "Alertmanager re-sends of an unchanged incident, not notified again.",
+            ["receiver"],
+            registry=r,
+        )
+        self.queued = Counter(
+            f"{p}notifications_queued_total",
+            "Notifications put in the outbox.",
+            ["receiver", "channel"],
+            registry=r,
+        )
+        self.sent = Counter(
+            f"{p}notifications_sent_total",
+            "Notifications the channel accepted.",
+            ["receiver", "channel"],
+            registry=r,
+        )
+        self.retried = Counter(
+            f"{p}notifications_retried_total",
+            "Delivery attempts to be retried (429, 5xx...).",
+            ["receiver", "channel"],
+            registry=r,
+        )
+        self.dead = Counter(
+            f"{p}notifications_dead_total",
+            "Notifications dead-lettered.",
+            ["receiver", "channel"],
+            registry=r,
+        )
+        self.digests = Counter(
+            f"{p}storm_digests_total",
+            "Digest messages sent instead of a flood.",
+            ["receiver", "channel"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            f"{p}delivery_latency_seconds",
+            "From webhook receipt to the channel's acceptance.",
+            ["channel"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            f"{p}outbox_depth",
+            "Notifications waiting in the outbox (queued or sending).",
+            registry=r,
+        )
+        self.outbox_oldest = Gauge(
+            f"{p}outbox_oldest_age_seconds", "Age of the oldest waiting notification.", registry=r
+        )
+        self.dead_letters = Gauge(
+            f"{p}outbox_dead", "Dead-lettered notifications still in the store.", registry=r
+        )
+        self.acks = Counter(
+            f"{p}acks_total",
+            "Incidents acknowledged from chat, by platform.",
+            ["platform"],
+            registry=r,
+        )
+        self.reload_ok = Gauge(
+            f"{p}config_last_reload_successful",
+            "1 if the last config (re)load succeeded.",
+            registry=r,
+        )
+        self.reload_time = Gauge(
+            f"{p}config_last_reload_success_timestamp_seconds",
+            "When the config was last loaded successfully.",
+            registry=r,
+        )
+        self.build = Info(f"{p}build", "Version of alert-router and Python.", registry=r)
+        self.build.info({"version": __version__, "python": platform.python_version()})
+
+    def observe_plan(self, plan: Plan) -> None:
+        """Count what one payload or sweep decided."""
+        for receiver, n in plan.routed.items():
+            self.routed.labels(receiver).inc(n)
+        if plan.inhibited:
+            self.inhibited.inc(plan.inhibited)
+        for (receiver, reason), n in plan.reasons.items():
+            if n > 0:
+                self.decisions.labels(receiver, reason.value).inc(n)
+                if reason.value == "unchanged":
+                    self.deduplicated.labels(receiver).inc(n)
+        for item in plan.outbox:
+            self.queued.labels(item.receiver, item.channel).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
