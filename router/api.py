@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
@@ -53,9 +55,9 @@ async def handle_readyz(request: web.Request) -> web.Response:
     if rt.outbox is None or rt.outbox.task is None or rt.outbox.task.done():
         problems.append("delivery worker not running")
     try:
-        await rt.store.outbox_summary()
-    except Exception as exc:  # any failure of the store makes us unready, with its text
-        problems.append(f"store: {exc}")
+        await asyncio.wait_for(rt.store.check_writable(), 2.0)
+    except (StoreError, TimeoutError) as exc:
+        problems.append(f"store not writable: {exc or 'locked for more than 2s'}")
     if problems:
         return web.json_response({"status": "not ready", "reasons": problems}, status=503)
-    return _json({"status": "ready"})
+    return _json({"status": "ready", "config": rt.config.source})

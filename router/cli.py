@@ -47,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     listen = args.listen or config.server.listen
     host, _, port = listen.rpartition(":")
     try:
-        app = create_app(config, dry_run=args.dry_run)
+        app = create_app(config, dry_run=args.dry_run, config_path=args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             _err(str(problem))
@@ -62,7 +62,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         storage=str(config.resolve_path(config.storage.path)),
     )
-    web.run_app(app, host=host or "0.0.0.0", port=int(port), print=None, access_log=None)
+    # SIGTERM/SIGINT: stop accepting, let deliveries in flight finish (server.shutdown_grace).
+    web.run_app(
+        app,
+        host=host or "0.0.0.0",
+        port=int(port),
+        print=None,
+        access_log=None,
+        shutdown_timeout=config.server.shutdown_grace.total_seconds(),
+    )
     return 0
 
 

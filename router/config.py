@@ -185,6 +185,7 @@ class ServerConfig(Strict):
     listen: ListenAddr = "0.0.0.0:9095"
     auth: AuthConfig = AuthConfig()
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    shutdown_grace: Duration = timedelta(seconds=10)
 
 
 class StorageConfig(Strict):
@@ -418,6 +419,24 @@ class RouterConfig(Strict):
 
 
 # ---------------------------------------------------------------- loading
+
+
+def secret_values(model: BaseModel) -> list[str]:
+    """Every SecretStr in a config, to keep out of logs."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(model)
+    return found
 
 
 def load_config(path: str | os.PathLike[str]) -> RouterConfig:

@@ -82,6 +82,8 @@ class Outbox:
         self._workers: dict[Destination, asyncio.Task[None]] = {}
         self._held_until: dict[Destination, datetime] = {}
         self._last_sent: dict[Destination, float] = {}
+        self._stopping = False
+        self._retired: list[AnyChannel] = []  # replaced by a reload; closed at shutdown
 
     # ------------------------------------------------------------ dispatcher
 
@@ -120,15 +122,39 @@ class Outbox:
         if dest not in self._workers:
             self._workers[dest] = asyncio.create_task(self._worker(dest), name=f"deliver {dest}")
 
-    async def aclose(self) -> None:
-        tasks = [t for t in (self.task, *self._workers.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
+    def replace_channels(self, channels: dict[Destination, AnyChannel]) -> None:
+        """A reloaded config's channels: used for what is dispatched from now on; a delivery in
+        flight finishes with the channel it started with."""
+        self._retired += [c for c in self.channels.values() if c not in channels.values()]
+        self.channels = channels
+
+    async def drain(self, grace_s: float) -> None:
+        """Stop taking work; let deliveries in flight finish for up to grace_s; keep the rest queued."""
+        self._stopping = True
+        if self.task is not None:
+            self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for channel in self.channels.values():
+                await self.task
+        workers = list(self._workers.values())
+        if workers:
+            _, pending = await asyncio.wait(workers, timeout=grace_s)
+            event(
+                log,
+                logging.INFO,
+                "outbox_drained",
+                finished=len(workers) - len(pending),
+                cut_short=len(pending),
+            )
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        for channel in [*self.channels.values(), *self._retired]:
             await channel.aclose()
+
+    async def aclose(self) -> None:
+        await self.drain(0)
 
     # ------------------------------------------------------------ one destination
 
@@ -136,7 +162,7 @@ class Outbox:
         channel = self.channels[dest]
         queue = self._queues[dest]
         try:
-            while queue:
+            while queue and not self._stopping:
                 await self._pace(dest, channel)
                 if channel.storm_guard and len(queue) >= self.settings.storm_threshold:
                     batch = queue[:]
@@ -151,7 +177,7 @@ class Outbox:
             queue.clear()  # claimed rows are queued again at the next start, or by the sweep
         finally:
             self._workers.pop(dest, None)
-            if queue:  # rows that arrived while we were finishing
+            if queue and not self._stopping:  # rows that arrived while we were finishing
                 self._workers[dest] = asyncio.create_task(
                     self._worker(dest), name=f"deliver {dest}"
                 )

@@ -9,7 +9,21 @@ from typing import Any
 
 import orjson
 
-_RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_SECRETS: list[str] = []  # values masked in every line: tokens, keys, passwords, webhook URLs
+MASK = "<redacted>"
+MIN_SECRET = 6  # shorter values would mask ordinary words
+
+
+def set_secrets(values: list[str]) -> None:
+    """Mask these values wherever they would appear in a log line (called on start and reload)."""
+    _SECRETS[:] = sorted({v for v in values if len(v) >= MIN_SECRET}, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, MASK)
+    return text
 
 
 def event(logger: logging.Logger, level: int, name: str, /, **fields: Any) -> None:
@@ -28,7 +42,7 @@ class JsonFormatter(logging.Formatter):
         out.update(getattr(record, "fields", {}))
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(out, default=str).decode()
+        return redact(orjson.dumps(out, default=str).decode())
 
 
 class TextFormatter(logging.Formatter):
@@ -42,7 +56,7 @@ class TextFormatter(logging.Formatter):
             text += f"\n  --- {k} ---\n" + "\n".join(f"  {line}" for line in v.splitlines())
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)
-        return text
+        return redact(text)
 
 
 def configure(fmt: str = "text", level: str = "info") -> None:
@@ -52,3 +66,5 @@ def configure(fmt: str = "text", level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO, and Telegram's URLs carry the bot token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -468,6 +468,15 @@ class Store:
 
     # ------------------------------------------------------------ reads
 
+    async def check_writable(self) -> None:
+        """Take the write lock and let it go: raises StoreError if the file cannot be written."""
+        await self._run(self._check_writable_sync)
+
+    def _check_writable_sync(self) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+
     async def outbox_stats(self, now: datetime) -> tuple[int, float, int]:
         """(waiting notifications, age in seconds of the oldest waiting one, dead letters)."""
         rows = await self._run(

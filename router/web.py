@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import uuid
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from router import api, intake
+from router import api, auth, intake
 from router.alertmanager import Alertmanager
 from router.channels import CHANNELS, build_channels
 from router.chatops.commands import Commands
 from router.chatops.slack import SlackApp
 from router.chatops.telegram import TelegramBot
-from router.config import RouterConfig
+from router.config import RouterConfig, load_config, secret_values
 from router.delivery import Clock, DeliverySettings, Outbox
-from router.logs import event
+from router.errors import ConfigError
+from router.logs import event, set_secrets
 from router.pipeline import Pipeline
 from router.render import Renderer
 from router.runtime import RUNTIME, Runtime, utc_now
@@ -30,24 +32,36 @@ SWEEP_INTERVAL_S = 10.0
 PRUNE_INTERVAL_S = 3600.0
 
 
-def create_app(
-    config: RouterConfig, *, dry_run: bool = False, clock: Clock = utc_now
-) -> web.Application:
-    """Build the app for one config; raises ConfigError if a template does not compile."""
+def build_renderer(config: RouterConfig) -> Renderer:
+    """The config's templates, every one compiled now: raises ConfigError naming file and line."""
     override = (
         config.resolve_path(config.templates.directory) if config.templates.directory else None
     )
     renderer = Renderer(override)
     renderer.check([*CHANNELS, *(f"{k}/digest" for k, c in CHANNELS.items() if c.storm_guard)])
+    return renderer
+
+
+def create_app(
+    config: RouterConfig,
+    *,
+    dry_run: bool = False,
+    clock: Clock = utc_now,
+    config_path: str | None = None,
+) -> web.Application:
+    """Build the app for one config; raises ConfigError if a template does not compile."""
+    renderer = build_renderer(config)
+    set_secrets(secret_values(config))
     store = Store(config.resolve_path(config.storage.path), synchronous=config.storage.synchronous)
     app = web.Application(client_max_size=config.server.max_body_bytes)
-    app[RUNTIME] = Runtime(config, store, renderer, dry_run, clock)
+    app[RUNTIME] = Runtime(config, store, renderer, dry_run, clock, config_path=config_path)
     app.router.add_post("/webhook", intake.handle_webhook)
     app.router.add_get("/api/v1/alerts", api.handle_alerts)
     app.router.add_get("/api/v1/incidents", api.handle_incidents)
     app.router.add_get("/healthz", api.handle_healthz)
     app.router.add_get("/readyz", api.handle_readyz)
     app.router.add_get("/metrics", api.handle_metrics)
+    app.router.add_post("/-/reload", handle_reload)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_workers_ctx)
     _add_chatops(app, config)
@@ -134,11 +148,89 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     rt.outbox.task = asyncio.create_task(rt.outbox.run(), name="outbox")
     sweeper = asyncio.create_task(_sweep_forever(rt), name="sweeper")
+    if rt.config_path is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_in_background, rt)
     yield
+    if rt.config_path is not None:
+        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
-    await rt.outbox.aclose()
+    await rt.outbox.drain(rt.config.server.shutdown_grace.total_seconds())
+
+
+RESTART_ONLY = ("server.listen", "storage.path", "storage.synchronous", "chatops")
+
+
+async def reload_config(rt: Runtime) -> tuple[bool, list[str]]:
+    """Load the config file again: validate all of it first, then switch, else keep the old one.
+
+    Returns (switched, problems or notes). Deliveries in flight finish with the old channels.
+    """
+    if rt.config_path is None:
+        return False, ["this router was not started from a file"]
+    try:
+        new = load_config(rt.config_path)
+        renderer = build_renderer(new)
+    except ConfigError as exc:
+        rt.metrics.reload_ok.set(0)
+        problems = [str(p) for p in exc.problems]
+        event(log, logging.ERROR, "config_reload_failed", config=rt.config_path, problems=problems)
+        return False, problems
+    old = rt.config
+    notes = [
+        f"{key} changed: it takes effect at the next restart"
+        for key in RESTART_ONLY
+        if _section(old, key) != _section(new, key)
+    ]
+    await rt.store.use_pipeline(Pipeline(new, rt.store.new_incident_id))
+    rt.config, rt.renderer = new, renderer
+    set_secrets(secret_values(new))
+    if rt.outbox is not None:
+        rt.outbox.replace_channels(build_channels(new, renderer, dry_run=rt.dry_run))
+    rt.metrics.reload_ok.set(1)
+    rt.metrics.reload_time.set(rt.clock().timestamp())
+    event(
+        log,
+        logging.INFO,
+        "config_reloaded",
+        config=rt.config_path,
+        receivers=len(new.receivers),
+        notes=notes,
+    )
+    return True, notes
+
+
+def _section(config: RouterConfig, dotted: str) -> object:
+    value: object = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    dump = getattr(value, "model_dump", None)
+    return dump() if dump is not None else value
+
+
+_RELOADS: set[asyncio.Task[tuple[bool, list[str]]]] = set()
+
+
+def _reload_in_background(rt: Runtime) -> None:
+    task = asyncio.create_task(reload_config(rt), name="reload")
+    _RELOADS.add(task)
+    task.add_done_callback(_RELOADS.discard)
+
+
+async def handle_reload(request: web.Request) -> web.Response:
+    """POST /-/reload (as Prometheus and Alertmanager have it), behind the webhook's auth."""
+    rt = request.app[RUNTIME]
+    auth.require(request, rt.config.server.auth)
+    switched, messages = await reload_config(rt)
+    if not switched:
+        body = {
+            "status": "error",
+            "error": "config not reloaded; the previous one stays",
+            "problems": messages,
+        }
+        return web.json_response(body, status=400)
+    return web.json_response({"status": "reloaded", "notes": messages})
 
 
 async def _sweep_forever(rt: Runtime) -> None:

@@ -174,7 +174,7 @@ async def test_dry_run_delivers_and_the_read_api_shows_it(client: Client) -> Non
 
     assert (await client.get("/api/v1/alerts")).status == 401
     assert (await client.get("/healthz")).status == 200
-    assert (await (await client.get("/readyz")).json()) == {"status": "ready"}
+    assert (await (await client.get("/readyz")).json()) == {"status": "ready", "config": "<memory>"}
 
 
 async def test_a_locked_store_answers_503_and_the_retry_succeeds(
