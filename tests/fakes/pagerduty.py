@@ -20,6 +20,7 @@ SEVERITIES = {"critical", "error", "warning", "info"}
 class FakePagerDuty:
     events: list[dict[str, Any]] = field(default_factory=list)
     fail_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    delay_s: float = 0.0  # answer this late, like a slow network
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -39,6 +40,10 @@ class FakePagerDuty:
         return state
 
     async def enqueue(self, request: web.Request) -> web.Response:
+        if self.delay_s:
+            import asyncio
+
+            await asyncio.sleep(self.delay_s)
         if self.fail_next:
             status, headers = self.fail_next.pop(0)
             return web.Response(

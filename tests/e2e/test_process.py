@@ -1,0 +1,218 @@
+"""The router as a real process: SIGTERM under load, SIGHUP reload, and what its logs never show."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from ..harness import Fakes, firing_payload
+from ..helpers import free_port, wait_http
+
+pytestmark = pytest.mark.slow
+TOKEN = "process-bearer-token-123"
+HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+def start(config: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with open(config.parent / "router.log", "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "router", "serve", "--config", str(config), *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+async def post_many(
+    url: str, count: int, prefix: str, on_accept: Any = None
+) -> dict[int, dict[str, Any]]:
+    accepted: dict[int, dict[str, Any]] = {}
+    queue = list(range(count))
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        while queue:
+            n = queue.pop(0)
+            try:
+                async with session.post(
+                    url, data=firing_payload(1, f"{prefix}{n}"), headers=HEADERS
+                ) as resp:
+                    if resp.status == 200:
+                        accepted[n] = await resp.json()
+                        if on_accept:
+                            on_accept(len(accepted))
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(6)))
+    return accepted
+
+
+async def test_sigterm_under_load_finishes_in_flight_and_loses_nothing(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    port = free_port()
+    fakes.pagerduty.delay_s = 0.2  # every delivery takes a while: some are in flight at SIGTERM
+    config = tmp_path / "routes.yaml"
+    config.write_text(f"""
+server: {{listen: "127.0.0.1:{port}", auth: {{bearer_token: {TOKEN}}}, shutdown_grace: 5s}}
+storage: {{path: "{tmp_path / "state.db"}"}}
+delivery: {{storm_threshold: 1000}}
+receivers:
+  - name: main
+    pagerduty_configs: [{{routing_key: R0UTINGKEY0000000000000000000000, url: "{fakes.urls["pagerduty"]}/v2/enqueue"}}]
+route: {{receiver: main}}
+""")
+    url = f"http://127.0.0.1:{port}/webhook"
+    proc = start(config)
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+
+        def maybe_stop(n: int) -> None:
+            if n == 30 and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+        accepted = await post_many(url, 120, "term", maybe_stop)
+        # One SIGTERM, then wait, as Kubernetes does; a second one would cut the drain short.
+        assert await asyncio.to_thread(proc.wait, 20) == 0, "a SIGTERM stop is a clean exit"
+    finally:
+        stop(proc)
+    assert 30 <= len(accepted) < 120
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        incidents = {r[0] for r in db.execute("SELECT id FROM incidents")}
+        states = dict(db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+    assert {a["incidents"][0] for a in accepted.values()} <= incidents
+    assert states.get("dead", 0) == 0
+
+    proc = start(config)
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        async with aiohttp.ClientSession() as session:
+            for _ in range(300):  # the rest is delivered after the restart (bounded: 30 s)
+                async with session.get(
+                    f"http://127.0.0.1:{port}/api/v1/incidents", headers=HEADERS
+                ) as resp:
+                    notes = [
+                        n for i in (await resp.json())["incidents"] for n in i["notifications"]
+                    ]
+                if notes and all(n["state"] == "sent" for n in notes):
+                    break
+                await asyncio.sleep(0.1)
+        assert notes and all(n["state"] == "sent" for n in notes)
+        assert len(fakes.pagerduty.events) == len(notes) == len(incidents), (
+            "each notification exactly once"
+        )
+    finally:
+        assert stop(proc) == 0
+
+
+async def test_sighup_reloads_the_file(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "routes.yaml"
+    body = """
+server: {{listen: "127.0.0.1:{port}", auth: {{bearer_token: {token}}}}}
+storage: {{path: state.db}}
+receivers: [{{name: first}}, {{name: second}}]
+route: {{receiver: {root}}}
+"""
+    config.write_text(body.format(port=port, token=TOKEN, root="first"))
+    proc = start(config, "--dry-run")
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        config.write_text(body.format(port=port, token=TOKEN, root="second"))
+        proc.send_signal(signal.SIGHUP)
+        async with aiohttp.ClientSession() as session:
+            for attempt in range(100):
+                async with session.post(
+                    f"http://127.0.0.1:{port}/webhook",
+                    headers=HEADERS,
+                    data=firing_payload(1, f"hup{attempt}"),
+                ) as resp:
+                    decisions = (await resp.json())["decisions"]
+                if "second" in decisions:
+                    break
+                await asyncio.sleep(0.05)
+        assert decisions == {"second": ["first"]}
+    finally:
+        assert stop(proc) == 0
+
+
+async def test_no_log_line_contains_a_secret(tmp_path: Path) -> None:
+    port, refused = free_port(), f"http://127.0.0.1:{free_port()}"
+    secrets = {
+        "bearer": TOKEN,
+        "basic": "basic-auth-pass-987",
+        "telegram": "987654:telegram-secret-token",
+        "routing": "pagerduty-routing-key-0123456789",
+        "webhook": f"{refused}/services/T0/B0/webhook-secret-path",
+        "smtp": "smtp-password-xyz",
+        "signing": "slack-signing-secret-abc",
+        "tg_hook": "tg-webhook-secret-xyz",
+    }
+    config = tmp_path / "routes.yaml"
+    config.write_text(f"""
+server:
+  listen: "127.0.0.1:{port}"
+  auth: {{bearer_token: {secrets["bearer"]}, basic_auth: {{username: am, password: {secrets["basic"]}}}}}
+storage: {{path: state.db}}
+delivery: {{min_backoff: 100ms, max_backoff: 200ms}}
+receivers:
+  - name: main
+    telegram_configs: [{{bot_token: "{secrets["telegram"]}", chat_id: 1, api_url: "{refused}"}}]
+    pagerduty_configs: [{{routing_key: {secrets["routing"]}, url: "{refused}/v2/enqueue"}}]
+    slack_configs: [{{webhook_url: "{secrets["webhook"]}"}}]
+    email_configs: [{{to: a@example.com, from: b@example.com, smarthost: "127.0.0.1:{free_port()}",
+                     auth_username: u, auth_password: {secrets["smtp"]}}}]
+route: {{receiver: main}}
+chatops:
+  telegram: {{bot_token: "{secrets["telegram"]}", api_url: "{refused}", mode: polling,
+             webhook_secret: {secrets["tg_hook"]}, allowed_chats: [1]}}
+  slack: {{signing_secret: {secrets["signing"]}, allowed_channels: [C1]}}
+""")
+    proc = start(config, "--log-format", "json", "--log-level", "debug")
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"http://127.0.0.1:{port}/webhook",
+                headers=HEADERS,
+                data=firing_payload(2, "secret"),
+            ) as resp:
+                assert resp.status == 200
+            async with session.post(
+                f"http://127.0.0.1:{port}/webhook",
+                data=b"{}",
+                headers={"Authorization": "Bearer wrong", "Content-Type": "application/json"},
+            ):
+                pass
+            await asyncio.sleep(3)  # several failed deliveries and Telegram retries get logged
+    finally:
+        assert stop(proc) == 0
+    log = (tmp_path / "router.log").read_text()
+    lines = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+    events = {line["event"] for line in lines}
+    assert {"webhook_accepted", "notification_retry", "telegram_chatops_unavailable"} <= events
+    assert all({"ts", "level", "event"} <= line.keys() for line in lines)
+    accepted = next(line for line in lines if line["event"] == "webhook_accepted")
+    retry = next(line for line in lines if line["event"] == "notification_retry")
+    assert retry["correlation_id"] == accepted["correlation_id"]  # one id from webhook to channel
+    for name, secret in secrets.items():
+        assert secret not in log, f"the {name} secret leaked into the log"

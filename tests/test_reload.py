@@ -1,0 +1,75 @@
+"""POST /-/reload: the new file is validated in full first; a broken one changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from router.config import load_config
+from router.web import create_app
+
+from .helpers import fixture_body
+
+Client = TestClient[web.Request, web.Application]
+AUTH = {"Authorization": "Bearer reload-token", "Content-Type": "application/json"}
+CONFIG = """
+server: {{auth: {{bearer_token: reload-token}}}}
+storage: {{path: state.db}}
+receivers: [{{name: first}}, {{name: second}}]
+route: {{receiver: {root}}}
+"""
+
+
+async def routed_to(client: Client, group: str) -> dict[str, Any]:
+    body = orjson.loads(fixture_body("firing-group-3-alerts"))
+    body["groupKey"] = group
+    resp = await client.post("/webhook", data=orjson.dumps(body), headers=AUTH)
+    assert resp.status == 200
+    decisions: dict[str, Any] = (await resp.json())["decisions"]
+    return decisions
+
+
+async def test_reload_switches_only_to_a_valid_config(
+    aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path
+) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(CONFIG.format(root="first"))
+    client = await aiohttp_client(create_app(load_config(path), config_path=str(path)))
+    assert await routed_to(client, "g1") == {"first": ["first"]}
+
+    broken = CONFIG.format(root="first").replace(
+        "route: {receiver: first}", "route: {receiver: first, routes: [{matchers: ['a=~\"(\"']}]}"
+    )
+    path.write_text(broken)
+    resp = await client.post("/-/reload", headers=AUTH)
+    assert resp.status == 400
+    answer = await resp.json()
+    assert answer["error"] == "config not reloaded; the previous one stays"
+    assert answer["problems"] == [
+        f'{path}:5: route.routes[0].matchers[0]: invalid regex "(": missing )'
+    ]
+    assert await routed_to(client, "g2") == {"first": ["first"]}  # old routes still work
+    metrics = await (await client.get("/metrics")).text()
+    assert "alert_router_config_last_reload_successful 0.0" in metrics
+
+    path.write_text(
+        CONFIG.format(root="second").replace(
+            "storage: {path: state.db}", "storage: {path: other.db}"
+        )
+    )
+    resp = await client.post("/-/reload", headers=AUTH)
+    assert resp.status == 200
+    assert (await resp.json())["notes"] == [
+        "storage.path changed: it takes effect at the next restart"
+    ]
+    assert await routed_to(client, "g3") == {"second": ["first"]}
+    assert (
+        "alert_router_config_last_reload_successful 1.0"
+        in await (await client.get("/metrics")).text()
+    )
+    assert (await client.post("/-/reload")).status == 401
