@@ -32,8 +32,8 @@ fmt: $(STAMP) ## format and autofix
 golden: $(STAMP) ## rewrite tests/golden/ from the current templates (review the diff like code)
 	UPDATE_GOLDEN=1 $(PY) -m pytest tests/test_render.py -q
 
-deps: ## install the Debian packages the suite uses (real Alertmanager and amtool); needs root
-	apt-get update -q && apt-get install -y -q prometheus-alertmanager
+deps: ## install the Debian packages the suite uses (Alertmanager + amtool, promtool); needs root
+	apt-get update -q && apt-get install -y -q --no-install-recommends prometheus-alertmanager prometheus
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
