@@ -109,7 +109,7 @@ storage: {{path: "{db}"}}
 delivery: {{min_backoff: 50ms, max_backoff: 1s, max_age: 1m, storm_threshold: 8}}
 receivers:
 {receivers}
-route: {{receiver: main}}
+{"" if "route:" in extra else "route: {receiver: main}"}
 {extra}
 """.replace("TELEGRAM", fakes.urls["telegram"])
         .replace("SLACK", fakes.urls["slack"] + "/api/")
