@@ -100,6 +100,23 @@ class Plan:
 class State:
     alerts: dict[str, AlertState] = field(default_factory=dict)  # firing alerts only
     incidents: dict[IncidentKey, IncidentState] = field(default_factory=dict)  # open ones only
+    # (Alertmanager receiver, groupKey) -> receivers with an open incident for that group
+    by_group: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+
+    def open(self, incident: IncidentState) -> None:
+        self.incidents[incident.key] = incident
+        self.by_group.setdefault((incident.am_receiver, incident.group_key), set()).add(
+            incident.receiver
+        )
+
+    def close(self, incident: IncidentState) -> None:
+        self.incidents.pop(incident.key, None)
+        group = (incident.am_receiver, incident.group_key)
+        receivers = self.by_group.get(group)
+        if receivers is not None:
+            receivers.discard(incident.receiver)
+            if not receivers:
+                del self.by_group[group]
 
     def incidents_with(self, fingerprint: str) -> Iterable[IncidentState]:
         return [i for i in self.incidents.values() if fingerprint in i.alerts]
@@ -151,9 +168,8 @@ class Pipeline:
                 plan.inhibited += alert.inhibited_by is not None
         if payload.truncatedAlerts == 0:
             # Open incidents of this group whose alerts are all absent now: they are gone too.
-            for receiver, am_receiver, group_key in list(state.incidents):
-                if (am_receiver, group_key) == (payload.receiver, payload.groupKey):
-                    by_receiver.setdefault(receiver, [])
+            for receiver in state.by_group.get((payload.receiver, payload.groupKey), ()):
+                by_receiver.setdefault(receiver, [])
         for name, alerts in by_receiver.items():
             self._update_incident(state, plan, payload, name, alerts, now, correlation_id)
         for fp, alert in plan.alerts.items():
@@ -201,7 +217,7 @@ class Pipeline:
             incident = IncidentState(
                 self._new_id(), receiver, payload.receiver, payload.groupKey, now
             )
-            state.incidents[key] = incident
+            state.open(incident)
         resolved = {a.fingerprint for a in alerts if a.status == "resolved"} & incident.alerts
         dropped: set[str] = set()
         if payload.truncatedAlerts == 0:
@@ -243,7 +259,7 @@ class Pipeline:
             reason = upgrade
         if not incident.alerts:
             incident.status, incident.resolved_at = "resolved", now
-            state.incidents.pop(incident.key, None)
+            state.close(incident)
         plan.incidents[incident.id] = incident
         plan.reasons[(incident.receiver, reason)] += 1
         if not reason.notifies:

@@ -142,6 +142,8 @@ class Store:
         self._pipeline: Pipeline | None = None
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._pending: list[tuple[Callable[[Pipeline], Plan], datetime, asyncio.Future[Plan]]] = []
+        self._flush_scheduled = False
 
     # ------------------------------------------------------------ lifecycle
 
@@ -198,7 +200,7 @@ class Store:
             state.alerts[row[0]] = _alert_from_row(row)
         for row in db.execute("SELECT * FROM incidents WHERE status='firing'"):
             incident = _incident_from_row(row)
-            state.incidents[incident.key] = incident
+            state.open(incident)
         return state
 
     def _conn(self) -> sqlite3.Connection:
@@ -217,9 +219,39 @@ class Store:
     # ------------------------------------------------------------ intake
 
     async def ingest(self, payload: WebhookPayload, now: datetime, correlation_id: str) -> Plan:
-        return await self._run(
-            self._transact, lambda p: p.ingest(payload, self.state, now, correlation_id), now
+        """Plan and commit one payload. Payloads that arrive together share one transaction
+        (group commit); each caller gets its answer only once that transaction is committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Plan] = loop.create_future()
+        self._pending.append(
+            (lambda p: p.ingest(payload, self.state, now, correlation_id), now, future)
         )
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.run_in_executor(self._thread, self._flush_pending, loop)
+        return await future
+
+    def _flush_pending(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._flush_scheduled = False  # before taking the list: a later arrival schedules anew
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            plans = self._transact_many([(step, now) for step, now, _ in batch])
+            outcomes: list[Plan | BaseException] = list(plans)
+        except StoreError as exc:
+            if len(batch) == 1:
+                outcomes = [exc]
+            else:
+                # One bad payload must not fail the others: each alone, in its own transaction.
+                outcomes = []
+                for step, now, _ in batch:
+                    try:
+                        outcomes.append(self._transact(step, now))
+                    except StoreError as single:
+                        outcomes.append(single)
+        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+            loop.call_soon_threadsafe(_settle, future, outcome)
 
     async def sweep(self, now: datetime, correlation_id: str) -> Plan:
         return await self._run(
@@ -227,13 +259,22 @@ class Store:
         )
 
     def _transact(self, step: Callable[[Pipeline], Plan], now: datetime) -> Plan:
+        return self._transact_many([(step, now)])[0]
+
+    def _transact_many(
+        self, steps: list[tuple[Callable[[Pipeline], Plan], datetime]]
+    ) -> list[Plan]:
+        """Run the steps and write their plans in one transaction; on any error, none of it."""
         db = self._conn()
         if self._pipeline is None:
             raise StoreError("no pipeline attached")
         try:
             db.execute("BEGIN IMMEDIATE")
-            plan = step(self._pipeline)
-            self._write(db, plan, now)
+            plans = []
+            for step, now in steps:
+                plan = step(self._pipeline)
+                self._write(db, plan, now)
+                plans.append(plan)
             db.execute("COMMIT")
         except Exception as exc:
             if db.in_transaction:
@@ -243,7 +284,7 @@ class Store:
             self._pipeline = Pipeline(self._pipeline.config, self.new_incident_id)
             self._pipeline.attach(self.state)
             raise StoreError(f"cannot commit to {self.path}: {exc}") from exc
-        return plan
+        return plans
 
     def _write(self, db: sqlite3.Connection, plan: Plan, now: datetime) -> None:
         db.executemany(
@@ -574,6 +615,15 @@ class Store:
         ).rowcount
         db.execute("COMMIT")
         return n
+
+
+def _settle(future: asyncio.Future[Plan], outcome: Plan | BaseException) -> None:
+    if future.done():  # the caller went away (request cancelled)
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _alert_from_row(r: tuple[Any, ...]) -> AlertState:
