@@ -30,6 +30,7 @@ from router.channels.base import (
 from router.errors import StoreError
 from router.logs import event
 from router.metrics import Metrics
+from router.models import Reason
 from router.store import OutboxRow, Store
 
 log = logging.getLogger("router.delivery")
@@ -44,7 +45,8 @@ class DeliverySettings:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
     poll_s: float = 1.0
-    claim_batch: int = 500
+    claim_batch: int = 200
+    max_in_memory: int = 400  # claimed rows held by workers: beyond this, leave them in the store
 
 
 @dataclass
@@ -83,19 +85,25 @@ class Outbox:
         self._held_until: dict[Destination, datetime] = {}
         self._last_sent: dict[Destination, float] = {}
         self._stopping = False
+        self._refs: dict[
+            tuple[str, str, str, int], str
+        ] = {}  # messages sent since rows were claimed
+        # Acceptances not yet written: workers go on while one store call records many.
+        self._marks: list[tuple[OutboxRow, str, datetime]] = []
+        self._mark_task: asyncio.Task[None] | None = None
         self._retired: list[AnyChannel] = []  # replaced by a reload; closed at shutdown
 
     # ------------------------------------------------------------ dispatcher
 
     async def run(self) -> None:
-        kinds = sorted({d.channel for d in self.channels})
         while True:
             rows: list[OutboxRow] = []
+            kinds = sorted({d.channel for d in self.channels})  # a reload may change them
+            room = self.settings.max_in_memory - sum(len(q) for q in self._queues.values())
             try:
-                if kinds:
-                    rows = await self.store.claim_due(
-                        self.clock(), kinds, self.settings.claim_batch
-                    )
+                if kinds and room > 0:
+                    limit = min(self.settings.claim_batch, room)
+                    rows = await self.store.claim_due(self.clock(), kinds, limit)
                 for row in rows:
                     await self._dispatch(row)
             except StoreError as exc:
@@ -150,8 +158,17 @@ class Outbox:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self._marks or (self._mark_task is not None and not self._mark_task.done()):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_marks(), max(grace_s, 2.0))
         for channel in [*self.channels.values(), *self._retired]:
             await channel.aclose()
+
+    async def _flush_marks(self) -> None:
+        if self._mark_task is not None:
+            await asyncio.shield(self._mark_task)
+        if self._marks:
+            await self._write_marks()
 
     async def aclose(self) -> None:
         await self.drain(0)
@@ -177,6 +194,7 @@ class Outbox:
             queue.clear()  # claimed rows are queued again at the next start, or by the sweep
         finally:
             self._workers.pop(dest, None)
+            self.wake.set()  # room for more claimed rows
             if queue and not self._stopping:  # rows that arrived while we were finishing
                 self._workers[dest] = asyncio.create_task(
                     self._worker(dest), name=f"deliver {dest}"
@@ -205,7 +223,10 @@ class Outbox:
                 incident=row.incident_id,
                 error=msg.template_error,
             )
-        ref = await self.store.message_ref(row)
+        key = (row.incident_id, row.receiver, row.channel, row.channel_index)
+        ref = self._refs.get(key) or row.ref
+        if ref is None and row.view.reason is not Reason.FIRST:
+            ref = await self.store.message_ref(row)  # sent after this row was claimed, cache pruned
         try:
             result: Delivery = await (channel.update(msg, ref) if ref else channel.send(msg))
         except Exception as exc:  # a channel bug must not stop delivery: retry it with backoff
@@ -243,7 +264,15 @@ class Outbox:
     async def _record(self, dest: Destination, row: OutboxRow, result: Delivery) -> bool:
         now = self.clock()
         if isinstance(result, Delivered):
-            await self.store.mark_sent(row, result.ref, now)
+            self._marks.append((row, result.ref, now))
+            if self._mark_task is None or self._mark_task.done():
+                self._mark_task = asyncio.create_task(self._write_marks(), name="outbox marks")
+            if result.ref:
+                if len(self._refs) > 50_000:
+                    self._refs.clear()
+                self._refs[(row.incident_id, row.receiver, row.channel, row.channel_index)] = (
+                    result.ref
+                )
             self.stats.sent += 1
             self.stats.count(dest.channel, "sent")
             self.metrics.sent.labels(dest.receiver, dest.channel).inc()
@@ -292,6 +321,19 @@ class Outbox:
         )
         asyncio.get_running_loop().call_later(wait, self.wake.set)
         return False
+
+    async def _write_marks(self) -> None:
+        """Record acceptances in batches; if the store fails, keep them and try again."""
+        while self._marks:
+            batch, self._marks = self._marks, []
+            try:
+                await self.store.mark_sent_many(batch)
+            except StoreError as exc:
+                event(
+                    log, logging.ERROR, "outbox_store_error", error=str(exc), unrecorded=len(batch)
+                )
+                self._marks[:0] = batch
+                await asyncio.sleep(1.0)
 
     async def _dead(self, row: OutboxRow, reason: str) -> None:
         await self.store.mark_dead(row, reason)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,12 +37,17 @@ def silence_url(external_url: str, labels: Mapping[str, str]) -> str:
     )
 
 
-_UNRESERVED = re.compile(r"[^A-Za-z0-9_.~-]+")
+_ASCII_QUOTE = {c: f"%{c:02X}" for c in range(128) if not (chr(c).isalnum() or chr(c) in "_.~-")}
 
 
 def _percent_encode(text: str) -> str:
-    """quote(text, safe=""), done by runs: most of a label set needs no escaping at all."""
-    return _UNRESERVED.sub(lambda m: "".join(f"%{b:02X}" for b in m.group().encode()), text)
+    """quote(text, safe=""): a translation table for ASCII, per-byte encoding for the rest."""
+    if text.isascii():
+        return text.translate(_ASCII_QUOTE)
+    return "".join(
+        ch.translate(_ASCII_QUOTE) if ch.isascii() else "".join(f"%{b:02X}" for b in ch.encode())
+        for ch in text
+    )
 
 
 def _escape(value: str) -> str:

@@ -34,12 +34,11 @@ def parse_payload(content_type: str, body: bytes) -> WebhookPayload:
             f"expected Content-Type application/json, got {content_type or 'none'!r}",
         )
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise PayloadError(400, "invalid_json", f"invalid JSON: {exc}") from None
-    try:
-        return WebhookPayload.model_validate(data)
+        return WebhookPayload.model_validate_json(body)
     except ValidationError as exc:
+        first_error = exc.errors(include_url=False)[0]
+        if first_error["type"] == "json_invalid":
+            raise PayloadError(400, "invalid_json", f"invalid JSON: {first_error['msg']}") from None
         problems = [
             {"path": format_path(tuple(e["loc"])) or "(body)", "error": e["msg"]}
             for e in exc.errors(include_url=False)[:20]

@@ -130,6 +130,7 @@ class OutboxRow:
     correlation_id: str
     created_at: datetime
     attempts: int
+    ref: str | None = None  # the message to edit, as the store knew it when the row was claimed
 
 
 class Store:
@@ -429,6 +430,16 @@ class Store:
             " created_at, attempts",
             (_ts(now), *channels, limit),
         ).fetchall()
+        refs: dict[tuple[str, str, str, int], str] = {}
+        incident_ids = sorted({r[1] for r in rows})
+        for start in range(0, len(incident_ids), 500):
+            chunk = incident_ids[start : start + 500]
+            for m in db.execute(
+                "SELECT incident_id, receiver, channel, channel_index, ref FROM messages"
+                f" WHERE incident_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                refs[(m[0], m[1], m[2], m[3])] = m[4]
         return sorted(
             (
                 OutboxRow(
@@ -441,6 +452,7 @@ class Store:
                     r[6],
                     datetime.fromisoformat(r[7]),
                     r[8],
+                    refs.get((r[1], r[2], r[3], r[4])),
                 )
                 for r in rows
             ),
@@ -449,11 +461,23 @@ class Store:
 
     async def mark_sent(self, row: OutboxRow, ref: str, now: datetime) -> None:
         """Record the channel's acceptance; `ref` (if any) is the message later edits target."""
-        await self._run(self._mark_sent_sync, row, ref, now)
+        await self.mark_sent_many([(row, ref, now)])
 
-    def _mark_sent_sync(self, row: OutboxRow, ref: str, now: datetime) -> None:
+    async def mark_sent_many(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
+        await self._run(self._mark_sent_sync, sent)
+
+    def _mark_sent_sync(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
         db = self._conn()
         db.execute("BEGIN IMMEDIATE")
+        try:
+            for row, ref, now in sent:
+                self._mark_one(db, row, ref, now)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _mark_one(self, db: sqlite3.Connection, row: OutboxRow, ref: str, now: datetime) -> None:
         db.execute(
             "UPDATE outbox SET state='sent', sent_at=?, message_ref=?, last_error=NULL,"
             " attempts=attempts+1 WHERE id=?",
@@ -464,7 +488,6 @@ class Store:
                 "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?)",
                 (row.incident_id, row.receiver, row.channel, row.channel_index, ref, _ts(now)),
             )
-        db.execute("COMMIT")
 
     async def message_ref(self, row: OutboxRow) -> str | None:
         rows = await self._run(
