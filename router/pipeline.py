@@ -296,7 +296,7 @@ class Pipeline:
         correlation_id: str,
     ) -> IncidentView:
         firing = sorted((state.alerts[fp] for fp in active), key=lambda a: sorted(a.labels.items()))
-        return IncidentView(
+        return IncidentView.model_construct(  # built from validated state: no re-validation
             id=incident.id,
             receiver=incident.receiver,
             status="firing" if incident.alerts else "resolved",
@@ -321,7 +321,7 @@ class Pipeline:
 
     def _alert_view(self, alert: AlertState, external_url: str) -> AlertView:
         links = self.enricher.links(alert.labels, alert.annotations, external_url)
-        return AlertView(
+        return AlertView.model_construct(
             fingerprint=alert.fingerprint,
             status="firing" if alert.status == "firing" else "resolved",
             labels=alert.labels,
