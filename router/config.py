@@ -632,7 +632,11 @@ class _YamlDocument:
         return ConfigProblem(self.file, line, format_path(loc), message)
 
     def load(self, text: str) -> Any:
-        loader = yaml.SafeLoader(text)
+        try:
+            loader = yaml.SafeLoader(text)
+        except yaml.YAMLError as exc:  # the reader refuses control characters at once
+            self.problems.append(ConfigProblem(self.file, None, "", f"invalid YAML: {exc}"))
+            return None
         try:
             node = loader.get_single_node()
             if node is None:

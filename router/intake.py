@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from typing import Any
@@ -18,6 +19,7 @@ from router.models import WebhookPayload
 from router.runtime import RUNTIME
 
 log = logging.getLogger("router.intake")
+BODY_TIMEOUT_S = 10.0
 
 
 def _refuse(status: int, reason: str, message: str, **extra: Any) -> web.Response:
@@ -61,7 +63,11 @@ async def handle_webhook(request: web.Request) -> web.Response:
         event(log, logging.WARNING, "webhook_rejected", reason="unauthorized", peer=request.remote)
         raise
     try:
-        body = await request.read()
+        # A client that trickles its body (slowloris) is cut off instead of holding a slot.
+        body = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
+    except TimeoutError:
+        rt.metrics.rejected.labels("timeout").inc()
+        return _refuse(408, "timeout", f"the body did not arrive within {BODY_TIMEOUT_S:.0f}s")
     except web.HTTPRequestEntityTooLarge:
         limit = rt.config.server.max_body_bytes
         rt.metrics.rejected.labels("too_large").inc()

@@ -108,13 +108,19 @@ class SlackApp:
         if isinstance(form, web.Response):
             return form
         try:
-            payload: dict[str, Any] = orjson.loads(form.get("payload", ""))
+            payload = orjson.loads(form.get("payload", ""))
         except orjson.JSONDecodeError:
             return web.json_response({"error": "payload is not JSON"}, status=400)
-        actions = [a for a in payload.get("actions", []) if a.get("action_id") == ACK_ACTION]
+        if not isinstance(payload, dict):
+            return web.json_response({"error": "payload is not a JSON object"}, status=400)
+        actions = [
+            a
+            for a in _list(payload.get("actions"))
+            if isinstance(a, dict) and a.get("action_id") == ACK_ACTION
+        ]
         if payload.get("type") != "block_actions" or not actions:
             return web.Response(status=200)  # link buttons and other interactions need nothing
-        user, channel = payload.get("user") or {}, payload.get("channel") or {}
+        user, channel = _dict(payload.get("user")), _dict(payload.get("channel"))
         actor = self._actor(
             str(user.get("id", "")),
             str(user.get("username") or user.get("name") or ""),
@@ -124,8 +130,9 @@ class SlackApp:
         reply = refusal or await self.commands.run(
             Command("ack", str(actions[0].get("value", ""))), actor
         )
-        if response_url := payload.get("response_url"):
-            self._respond_later(str(response_url), reply)
+        response_url = payload.get("response_url")
+        if isinstance(response_url, str) and response_url.startswith(("https://", "http://")):
+            self._respond_later(response_url, reply)
         return web.Response(status=200)
 
     def _respond_later(self, url: str, text: str) -> None:
@@ -152,3 +159,11 @@ class SlackApp:
             await asyncio.gather(task, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []

@@ -1,0 +1,333 @@
+"""Hostile input, property-based: whatever arrives, the answer is a clear 4xx (or a 200 for a valid
+payload), never a 500, a crash or a hang; the store stays intact; the config loader only ever
+raises ConfigError. Slow and idle clients do not stop Alertmanager's deliveries."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from router.config import parse_config
+from router.errors import ConfigError
+from router.web import create_app
+
+from .helpers import fixture_body, free_port
+
+TOKEN = "hostile-token"
+SIGNING = "hostile-signing-secret"
+TG_SECRET = "hostile-telegram-secret"
+CONFIG = f"""
+server: {{auth: {{bearer_token: {TOKEN}}}, max_body_bytes: 65536}}
+storage: {{path: "{{db}}"}}
+receivers: [{{name: r}}]
+route: {{receiver: r}}
+chatops:
+  slack: {{signing_secret: {SIGNING}, allowed_channels: [C1]}}
+"""
+
+
+class LiveRouter:
+    """The real app on a loopback port, run by a thread of its own, for synchronous clients."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.loop = asyncio.new_event_loop()
+        self.config = parse_config(CONFIG.replace("{db}", str(tmp / "state.db")))
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.runner = web.AppRunner(create_app(self.config))
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    def __enter__(self) -> LiveRouter:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(20)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=10) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveRouter]:
+    with LiveRouter(tmp_path_factory.mktemp("hostile")) as router:
+        yield router
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=50),
+    lambda inner: (
+        st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+PROPERTY = settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+WEBHOOK_HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+
+
+def encode(data: Any) -> bytes:
+    """JSON as a hostile client may send it: the standard encoder also writes huge integers."""
+    return json.dumps(data).encode()
+
+
+def assert_clear_answer(status: int, body: bytes, allowed: set[int]) -> None:
+    assert status in allowed, (status, body[:300])
+    if status >= 400 and body[:1] == b"{":
+        assert orjson.loads(body).get("error"), body[:300]
+
+
+def mutate_payload(data: Any, choice: int, value: Any) -> Any:
+    """A real payload with one part replaced by something else."""
+    payload = orjson.loads(fixture_body("firing-group-3-alerts"))
+    targets = [
+        ("version",),
+        ("alerts",),
+        ("alerts", 0),
+        ("alerts", 0, "labels"),
+        ("alerts", 0, "startsAt"),
+        ("alerts", 0, "status"),
+        ("groupKey",),
+        ("truncatedAlerts",),
+        ("alerts", 0, "labels", "severity"),
+    ]
+    path = targets[choice % len(targets)]
+    node = payload
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return payload
+
+
+@PROPERTY
+@given(data=JSON)
+def test_webhook_any_json(live: LiveRouter, data: Any) -> None:
+    status, body = live.post("/webhook", encode(data), WEBHOOK_HEADERS)
+    assert_clear_answer(status, body, {422})
+
+
+@PROPERTY
+@given(choice=st.integers(min_value=0, max_value=50), value=JSON)
+def test_webhook_real_payload_with_a_wrong_part(live: LiveRouter, choice: int, value: Any) -> None:
+    status, body = live.post(
+        "/webhook", encode(mutate_payload(None, choice, value)), WEBHOOK_HEADERS
+    )
+    assert_clear_answer(status, body, {200, 422})
+
+
+@PROPERTY
+@given(raw=st.binary(max_size=2000))
+def test_webhook_any_bytes(live: LiveRouter, raw: bytes) -> None:
+    status, body = live.post("/webhook", raw, WEBHOOK_HEADERS)
+    assert_clear_answer(status, body, {400, 422})
+
+
+@PROPERTY
+@given(value=st.text(min_size=1, max_size=60_000))
+def test_webhook_huge_label_values(live: LiveRouter, value: str) -> None:
+    payload = mutate_payload(None, 8, value)
+    status, body = live.post("/webhook", encode(payload), WEBHOOK_HEADERS)
+    assert_clear_answer(status, body, {200, 413})
+
+
+@pytest.mark.parametrize("depth", [100, 1_000, 100_000])
+def test_webhook_deep_nesting(live: LiveRouter, depth: int) -> None:
+    status, body = live.post("/webhook", b"[" * depth + b"]" * depth, WEBHOOK_HEADERS)
+    assert_clear_answer(status, body, {400, 413, 422})
+
+
+def test_webhook_invalid_utf8_and_store_intact(live: LiveRouter) -> None:
+    body = fixture_body("firing-group-3-alerts").replace(b"checkout-0", b"check\xff\xfeout")
+    status, answer = live.post("/webhook", body, WEBHOOK_HEADERS)
+    assert_clear_answer(status, answer, {400})
+    status, answer = live.post("/webhook", fixture_body("resolved-group"), WEBHOOK_HEADERS)
+    assert status == 200
+    assert live.get("/readyz")[0] == 200
+
+
+def slack_headers(body: bytes) -> dict[str, str]:
+    ts = str(int(time.time()))
+    sig = hmac.new(SIGNING.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={sig}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+@PROPERTY
+@given(
+    raw=st.binary(max_size=500),
+    signed=st.booleans(),
+    path=st.sampled_from(["commands", "interactions"]),
+)
+def test_slack_endpoints_any_body(live: LiveRouter, raw: bytes, signed: bool, path: str) -> None:
+    headers = (
+        slack_headers(raw)
+        if signed
+        else {"X-Slack-Signature": "v0=x", "X-Slack-Request-Timestamp": "nope"}
+    )
+    status, body = live.post(f"/slack/{path}", raw, headers)
+    try:
+        raw.decode()
+        verifiable = True
+    except UnicodeDecodeError:
+        verifiable = False  # slack-sdk verifies the body as text: not UTF-8 cannot be Slack
+    assert status in ({200, 400} if signed and verifiable else {401}), (status, body[:200])
+
+
+@PROPERTY
+@given(payload=JSON)
+def test_slack_interaction_any_payload(live: LiveRouter, payload: Any) -> None:
+    from urllib.parse import urlencode
+
+    raw = urlencode({"payload": encode(payload).decode()}).encode()
+    status, body = live.post("/slack/interactions", raw, slack_headers(raw))
+    assert status in {200, 400}, (status, body[:200])
+
+
+def test_telegram_webhook_is_absent_without_telegram(live: LiveRouter) -> None:
+    assert live.post("/telegram/webhook", b"{}", {"Content-Type": "application/json"})[0] == 404
+
+
+# ------------------------------------------------------------------ config loader
+
+YAML_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "route",
+                    "receivers",
+                    "name",
+                    "matchers",
+                    "receiver",
+                    "routes",
+                    "server",
+                    "storage",
+                    "inhibit_rules",
+                    "equal",
+                    "continue",
+                    "match_re",
+                    "runbooks",
+                    "x",
+                ]
+            ),
+            inner,
+            max_size=5,
+        )
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=YAML_VALUES)
+def test_config_loader_only_raises_config_error(doc: Any) -> None:
+    try:
+        parse_config(yaml.safe_dump(doc))
+    except ConfigError as exc:
+        assert exc.problems and all(str(p) for p in exc.problems)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=300))
+def test_config_loader_any_text(text: str) -> None:
+    try:
+        parse_config(text)
+    except ConfigError as exc:
+        assert exc.problems
+
+
+@settings(max_examples=200, deadline=None)
+@given(pattern=st.text(max_size=30))
+def test_any_regex_is_accepted_or_reported(pattern: str) -> None:
+    doc = {
+        "receivers": [{"name": "r"}],
+        "route": {"receiver": "r", "routes": [{"match_re": {"a": pattern}}]},
+    }
+    try:
+        parse_config(yaml.safe_dump(doc))
+    except ConfigError as exc:
+        [problem] = exc.problems
+        assert problem.path.startswith("route.routes[0].match_re")
+
+
+def test_yaml_bombs_and_deep_nesting() -> None:
+    for text in (
+        "a: &a [" + ", ".join(["*a"] * 1) + "]\n",  # recursive alias
+        "x: " + "[" * 5000 + "]" * 5000 + "\n",
+    ):
+        with pytest.raises(ConfigError):
+            parse_config(text)
+
+
+# ------------------------------------------------------------------ slow and idle clients
+
+
+def test_slow_and_idle_clients_do_not_block_alertmanager(live: LiveRouter) -> None:
+    idle = []
+    for i in range(150):  # idle connections, and requests that trickle or never finish
+        s = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+        if i % 3 == 1:
+            s.sendall(b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n")
+        elif i % 3 == 2:
+            s.sendall(
+                b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer "
+                + TOKEN.encode()
+                + b'\r\nContent-Length: 5000\r\n\r\n{"ver'
+            )
+        idle.append(s)
+    try:
+        started = time.monotonic()
+        status, _ = live.post("/webhook", fixture_body("firing-group-3-alerts"), WEBHOOK_HEADERS)
+        assert status == 200 and time.monotonic() - started < 1.0
+    finally:
+        for s in idle:
+            s.close()
