@@ -32,6 +32,9 @@ fmt: $(STAMP) ## format and autofix
 golden: $(STAMP) ## rewrite tests/golden/ from the current templates (review the diff like code)
 	UPDATE_GOLDEN=1 $(PY) -m pytest tests/test_render.py -q
 
+bench: $(STAMP) ## run the benchmark (a few minutes; prints its figures)
+	$(PY) bench/bench.py
+
 deps: ## install the Debian packages the suite uses (Alertmanager + amtool, promtool); needs root
 	apt-get update -q && apt-get install -y -q --no-install-recommends prometheus-alertmanager prometheus
 
