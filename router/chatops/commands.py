@@ -18,6 +18,7 @@ from router.config import parse_duration
 from router.errors import AlertmanagerError, StoreError
 from router.logs import event
 from router.metrics import Metrics
+from router.pipeline import IncidentState
 from router.render import clock, human_duration
 from router.store import ID_ALPHABET, ID_LENGTH, Store
 
@@ -110,6 +111,22 @@ class Commands:
         self.alertmanager_url = alertmanager_url
         self.default_silence = default_silence
 
+    def authorize(
+        self, actor: Actor, places: Sequence[str | int], users: Sequence[str | int]
+    ) -> str | None:
+        """None if the actor may act here; else the refusal to show, logged."""
+        refusal = allowed(actor, places, users)
+        if refusal is not None:
+            event(
+                log,
+                logging.WARNING,
+                "chatops_refused",
+                platform=actor.platform,
+                user=actor.user_id,
+                place=actor.place,
+            )
+        return refusal
+
     async def run(self, command: Command, actor: Actor) -> str:
         try:
             if command.name == "help":
@@ -125,13 +142,20 @@ class Commands:
             event(log, logging.ERROR, "chatops_store_error", error=str(exc))
             return "Sorry, the router could not record that just now (its store is busy or failing). Try again."
 
-    async def _ack(self, command: Command, actor: Actor) -> str:
-        incident_id = command.incident_id or ""
+    async def _open_incident(self, incident_id: str) -> IncidentState | str:
+        """The open incident, or the answer that says why there is none."""
         incident = await self.store.incident(incident_id)
         if incident is None:
             return f"No incident #{incident_id}. /alerts lists the open ones."
         if incident.status == "resolved":
-            return f"#{incident_id} is already resolved: nothing to acknowledge."
+            return f"#{incident_id} is already resolved: nothing to change."
+        return incident
+
+    async def _ack(self, command: Command, actor: Actor) -> str:
+        incident_id = command.incident_id or ""
+        incident = await self._open_incident(incident_id)
+        if isinstance(incident, str):
+            return incident
         if incident.acked_by:
             return f"#{incident_id} was already acknowledged by {incident.acked_by} at {clock(incident.acked_at)}."
         now = self.clock()
@@ -184,11 +208,9 @@ class Commands:
 
     async def _unack(self, command: Command, actor: Actor) -> str:
         incident_id = command.incident_id or ""
-        incident = await self.store.incident(incident_id)
-        if incident is None:
-            return f"No incident #{incident_id}. /alerts lists the open ones."
-        if incident.status == "resolved":
-            return f"#{incident_id} is already resolved."
+        incident = await self._open_incident(incident_id)
+        if isinstance(incident, str):
+            return incident
         if not incident.acked_by:
             return f"#{incident_id} is not acknowledged."
         plan = await self.store.set_ack(incident_id, None, self.clock(), uuid.uuid4().hex[:16])

@@ -13,7 +13,7 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
 from router.channels.slack import ACK_ACTION
-from router.chatops.commands import Actor, Command, Commands, allowed, parse
+from router.chatops.commands import Actor, Command, Commands, parse
 from router.config import SlackChatops
 from router.logs import event
 
@@ -68,7 +68,7 @@ class SlackApp:
     def _refusal(self, actor: Actor, channel_name: str) -> str | None:
         places = {str(c).lstrip("#") for c in self.config.allowed_channels}
         here = actor.place if actor.place in places else channel_name.lstrip("#")
-        return allowed(
+        return self.commands.authorize(
             Actor(actor.platform, actor.user_id, actor.name, here, actor.username),
             sorted(places),
             self.config.allowed_users,
@@ -84,14 +84,6 @@ class SlackApp:
         )
         refusal = self._refusal(actor, form.get("channel_name", ""))
         if refusal is not None:
-            event(
-                log,
-                logging.WARNING,
-                "chatops_refused",
-                platform="slack",
-                user=actor.user_id,
-                channel=actor.place,
-            )
             return web.json_response({"response_type": "ephemeral", "text": refusal})
         command = parse(form.get("command", "/help"), form.get("text", ""))
         if isinstance(command, str):

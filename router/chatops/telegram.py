@@ -13,7 +13,7 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
-from router.chatops.commands import NAMES, Actor, Command, Commands, allowed, parse
+from router.chatops.commands import NAMES, Actor, Command, Commands, parse
 from router.config import TelegramChatops
 from router.logs import event
 from router.store import Store
@@ -125,18 +125,12 @@ class TelegramBot:
         actor = self._actor(update)
         if message is None or actor is None or not message.text:
             return
-        refusal = allowed(actor, self.config.allowed_chats, self.config.allowed_users)
+        refusal = self.commands.authorize(
+            actor, self.config.allowed_chats, self.config.allowed_users
+        )
         first, _, rest = message.text.partition(" ")
         name = first.lstrip("/").split("@", 1)[0]
         if refusal is not None:
-            event(
-                log,
-                logging.WARNING,
-                "chatops_refused",
-                platform="telegram",
-                user=actor.user_id,
-                chat=actor.place,
-            )
             await message.reply_text(refusal)
             return
         command = parse("help" if name == "start" else name, rest)
@@ -157,16 +151,10 @@ class TelegramBot:
         actor = self._actor(update)
         if query is None or actor is None:
             return
-        refusal = allowed(actor, self.config.allowed_chats, self.config.allowed_users)
+        refusal = self.commands.authorize(
+            actor, self.config.allowed_chats, self.config.allowed_users
+        )
         if refusal is not None:
-            event(
-                log,
-                logging.WARNING,
-                "chatops_refused",
-                platform="telegram",
-                user=actor.user_id,
-                chat=actor.place,
-            )
             await query.answer(refusal, show_alert=True)
             return
         incident_id = (query.data or "").removeprefix("ack:")
