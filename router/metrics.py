@@ -120,6 +120,11 @@ class Metrics:
         self.build = Info(f"{p}build", "Version of alert-router and Python.", registry=r)
         self.build.info({"version": __version__, "python": platform.python_version()})
 
+    def config_loaded(self, ok: bool, timestamp: float) -> None:
+        self.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.reload_time.set(timestamp)
+
     def observe_plan(self, plan: Plan) -> None:
         """Count what one payload or sweep decided."""
         for receiver, n in plan.routed.items():

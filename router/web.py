@@ -116,8 +116,7 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     await rt.store.open(lambda new_id: Pipeline(rt.config, new_id))
-    rt.metrics.reload_ok.set(1)
-    rt.metrics.reload_time.set(rt.clock().timestamp())
+    rt.metrics.config_loaded(True, rt.clock().timestamp())
     event(
         log,
         logging.INFO,
@@ -173,7 +172,7 @@ async def reload_config(rt: Runtime) -> tuple[bool, list[str]]:
         new = load_config(rt.config_path)
         renderer = build_renderer(new)
     except ConfigError as exc:
-        rt.metrics.reload_ok.set(0)
+        rt.metrics.config_loaded(False, rt.clock().timestamp())
         problems = [str(p) for p in exc.problems]
         event(log, logging.ERROR, "config_reload_failed", config=rt.config_path, problems=problems)
         return False, problems
@@ -188,8 +187,7 @@ async def reload_config(rt: Runtime) -> tuple[bool, list[str]]:
     set_secrets(secret_values(new))
     if rt.outbox is not None:
         rt.outbox.replace_channels(build_channels(new, renderer, dry_run=rt.dry_run))
-    rt.metrics.reload_ok.set(1)
-    rt.metrics.reload_time.set(rt.clock().timestamp())
+    rt.metrics.config_loaded(True, rt.clock().timestamp())
     event(
         log,
         logging.INFO,
