@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from router.channels.base import (
@@ -49,18 +49,6 @@ class DeliverySettings:
     max_in_memory: int = 400  # claimed rows held by workers: beyond this, leave them in the store
 
 
-@dataclass
-class DeliveryStats:
-    sent: int = 0
-    retried: int = 0
-    dead: int = 0
-    digests: int = 0
-    by_result: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, result)
-
-    def count(self, channel: str, result: str) -> None:
-        self.by_result[(channel, result)] = self.by_result.get((channel, result), 0) + 1
-
-
 class Outbox:
     def __init__(
         self,
@@ -77,7 +65,6 @@ class Outbox:
         self.clock = clock
         self.settings = settings
         self.rng = rng or random.Random()
-        self.stats = DeliveryStats()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self._queues: dict[Destination, list[OutboxRow]] = {}
@@ -254,7 +241,6 @@ class Outbox:
             result=type(result).__name__,
         )
         if isinstance(result, Delivered):
-            self.stats.digests += 1
             self.metrics.digests.labels(dest.receiver, dest.channel).inc()
             for row in rows:
                 await self._record(dest, row, Delivered(""))
@@ -273,8 +259,6 @@ class Outbox:
                 self._refs[(row.incident_id, row.receiver, row.channel, row.channel_index)] = (
                     result.ref
                 )
-            self.stats.sent += 1
-            self.stats.count(dest.channel, "sent")
             self.metrics.sent.labels(dest.receiver, dest.channel).inc()
             latency = max(0.0, (now - row.created_at).total_seconds())
             self.metrics.latency.labels(dest.channel).observe(latency)
@@ -305,8 +289,6 @@ class Outbox:
             return True
         await self.store.defer(row, result.reason, until)
         self._held_until[dest] = until
-        self.stats.retried += 1
-        self.stats.count(dest.channel, "retried")
         self.metrics.retried.labels(dest.receiver, dest.channel).inc()
         event(
             log,
@@ -337,8 +319,6 @@ class Outbox:
 
     async def _dead(self, row: OutboxRow, reason: str) -> None:
         await self.store.mark_dead(row, reason)
-        self.stats.dead += 1
-        self.stats.count(row.channel, "dead")
         self.metrics.dead.labels(row.receiver, row.channel).inc()
         event(
             log,

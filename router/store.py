@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import secrets
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -459,23 +460,13 @@ class Store:
             key=lambda r: r.id,
         )
 
-    async def mark_sent(self, row: OutboxRow, ref: str, now: datetime) -> None:
-        """Record the channel's acceptance; `ref` (if any) is the message later edits target."""
-        await self.mark_sent_many([(row, ref, now)])
-
     async def mark_sent_many(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
         await self._run(self._mark_sent_sync, sent)
 
     def _mark_sent_sync(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with _transaction(self._conn()) as db:
             for row, ref, now in sent:
                 self._mark_one(db, row, ref, now)
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     def _mark_one(self, db: sqlite3.Connection, row: OutboxRow, ref: str, now: datetime) -> None:
         db.execute(
@@ -505,20 +496,18 @@ class Store:
         await self._run(self._defer_sync, row, error, until, int(attempted))
 
     def _defer_sync(self, row: OutboxRow, error: str, until: datetime, attempted: int) -> None:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        db.execute(
-            "UPDATE outbox SET state='queued', last_error=?, next_attempt_at=?,"
-            " attempts=attempts+? WHERE id=?",
-            (error, _ts(until), attempted, row.id),
-        )
-        db.execute(
-            "UPDATE outbox SET state='queued', next_attempt_at=max(next_attempt_at, ?)"
-            " WHERE receiver=? AND channel=? AND channel_index=? AND state IN ('queued','sending')"
-            " AND id>?",
-            (_ts(until), row.receiver, row.channel, row.channel_index, row.id),
-        )
-        db.execute("COMMIT")
+        with _transaction(self._conn()) as db:
+            db.execute(
+                "UPDATE outbox SET state='queued', last_error=?, next_attempt_at=?,"
+                " attempts=attempts+? WHERE id=?",
+                (error, _ts(until), attempted, row.id),
+            )
+            db.execute(
+                "UPDATE outbox SET state='queued', next_attempt_at=max(next_attempt_at, ?)"
+                " WHERE receiver=? AND channel=? AND channel_index=? AND state IN ('queued','sending')"
+                " AND id>?",
+                (_ts(until), row.receiver, row.channel, row.channel_index, row.id),
+            )
 
     async def mark_dead(self, row: OutboxRow, error: str) -> None:
         await self._run(
@@ -552,10 +541,6 @@ class Store:
         waiting, oldest, dead = rows[0]
         age = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
         return int(waiting or 0), max(0.0, age), int(dead or 0)
-
-    async def outbox_summary(self) -> dict[str, int]:
-        rows = await self._run(self._query, "SELECT state, count(*) FROM outbox GROUP BY state", ())
-        return {r[0]: r[1] for r in rows}
 
     async def list_alerts(self) -> list[dict[str, Any]]:
         rows = await self._run(self._query, "SELECT * FROM alerts ORDER BY last_seen DESC", ())
@@ -621,23 +606,35 @@ class Store:
 
     def _prune_sync(self, cutoff: str) -> int:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        n = db.execute(
-            "DELETE FROM outbox WHERE state IN ('sent','dead') AND created_at<?"
-            " AND incident_id IN (SELECT id FROM incidents WHERE status='resolved'"
-            " AND resolved_at<?)",
-            (cutoff, cutoff),
-        ).rowcount
-        n += db.execute(
-            "DELETE FROM incidents WHERE status='resolved' AND resolved_at<? AND id NOT"
-            " IN (SELECT incident_id FROM outbox)",
-            (cutoff,),
-        ).rowcount
-        n += db.execute(
-            "DELETE FROM alerts WHERE status='resolved' AND last_seen<?", (cutoff,)
-        ).rowcount
-        db.execute("COMMIT")
+        finished = (
+            "SELECT id FROM incidents WHERE status='resolved' AND resolved_at<? AND id NOT IN"
+            " (SELECT incident_id FROM outbox WHERE state NOT IN ('sent','dead') OR created_at>=?)"
+        )
+        with _transaction(db):
+            n = db.execute(
+                f"DELETE FROM outbox WHERE incident_id IN ({finished})", (cutoff, cutoff)
+            ).rowcount
+            db.execute(f"DELETE FROM messages WHERE incident_id IN ({finished})", (cutoff, cutoff))
+            n += db.execute(
+                f"DELETE FROM incidents WHERE id IN ({finished})", (cutoff, cutoff)
+            ).rowcount
+            n += db.execute(
+                "DELETE FROM alerts WHERE status='resolved' AND last_seen<?", (cutoff,)
+            ).rowcount
         return n
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error so the connection stays usable."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _settle(future: asyncio.Future[Plan], outcome: Plan | BaseException) -> None:
