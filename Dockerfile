@@ -11,7 +11,7 @@ COPY pyproject.toml README.md ./
 COPY router ./router
 COPY templates ./templates
 RUN pip install . \
- && cp -r templates "$(python -c 'import os, router; print(os.path.dirname(router.__file__))')/templates" \
+ && cp -r templates "$(cd / && python -c 'import os, router; print(os.path.dirname(router.__file__))')/templates" \
  && useradd --system --uid 10001 --home-dir /var/lib/alert-router --create-home alert-router \
  && mkdir -p /etc/alert-router \
  && rm -rf /src
