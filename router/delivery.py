@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from router.channels.base import (
@@ -28,7 +28,7 @@ from router.channels.base import (
     RetryLater,
 )
 from router.errors import StoreError
-from router.logs import event
+from router.logs import event, redact
 from router.metrics import Metrics
 from router.models import Reason
 from router.store import OutboxRow, Store
@@ -249,6 +249,8 @@ class Outbox:
 
     async def _record(self, dest: Destination, row: OutboxRow, result: Delivery) -> bool:
         now = self.clock()
+        if isinstance(result, RetryLater | Failed):  # stored and served by the API: no secrets
+            result = replace(result, reason=redact(result.reason))
         if isinstance(result, Delivered):
             self._marks.append((row, result.ref, now))
             if self._mark_task is None or self._mark_task.done():

@@ -74,7 +74,7 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
     chatops = config.chatops
     if chatops.telegram is None and chatops.slack is None:
         return
-    alertmanager = Alertmanager()
+    alertmanager = Alertmanager(timeout_s=2.0)  # inside Slack's 3-second answer window
     rt.commands = Commands(
         rt.store,
         rt.clock,

@@ -18,7 +18,9 @@ from router.store import Store
 
 from .helpers import fixture_json
 
-CONFIG = parse_config("receivers: [{name: r, slack_configs: [{bot_token: x, channel: c}]}]\nroute: {receiver: r}\n")
+CONFIG = parse_config(
+    "receivers: [{name: r, slack_configs: [{bot_token: x, channel: c}]}]\nroute: {receiver: r}\n"
+)
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
@@ -51,8 +53,12 @@ async def test_prune_forgets_only_old_finished_things(tmp_path: Path) -> None:
     store = await opened(tmp_path / "s.db")
     await store.ingest(payload("firing-group-3-alerts"), T0, "c1")
     await store.ingest(payload("mixed-firing-resolved"), T0 + timedelta(minutes=1), "c2")
-    await store.ingest(payload("resolved-group"), T0 + timedelta(minutes=2), "c3")  # incident closed
-    await store.ingest(payload("send-resolved-false-firing"), T0 + timedelta(minutes=3), "c4")  # stays open
+    await store.ingest(
+        payload("resolved-group"), T0 + timedelta(minutes=2), "c3"
+    )  # incident closed
+    await store.ingest(
+        payload("send-resolved-false-firing"), T0 + timedelta(minutes=3), "c4"
+    )  # stays open
     rows = await store.claim_due(T0 + timedelta(minutes=4), ["slack"])
     await store.mark_sent_many([(r, f"C1:{r.id}", T0 + timedelta(minutes=4)) for r in rows])
 

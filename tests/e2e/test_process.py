@@ -204,6 +204,15 @@ chatops:
             ):
                 pass
             await asyncio.sleep(3)  # several failed deliveries and Telegram retries get logged
+            async with session.get(
+                f"http://127.0.0.1:{port}/api/v1/incidents", headers=HEADERS
+            ) as resp:
+                api = await resp.text()
+            assert '"last_error":"' in api  # the failures are recorded ...
+            for name, secret in secrets.items():
+                assert secret not in api, (
+                    f"the {name} secret is in the API's error texts"
+                )  # ... masked
     finally:
         assert stop(proc) == 0
     log = (tmp_path / "router.log").read_text()
