@@ -271,14 +271,19 @@ class Pipeline:
         ]
         view = self._view(state, incident, active, shown_resolved, reason, now, correlation_id)
         queued = 0
-        for kind, index, cfg in receiver.channels():
-            send_resolved = getattr(cfg, "send_resolved", None)
-            if send_resolved is None:
-                send_resolved = receiver.send_resolved
-            if reason in (Reason.RESOLVED, Reason.RESOLVED_ALERTS) and not send_resolved:
-                continue
-            plan.outbox.append(OutboxItem(incident.id, receiver.name, kind, index, view))
-            queued += 1
+        # Once escalated, the escalation receiver's message follows the incident too.
+        targets = [receiver]
+        if incident.escalated_to in self.receivers:
+            targets.append(self.receivers[incident.escalated_to])
+        for target in targets:
+            for kind, index, cfg in target.channels():
+                send_resolved = getattr(cfg, "send_resolved", None)
+                if send_resolved is None:
+                    send_resolved = target.send_resolved
+                if reason in (Reason.RESOLVED, Reason.RESOLVED_ALERTS) and not send_resolved:
+                    continue
+                plan.outbox.append(OutboxItem(incident.id, target.name, kind, index, view))
+                queued += 1
         if not queued and reason in (Reason.RESOLVED, Reason.RESOLVED_ALERTS):
             plan.reasons[(incident.receiver, reason)] -= 1
             plan.reasons[(incident.receiver, Reason.SEND_RESOLVED_OFF)] += 1

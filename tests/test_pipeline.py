@@ -321,6 +321,13 @@ def test_escalation_fires_once_for_unacked_firing_incidents_only() -> None:
     assert view.reason == Reason.ESCALATED and view.escalated_to == "pager"
     assert view.firing[0].labels["alertname"] == "DiskFull"
     assert h.sweep(T0 + timedelta(minutes=30)).outbox == []  # once
+    resolved = h.post(
+        payload("a", alert("DiskFull", "resolved", service="db")), T0 + timedelta(minutes=31)
+    )
+    assert sorted((o.receiver, o.view.reason.value) for o in resolved.outbox) == [
+        ("pager", "resolved"),
+        ("team", "resolved"),
+    ]  # the page is told too
     original = next(o.view for o in plan.outbox if o.receiver == "team")
     rendered = Renderer().render("slack", original)["message"]
     assert "⬆️ Escalated to pager: not acknowledged in time" in rendered
