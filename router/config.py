@@ -462,6 +462,7 @@ def parse_config(
         raise ConfigError(doc.problems)
     if not isinstance(data, dict):
         raise ConfigError([ConfigProblem(file, 1, "", "the document must be a mapping of keys")])
+    cross = [doc.problem(loc, msg) for loc, msg in _cross_check(data)]
     data = {**data, "source": file, "base_dir": base_dir}
     try:
         cfg = RouterConfig.model_validate(data, context={"base_dir": base_dir})
@@ -469,10 +470,9 @@ def parse_config(
         problems = [
             doc.problem(e["loc"], _message(e, _expected_keys(e["loc"]))) for e in exc.errors()
         ]
-        raise ConfigError(sorted(problems, key=lambda p: p.line or 0)) from None
-    problems = [doc.problem(loc, msg) for loc, msg in _cross_check(cfg)]
-    if problems:
-        raise ConfigError(problems)
+        raise ConfigError(sorted(problems + cross, key=lambda p: p.line or 0)) from None
+    if cross:
+        raise ConfigError(cross)
     return cfg
 
 
@@ -492,41 +492,55 @@ def config_notes(cfg: RouterConfig) -> list[str]:
     return notes
 
 
-def _cross_check(cfg: RouterConfig) -> Iterator[tuple[tuple[Any, ...], str]]:
+def _cross_check(data: Mapping[str, Any]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Checks across keys (receiver names, the root route), on the raw document, so that they are
+    reported together with any schema errors rather than in a second round."""
+    receivers = data.get("receivers")
+    receivers = receivers if isinstance(receivers, list) else []
     seen: dict[str, int] = {}
-    for i, r in enumerate(cfg.receivers):
-        if r.name in seen:
+    for i, r in enumerate(receivers):
+        name = r.get("name") if isinstance(r, dict) else None
+        if not isinstance(name, str) or not name:
+            continue
+        if name in seen:
             yield (
                 ("receivers", i, "name"),
-                f"duplicate receiver name {r.name!r} (first at receivers[{seen[r.name]}])",
+                f"duplicate receiver name {name!r} (first at receivers[{seen[name]}])",
             )
-        seen.setdefault(r.name, i)
-    for i, r in enumerate(cfg.receivers):
-        if r.escalate is not None:
-            if r.escalate.to not in seen:
+        seen.setdefault(name, i)
+    known = ", ".join(seen)
+    for i, r in enumerate(receivers):
+        escalate = r.get("escalate") if isinstance(r, dict) else None
+        target = escalate.get("to") if isinstance(escalate, dict) else None
+        if isinstance(target, str) and seen:
+            if target not in seen:
                 yield (
                     ("receivers", i, "escalate", "to"),
-                    f"undefined receiver {r.escalate.to!r} (known: {', '.join(seen)})",
+                    f"undefined receiver {target!r} (known: {known})",
                 )
-            elif r.escalate.to == r.name:
+            elif target == r.get("name"):
                 yield ("receivers", i, "escalate", "to"), "a receiver cannot escalate to itself"
-    root = cfg.route
-    if not root.receiver:
+    root = data.get("route")
+    if not isinstance(root, dict):
+        return
+    if not root.get("receiver"):
         yield ("route", "receiver"), "the root route must name a receiver"
-    if root.all_matchers():
-        key = next(k for k in ("matchers", "match", "match_re") if getattr(root, k))
+    key = next((k for k in ("matchers", "match", "match_re") if root.get(k)), None)
+    if key is not None:
         yield ("route", key), "the root route must not have any matchers (it matches every alert)"
-    if root.continue_:
+    if root.get("continue") is True:
         yield ("route", "continue"), "the root route cannot have continue set"
 
-    def walk(route: RouteConfig, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
-        if route.receiver and route.receiver not in seen:
-            yield (
-                (*loc, "receiver"),
-                f"undefined receiver {route.receiver!r} (known: {', '.join(seen)})",
-            )
-        for i, child in enumerate(route.routes):
-            yield from walk(child, (*loc, "routes", i))
+    def walk(
+        route: Mapping[str, Any], loc: tuple[Any, ...]
+    ) -> Iterator[tuple[tuple[Any, ...], str]]:
+        receiver = route.get("receiver")
+        if isinstance(receiver, str) and receiver and seen and receiver not in seen:
+            yield (*loc, "receiver"), f"undefined receiver {receiver!r} (known: {known})"
+        children = route.get("routes")
+        for i, child in enumerate(children if isinstance(children, list) else []):
+            if isinstance(child, dict):
+                yield from walk(child, (*loc, "routes", i))
 
     yield from walk(root, ("route",))
 

@@ -103,10 +103,16 @@ route:
     - matchers: ['a=~"("']
     - matchers: ['b="x"']
       colour: red
+    - receiver: nobody
 """
     with pytest.raises(ConfigError) as caught:
         parse_config(text, file="r.yaml")
-    assert [p.line for p in caught.value.problems] == [4, 8, 10]
+    assert [str(p) for p in caught.value.problems] == [
+        "r.yaml:4: receivers[0].repeat_interval: invalid duration 'soon': expected a number and unit, e.g. 30s, 5m, 1h30m",
+        'r.yaml:8: route.routes[0].matchers[0]: invalid regex "(": missing )',
+        "r.yaml:10: route.routes[1].colour: unknown key (expected one of: receiver, continue, match, match_re, matchers, routes, group_by, group_wait, group_interval, repeat_interval)",
+        "r.yaml:11: route.routes[2].receiver: undefined receiver 'nobody' (known: default)",
+    ]
 
 
 def test_shipped_routes_yaml_is_valid() -> None:
