@@ -1,5 +1,6 @@
 """SIGKILL alert-router while Debian's Alertmanager is sending, start it again: Alertmanager's
-retries plus the outbox bring every alert to its channels, and none twice in the same state."""
+retries plus the outbox bring every alert to its channels; Alertmanager's re-sends are not
+notified twice, and only a delivery in flight at the kill can be repeated (at-least-once)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
+import orjson
 import pytest
 
 from ..harness import Fakes
@@ -77,18 +79,32 @@ route: {{receiver: pager}}
                 triggers = {
                     e["dedup_key"] for e in fakes.pagerduty.events if e["event_action"] == "trigger"
                 }
-                return len(triggers) == GROUPS and len(fakes.telegram.messages) == GROUPS
+                return len(triggers) == GROUPS and len(fakes.telegram.messages) >= GROUPS
 
             await eventually(all_in, 40)
             await asyncio.sleep(
                 3
             )  # Alertmanager keeps flushing every group_interval: nothing new may come
-            triggers = Counter(
-                e["dedup_key"] for e in fakes.pagerduty.events if e["event_action"] == "trigger"
+            triggers = [e for e in fakes.pagerduty.events if e["event_action"] == "trigger"]
+            originals = [m for m in fakes.telegram.messages.values() if m.reply_to is None]
+            # Nothing lost: every group reached both channels, and ends showing all its alerts.
+            # (Alertmanager may flush a group before all its alerts are in; the router then
+            # notifies "new alerts": a second trigger for the dedup_key, an edit and a reply.)
+            assert len({e["dedup_key"] for e in triggers}) == GROUPS
+            latest = {e["dedup_key"]: e for e in triggers}
+            assert all(
+                len(e["payload"]["custom_details"]["firing"]) == PER_GROUP for e in latest.values()
             )
-            assert sorted(triggers.values()) == [1] * GROUPS, f"a page twice: {triggers}"
-            texts = Counter(m.text.split("\n", 1)[0] for m in fakes.telegram.messages.values())
-            assert len(fakes.telegram.messages) == GROUPS and set(texts.values()) == {1}
-            assert all(f"×{PER_GROUP}" in m.text for m in fakes.telegram.messages.values())
+            assert len({m.text.split("\n", 1)[0] for m in originals}) == GROUPS
+            complete = {m.text.split("\n", 1)[0] for m in originals if f"×{PER_GROUP}" in m.text}
+            assert len(complete) == GROUPS  # each group's message ends showing all its alerts
+            # Alertmanager's retries of what the router had committed were not notified again; the
+            # only same-state repeats are deliveries in flight at the kill (accepted by the
+            # service, not yet recorded): at most one per destination, identical, so PagerDuty's
+            # dedup_key makes it one page.
+            same_state = Counter(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) for e in triggers)
+            assert sum(n - 1 for n in same_state.values()) <= 1, same_state
+            first_lines = Counter(m.text.split("\n", 1)[0] for m in originals)
+            assert sum(n - 1 for n in first_lines.values()) <= 1, first_lines
     finally:
         stop(router)
