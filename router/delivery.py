@@ -210,8 +210,7 @@ class Outbox:
                 incident=row.incident_id,
                 error=msg.template_error,
             )
-        key = (row.incident_id, row.receiver, row.channel, row.channel_index)
-        ref = self._refs.get(key) or row.ref
+        ref = self._refs.get(row.message_key) or row.ref
         if ref is None and row.view.reason is not Reason.FIRST:
             ref = await self.store.message_ref(row)  # sent after this row was claimed, cache pruned
         try:
@@ -258,9 +257,7 @@ class Outbox:
             if result.ref:
                 if len(self._refs) > 50_000:
                     self._refs.clear()
-                self._refs[(row.incident_id, row.receiver, row.channel, row.channel_index)] = (
-                    result.ref
-                )
+                self._refs[row.message_key] = result.ref
             self.metrics.sent.labels(dest.receiver, dest.channel).inc()
             latency = max(0.0, (now - row.created_at).total_seconds())
             self.metrics.latency.labels(dest.channel).observe(latency)

@@ -133,6 +133,11 @@ class OutboxRow:
     attempts: int
     ref: str | None = None  # the message to edit, as the store knew it when the row was claimed
 
+    @property
+    def message_key(self) -> tuple[str, str, str, int]:
+        """Which message this row concerns: one per incident and destination."""
+        return (self.incident_id, self.receiver, self.channel, self.channel_index)
+
 
 class Store:
     """The only owner of the SQLite file. Every call runs on one thread, in arrival order."""
@@ -477,14 +482,14 @@ class Store:
         if ref:
             db.execute(
                 "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?)",
-                (row.incident_id, row.receiver, row.channel, row.channel_index, ref, _ts(now)),
+                (*row.message_key, ref, _ts(now)),
             )
 
     async def message_ref(self, row: OutboxRow) -> str | None:
         rows = await self._run(
             self._query,
             "SELECT ref FROM messages WHERE incident_id=? AND receiver=? AND channel=? AND channel_index=?",
-            (row.incident_id, row.receiver, row.channel, row.channel_index),
+            row.message_key,
         )
         return str(rows[0][0]) if rows else None
 
