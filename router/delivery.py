@@ -157,9 +157,6 @@ class Outbox:
         if self._marks:
             await self._write_marks()
 
-    async def aclose(self) -> None:
-        await self.drain(0)
-
     # ------------------------------------------------------------ one destination
 
     async def _worker(self, dest: Destination) -> None:

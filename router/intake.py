@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -96,8 +97,8 @@ async def handle_webhook(request: web.Request) -> web.Response:
     if plan.outbox and rt.outbox is not None:
         rt.outbox.wake.set()
     rt.metrics.payloads.inc()
-    for alert in payload.alerts:
-        rt.metrics.alerts.labels(alert.status).inc()
+    for status, count in Counter(a.status for a in payload.alerts).items():
+        rt.metrics.alerts.labels(status).inc(count)
     rt.metrics.observe_plan(plan)
     event(
         log,

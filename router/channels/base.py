@@ -7,7 +7,6 @@ Retrying, waiting, ordering and rate limiting belong to delivery.py, for every c
 
 from __future__ import annotations
 
-import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
@@ -16,8 +15,6 @@ from pydantic import BaseModel
 
 from router.models import IncidentView, Reason
 from router.render import Renderer
-
-log = logging.getLogger("router.channels")
 
 
 @dataclass(frozen=True)
@@ -80,7 +77,6 @@ C = TypeVar("C", bound=BaseModel)
 
 class Channel(ABC, Generic[C]):
     kind: ClassVar[str]
-    max_text: ClassVar[int] = 0  # 0: no limit the channel needs to fit to
     storm_guard: ClassVar[bool] = True  # fold a flood of notifications into one digest
 
     def __init__(self, config: C, renderer: Renderer) -> None:

@@ -34,7 +34,6 @@ def ack_callback(incident_id: str) -> str:
 
 class TelegramChannel(Channel[TelegramConfig]):
     kind = "telegram"
-    max_text = MAX_TEXT
 
     def __init__(self, config: TelegramConfig, renderer: object) -> None:
         super().__init__(config, renderer)  # type: ignore[arg-type]
