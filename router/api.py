@@ -29,6 +29,23 @@ async def handle_incidents(request: web.Request) -> web.Response:
     return _json({"incidents": await rt.store.list_incidents()})
 
 
+async def handle_payload(request: web.Request) -> web.Response:
+    """GET /api/v1/payloads/<correlation id>: pending, planned (with decisions) or failed."""
+    rt = request.app[RUNTIME]
+    auth.require(request, rt.config.server.auth)
+    outcome = rt.outcomes.get(request.match_info["correlation_id"])
+    if outcome is None:
+        return web.json_response(
+            {
+                "status": "error",
+                "error": "unknown correlation id (or forgotten: the last"
+                f" {rt.outcomes.keep} payloads are kept)",
+            },
+            status=404,
+        )
+    return _json(outcome)
+
+
 async def handle_metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format; outbox gauges are read from the store now."""
     rt = request.app[RUNTIME]
@@ -37,6 +54,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
         rt.metrics.outbox_depth.set(depth)
         rt.metrics.outbox_oldest.set(oldest)
         rt.metrics.dead_letters.set(dead)
+        rt.metrics.backlog.set(rt.store.backlog)
     except StoreError:
         pass  # the counters still answer; /readyz says the store is failing
     # The 0.0.4 text format: every Prometheus 2.x parses it (prometheus-client's default is 1.0.0).

@@ -185,6 +185,7 @@ class ServerConfig(Strict):
     listen: ListenAddr = "0.0.0.0:9095"
     auth: AuthConfig = AuthConfig()
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_backlog: int = Field(default=10_000, ge=1)
     shutdown_grace: Duration = timedelta(seconds=10)
 
 

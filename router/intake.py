@@ -1,4 +1,7 @@
-"""POST /webhook: auth, limits, parse, validate, plan and commit; 200 only once it is durable."""
+"""POST /webhook: auth, limits, parse, validate, commit to the inbox; 200 only once it is durable.
+
+Planning (route, inhibit, dedup, outbox) follows on the store thread; `on_planned` gets each plan.
+"""
 
 from __future__ import annotations
 
@@ -17,15 +20,26 @@ from router.config import format_path
 from router.errors import PayloadError, StoreError
 from router.logs import event
 from router.models import WebhookPayload
-from router.runtime import RUNTIME
+from router.pipeline import Plan
+from router.runtime import RUNTIME, Runtime
 
 log = logging.getLogger("router.intake")
 BODY_TIMEOUT_S = 10.0
 
 
-def _refuse(status: int, reason: str, message: str, **extra: Any) -> web.Response:
-    body = {"status": "error", "reason": reason, "error": message, **extra}
-    return web.json_response(body, status=status, dumps=lambda o: orjson.dumps(o).decode())
+def _dumps(data: object) -> str:
+    return orjson.dumps(data).decode()
+
+
+def _refuse(
+    status: int,
+    reason: str,
+    message: str,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    body = {"status": "error", "reason": reason, "error": message, **(extra or {})}
+    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
 
 
 def parse_payload(content_type: str, body: bytes) -> WebhookPayload:
@@ -81,25 +95,35 @@ async def handle_webhook(request: web.Request) -> web.Response:
         extra = {"problems": exc.problems} if exc.problems else {}
         rt.metrics.rejected.labels(exc.reason).inc()
         event(log, logging.WARNING, "webhook_rejected", reason=exc.reason, error=str(exc))
-        return _refuse(exc.status, exc.reason, str(exc), **extra)
+        return _refuse(exc.status, exc.reason, str(exc), extra)
 
+    backlog_limit = rt.config.server.max_backlog
+    if rt.store.backlog >= backlog_limit:
+        # Alertmanager retries later; what is already accepted is being planned meanwhile.
+        rt.metrics.rejected.labels("backlog").inc()
+        event(log, logging.WARNING, "webhook_rejected", reason="backlog", limit=backlog_limit)
+        return _refuse(
+            503,
+            "backlog",
+            f"{rt.store.backlog} payloads are waiting to be planned (server.max_backlog"
+            f" {backlog_limit}); retry later",
+            headers={"Retry-After": "5"},
+        )
     correlation_id = uuid.uuid4().hex[:16]
     try:
-        plan = await rt.store.ingest(payload, rt.clock(), correlation_id)
+        await rt.store.accept(body, rt.clock(), correlation_id)
     except StoreError as exc:
         rt.metrics.rejected.labels("store").inc()
         event(
             log, logging.ERROR, "webhook_not_stored", error=str(exc), correlation_id=correlation_id
         )
         return _refuse(
-            503, "store", "could not store the payload; retry", correlation_id=correlation_id
+            503, "store", "could not store the payload; retry", {"correlation_id": correlation_id}
         )
-    if plan.outbox and rt.outbox is not None:
-        rt.outbox.wake.set()
+    rt.outcomes.pending(correlation_id, len(payload.alerts))
     rt.metrics.payloads.inc()
     for status, count in Counter(a.status for a in payload.alerts).items():
         rt.metrics.alerts.labels(status).inc(count)
-    rt.metrics.observe_plan(plan)
     event(
         log,
         logging.INFO,
@@ -109,17 +133,32 @@ async def handle_webhook(request: web.Request) -> web.Response:
         group_key=payload.groupKey,
         status=payload.status,
         alerts=len(payload.alerts),
-        queued=len(plan.outbox),
-        decisions=plan.decisions(),
     )
     return web.json_response(
-        {
-            "status": "accepted",
-            "correlation_id": correlation_id,
-            "alerts": len(payload.alerts),
-            "incidents": sorted({i.id for i in plan.incidents.values()}),
-            "queued": len(plan.outbox),
-            "inhibited": plan.inhibited,
-            "decisions": plan.decisions(),
-        }
+        {"status": "accepted", "correlation_id": correlation_id, "alerts": len(payload.alerts)},
+        dumps=_dumps,
+    )
+
+
+def on_planned(rt: Runtime, correlation_id: str, plan: Plan) -> None:
+    """A payload's plan is committed (called on the event loop): count, log, wake delivery."""
+    if plan.outbox and rt.outbox is not None:
+        rt.outbox.wake.set()
+    rt.metrics.observe_plan(plan)
+    outcome = rt.outcomes.planned(correlation_id, plan)
+    event(log, logging.INFO, "webhook_planned", **outcome)
+
+
+def on_plan_failed(rt: Runtime, correlation_id: str, error: str) -> None:
+    """Planning failed: the store is failing (retried), or one payload (kept in the inbox)."""
+    rt.metrics.plan_failures.inc()
+    if correlation_id:
+        rt.outcomes.failed(correlation_id, error)
+    event(
+        log,
+        logging.ERROR,
+        "webhook_plan_failed",
+        correlation_id=correlation_id or None,
+        error=error,
+        kept="in the inbox" if correlation_id else "in the inbox; retrying",
     )

@@ -29,6 +29,16 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.backlog = Gauge(
+            f"{p}intake_backlog",
+            "Payloads accepted and not planned yet (routing, dedup, outbox).",
+            registry=r,
+        )
+        self.plan_failures = Counter(
+            f"{p}plan_failures_total",
+            "Planning failures (store errors, retried; or a payload set aside in the inbox).",
+            registry=r,
+        )
         self.alerts = Counter(
             f"{p}alerts_received_total",
             "Alerts in accepted payloads, by status.",

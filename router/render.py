@@ -139,6 +139,7 @@ class Renderer:
     def __init__(self, override_dir: Path | None = None) -> None:
         dirs = [override_dir] if override_dir is not None else []
         self.dirs = [*dirs, default_template_dir()]
+        self._parts: dict[str, dict[str, str]] = {}
         loader = ChoiceLoader([FileSystemLoader(str(d)) for d in self.dirs])
         common: dict[str, Any] = {
             "loader": loader,
@@ -146,6 +147,8 @@ class Renderer:
             "trim_blocks": True,
             "lstrip_blocks": True,
             "keep_trailing_newline": False,
+            # Templates are read once: a reload builds a new Renderer, so no stat per message.
+            "auto_reload": False,
         }
         self._envs = {
             "html": Environment(autoescape=True, **common),
@@ -170,13 +173,17 @@ class Renderer:
             )
 
     def parts(self, kind: str) -> dict[str, str]:
-        """Part name -> template file name, for one channel kind."""
+        """Part name -> template file name, for one channel kind (looked up once per kind)."""
+        cached = self._parts.get(kind)
+        if cached is not None:
+            return cached
         found: dict[str, str] = {}
         for d in reversed(self.dirs):
             folder = d / kind
             if folder.is_dir():
                 for f in sorted(folder.glob("*.j2")):
                     found[f.name.split(".", 1)[0]] = f"{kind}/{f.name}"
+        self._parts[kind] = found
         return found
 
     def check(self, kinds: list[str]) -> None:

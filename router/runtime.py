@@ -10,6 +10,7 @@ from aiohttp import web
 
 from router.config import RouterConfig
 from router.metrics import Metrics
+from router.outcomes import Outcomes
 from router.render import Renderer
 from router.store import Store
 
@@ -32,6 +33,7 @@ class Runtime:
     outbox: Outbox | None = None
     commands: Commands | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    outcomes: Outcomes = field(default_factory=Outcomes)
     config_path: str | None = None
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import logging
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,14 +19,21 @@ from typing import Any, TypeVar
 import orjson
 
 from router.errors import StoreError
+from router.logs import event
 from router.models import IncidentView, WebhookPayload
 from router.pipeline import AlertState, IncidentState, Pipeline, Plan, State
 
 T = TypeVar("T")
+log = logging.getLogger("router.store")
 
 # Short ids people type on a phone: no 0/o, 1/l/i look-alikes.
 ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 ID_LENGTH = 5
+# Planning runs in slices so that intake commits (the webhook's 200) never wait long behind it.
+PLAN_BATCH = 64
+PLAN_SLICE_S = 0.004
+PLAN_RETRY_S = 1.0
+CHECKPOINT_INTERVAL_S = 1.0
 
 SCHEMA = [
     # version 1
@@ -105,6 +114,16 @@ SCHEMA = [
     ALTER TABLE incidents ADD COLUMN escalated_to TEXT NOT NULL DEFAULT '';
     CREATE INDEX messages_ref ON messages(channel, ref);
     """,
+    # version 4: payloads accepted (committed, answered 200) and not planned yet
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        body BLOB NOT NULL,
+        correlation_id TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        failed TEXT
+    );
+    """,
 ]
 
 
@@ -149,21 +168,46 @@ class Store:
         self._pipeline: Pipeline | None = None
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self._pending: list[tuple[Callable[[Pipeline], Plan], datetime, asyncio.Future[Plan]]] = []
+        self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
+        self._checkpoint_db: sqlite3.Connection | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._pending: list[tuple[bytes, str, datetime, asyncio.Future[None]]] = []
         self._flush_scheduled = False
+        self._planning_scheduled = False
+        self._planning_paused = False
+        self._closing = False
+        self.backlog = 0  # payloads in the inbox, accepted and not planned yet
+        # Called on the event loop: (correlation id, plan) once a payload is planned and
+        # committed; (correlation id or "", error) when planning fails.
+        self.on_planned: Callable[[str, Plan], None] | None = None
+        self.on_failed: Callable[[str, str], None] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
     async def open(self, pipeline_factory: Callable[[Callable[[], str]], Pipeline]) -> None:
+        """Load the state; payloads a previous run accepted and did not plan are planned next."""
         await self._run(self._open_sync)
         pipeline = pipeline_factory(self.new_incident_id)
         await self._run(self._attach_sync, pipeline)
+        self._thread.submit(self._plan_inbox, asyncio.get_running_loop())
+        if self.path != ":memory:":
+            self._checkpoint_task = asyncio.create_task(self._checkpoint_forever())
 
     async def use_pipeline(self, pipeline: Pipeline) -> None:
         """Switch to a pipeline built from a new config (reload)."""
         await self._run(self._attach_sync, pipeline)
 
     async def aclose(self) -> None:
+        """Close after what is queued on the store thread; unplanned payloads wait in the inbox."""
+        self._closing = True
+        if self._checkpoint_task is not None:
+            self._checkpoint_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpoint_task
+        if self._checkpoint_db is not None:
+            self._checkpointer.submit(self._checkpoint_db.close)  # on the thread that made it
+        self._checkpointer.shutdown(wait=True)
+        self._checkpoint_db = None
         if self._db is not None:
             await self._run(self._db.close)
             self._db = None
@@ -183,6 +227,9 @@ class Store:
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
+        # Checkpoints (copying the WAL into the main file, with its fsync) run on a connection
+        # of their own (`_checkpoint_sync`), never inside a commit that a webhook waits for.
+        db.execute("PRAGMA wal_autocheckpoint=0")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(SCHEMA):
             raise StoreError(
@@ -193,8 +240,25 @@ class Store:
             db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
         # A row claimed by a delivery worker that died is due again.
         db.execute("UPDATE outbox SET state='queued' WHERE state='sending'")
+        self.backlog = db.execute("SELECT count(*) FROM inbox WHERE failed IS NULL").fetchone()[0]
         self._db = db
         self.state = self._load_state()
+
+    async def _checkpoint_forever(self) -> None:
+        """Copy the WAL into the database file every second (PASSIVE: writers go on)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
+            try:
+                await loop.run_in_executor(self._checkpointer, self._checkpoint_sync)
+            except sqlite3.Error as exc:  # the next turn tries again; commits are unaffected
+                event(log, logging.WARNING, "checkpoint_failed", path=self.path, error=str(exc))
+
+    def _checkpoint_sync(self) -> None:
+        if self._checkpoint_db is None:
+            self._checkpoint_db = sqlite3.connect(self.path, isolation_level=None)
+            self._checkpoint_db.execute("PRAGMA busy_timeout=5000")
+        self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _attach_sync(self, pipeline: Pipeline) -> None:
         pipeline.attach(self.state)
@@ -225,40 +289,133 @@ class Store:
 
     # ------------------------------------------------------------ intake
 
-    async def ingest(self, payload: WebhookPayload, now: datetime, correlation_id: str) -> Plan:
-        """Plan and commit one payload. Payloads that arrive together share one transaction
-        (group commit); each caller gets its answer only once that transaction is committed."""
+    async def accept(self, body: bytes, now: datetime, correlation_id: str) -> None:
+        """Write one validated payload to the inbox; return once that is committed (durable).
+
+        Payloads that arrive together share one transaction (group commit). Planning them
+        (route, inhibit, dedup, outbox) follows on the store thread, in arrival order, and each
+        plan is handed to `on_planned` on the event loop.
+        """
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Plan] = loop.create_future()
-        self._pending.append(
-            (lambda p: p.ingest(payload, self.state, now, correlation_id), now, future)
-        )
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((body, correlation_id, now, future))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.run_in_executor(self._thread, self._flush_pending, loop)
-        return await future
+        await future
 
     def _flush_pending(self, loop: asyncio.AbstractEventLoop) -> None:
         self._flush_scheduled = False  # before taking the list: a later arrival schedules anew
         batch, self._pending = self._pending, []
         if not batch:
             return
+        outcome: StoreError | None = None
         try:
-            plans = self._transact_many([(step, now) for step, now, _ in batch])
-            outcomes: list[Plan | BaseException] = list(plans)
-        except StoreError as exc:
-            if len(batch) == 1:
-                outcomes = [exc]
-            else:
-                # One bad payload must not fail the others: each alone, in its own transaction.
-                outcomes = []
-                for step, now, _ in batch:
-                    try:
-                        outcomes.append(self._transact(step, now))
-                    except StoreError as single:
-                        outcomes.append(single)
-        for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+            with _transaction(self._conn()) as db:
+                db.executemany(
+                    "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)",
+                    [(body, cid, _ts(now)) for body, cid, now, _ in batch],
+                )
+        except (sqlite3.Error, StoreError) as exc:
+            outcome = exc if isinstance(exc, StoreError) else StoreError(f"{self.path}: {exc}")
+        else:
+            self.backlog += len(batch)
+            self._schedule_planning(loop)
+        for *_, future in batch:
             loop.call_soon_threadsafe(_settle, future, outcome)
+
+    def _schedule_planning(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._planning_scheduled and not self._closing:
+            self._planning_scheduled = True
+            self._thread.submit(self._plan_inbox, loop)
+
+    def _plan_inbox(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Plan the oldest inbox payloads for at most PLAN_SLICE_S, then let intake commits run.
+
+        A payload leaves the inbox in the transaction that writes its plan. If the store fails,
+        the payloads stay and planning is tried again later; if one payload cannot be planned
+        (a bug), it is kept in the inbox marked failed, and the others go on.
+        """
+        self._planning_scheduled = False
+        if self._db is None or self._pipeline is None or self._planning_paused or self._closing:
+            return
+        try:
+            rows = self._db.execute(
+                "SELECT id, body, correlation_id, received_at FROM inbox WHERE failed IS NULL"
+                " ORDER BY id LIMIT ?",
+                (PLAN_BATCH,),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            self._retry_later(loop, StoreError(f"{self.path}: {exc}"))
+            return
+        if not rows:
+            return
+        steps = [self._inbox_step(*row) for row in rows]
+        try:
+            planned = self._transact_many(steps, until=time.monotonic() + PLAN_SLICE_S)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.Error):
+                self._retry_later(loop, exc)
+                return
+            try:
+                planned = self._plan_one_by_one(loop, rows, steps)
+            except sqlite3.Error as exc2:
+                self._retry_later(loop, StoreError(f"{self.path}: {exc2}"))
+                return
+        self.backlog -= len(planned)
+        for (_, _, correlation_id, _), plan in zip(rows, planned, strict=False):
+            if self.on_planned is not None:
+                loop.call_soon_threadsafe(self.on_planned, correlation_id, plan)
+        if len(planned) < len(rows) or len(rows) == PLAN_BATCH:
+            self._schedule_planning(loop)
+
+    def _inbox_step(
+        self, row_id: int, body: bytes, correlation_id: str, received_at: str
+    ) -> tuple[Callable[[Pipeline], Plan], datetime]:
+        now = datetime.fromisoformat(received_at)
+
+        def step(p: Pipeline) -> Plan:
+            payload = WebhookPayload.model_validate_json(body)
+            plan = p.ingest(payload, self.state, now, correlation_id)
+            self._conn().execute("DELETE FROM inbox WHERE id=?", (row_id,))
+            return plan
+
+        return step, now
+
+    def _plan_one_by_one(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        rows: list[tuple[Any, ...]],
+        steps: list[tuple[Callable[[Pipeline], Plan], datetime]],
+    ) -> list[Plan]:
+        """After a failed batch: each payload alone; one that cannot be planned is set aside."""
+        planned: list[Plan] = []
+        for (row_id, _, correlation_id, _), (step, now) in zip(rows, steps, strict=True):
+            try:
+                planned.append(self._transact(step, now))
+            except StoreError as exc:
+                if isinstance(exc.__cause__, sqlite3.Error):
+                    self._retry_later(loop, exc)
+                    break
+                error = str(exc.__cause__ or exc)
+                self._conn().execute("UPDATE inbox SET failed=? WHERE id=?", (error, row_id))
+                self.backlog -= 1
+                if self.on_failed is not None:
+                    loop.call_soon_threadsafe(self.on_failed, correlation_id, error)
+                break  # the rows after it are planned by the next turn, in order
+        return planned
+
+    def _retry_later(self, loop: asyncio.AbstractEventLoop, exc: StoreError) -> None:
+        """The store failed: keep the payloads in the inbox and try again in PLAN_RETRY_S."""
+        self._planning_paused = True
+        if self.on_failed is not None:
+            loop.call_soon_threadsafe(self.on_failed, "", str(exc))
+        loop.call_soon_threadsafe(loop.call_later, PLAN_RETRY_S, self._resume_planning, loop)
+
+    def _resume_planning(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._planning_paused = False
+        if not self._closing:
+            self._thread.submit(self._plan_inbox, loop)
 
     async def sweep(self, now: datetime, correlation_id: str) -> Plan:
         return await self._run(
@@ -269,9 +426,15 @@ class Store:
         return self._transact_many([(step, now)])[0]
 
     def _transact_many(
-        self, steps: list[tuple[Callable[[Pipeline], Plan], datetime]]
+        self,
+        steps: list[tuple[Callable[[Pipeline], Plan], datetime]],
+        until: float | None = None,
     ) -> list[Plan]:
-        """Run the steps and write their plans in one transaction; on any error, none of it."""
+        """Run the steps and write their plans in one transaction; on any error, none of it.
+
+        With `until` (a time.monotonic() deadline), the steps after it are left for later: the
+        plans returned are those of the first steps, as many as were run.
+        """
         db = self._conn()
         if self._pipeline is None:
             raise StoreError("no pipeline attached")
@@ -282,6 +445,8 @@ class Store:
                 plan = step(self._pipeline)
                 self._write(db, plan, now)
                 plans.append(plan)
+                if until is not None and time.monotonic() > until:
+                    break
             db.execute("COMMIT")
         except Exception as exc:
             if db.in_transaction:
@@ -642,13 +807,13 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
-def _settle(future: asyncio.Future[Plan], outcome: Plan | BaseException) -> None:
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
     if future.done():  # the caller went away (request cancelled)
         return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
+    if error is not None:
+        future.set_exception(error)
     else:
-        future.set_result(outcome)
+        future.set_result(None)
 
 
 def _alert_from_row(r: tuple[Any, ...]) -> AlertState:

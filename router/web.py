@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import uuid
@@ -58,6 +59,7 @@ def create_app(
     app.router.add_post("/webhook", intake.handle_webhook)
     app.router.add_get("/api/v1/alerts", api.handle_alerts)
     app.router.add_get("/api/v1/incidents", api.handle_incidents)
+    app.router.add_get("/api/v1/payloads/{correlation_id}", api.handle_payload)
     app.router.add_get("/healthz", api.handle_healthz)
     app.router.add_get("/readyz", api.handle_readyz)
     app.router.add_get("/metrics", api.handle_metrics)
@@ -115,6 +117,8 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
+    rt.store.on_planned = functools.partial(intake.on_planned, rt)
+    rt.store.on_failed = functools.partial(intake.on_plan_failed, rt)
     await rt.store.open(lambda new_id: Pipeline(rt.config, new_id))
     rt.metrics.config_loaded(True, rt.clock().timestamp())
     event(

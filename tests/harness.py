@@ -145,10 +145,26 @@ def client_factory(
 
 
 async def post(client: Client, body: bytes) -> dict[str, Any]:
+    """POST /webhook, then wait (bounded) until the payload is planned; return its outcome."""
     resp = await client.post("/webhook", data=body, headers=AUTH)
     assert resp.status == 200, await resp.text()
     answer: dict[str, Any] = orjson.loads(await resp.read())
-    return answer
+    return await outcome(client, answer["correlation_id"])
+
+
+async def outcome(
+    client: Client, correlation_id: str, headers: dict[str, str] = AUTH, timeout_s: float = 10.0
+) -> dict[str, Any]:
+    """GET /api/v1/payloads/<id> until the payload's state is no longer pending (bounded)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        resp = await client.get(f"/api/v1/payloads/{correlation_id}", headers=headers)
+        assert resp.status == 200, await resp.text()
+        answer: dict[str, Any] = orjson.loads(await resp.read())
+        if answer["state"] != "pending":
+            return answer
+        assert time.monotonic() < deadline, f"{correlation_id} still pending after {timeout_s}s"
+        await asyncio.sleep(0.01)
 
 
 async def settled(client: Client, timeout_s: float = 15.0) -> list[dict[str, Any]]:

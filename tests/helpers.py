@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -69,3 +70,19 @@ async def wait_http(url: str, proc: object = None, timeout_s: float = 15.0) -> N
                 pass
             await asyncio.sleep(0.05)
     raise AssertionError(f"{url} did not answer within {timeout_s}s")
+
+
+async def planned_outcome(
+    session: Any, base_url: str, correlation_id: str, headers: dict[str, str]
+) -> dict[str, Any]:
+    """GET /api/v1/payloads/<id> from a running router until the payload is planned (10 s)."""
+    import asyncio
+
+    url = f"{base_url}/api/v1/payloads/{correlation_id}"
+    for _ in range(1000):
+        async with session.get(url, headers=headers) as resp:
+            outcome: dict[str, Any] = await resp.json()
+        if outcome["state"] != "pending":
+            return outcome
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{correlation_id} not planned in 10 s")

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from router.config import parse_config
 from router.web import create_app
 
+from .harness import outcome
 from .helpers import ROOT, fixture_body
 
 Client = TestClient[web.Request, web.Application]
@@ -62,8 +63,7 @@ async def client(aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Pat
 async def post(client: Client, body: bytes) -> dict[str, Any]:
     resp = await client.post("/webhook", data=body, headers=AUTH)
     assert resp.status == 200, await resp.text()
-    answer: dict[str, Any] = orjson.loads(await resp.read())
-    return answer
+    return await outcome(client, (await resp.json())["correlation_id"], AUTH)
 
 
 async def incidents_when_delivered(client: Client) -> list[dict[str, Any]]:

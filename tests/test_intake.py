@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 from router.config import parse_config
 from router.web import create_app
 
+from .harness import firing_payload, outcome
 from .helpers import fixture_body
 
 Client = TestClient[web.Request, web.Application]
@@ -46,15 +47,24 @@ async def client(aiohttp_client: MakeClient, tmp_path: Path) -> Client:
 async def post(
     client: Client, body: bytes, headers: dict[str, str] | None = None
 ) -> tuple[int, Any]:
+    """POST /webhook; for a 200, the answer also holds the payload's outcome once planned."""
     resp = await client.post("/webhook", data=body, headers=AUTH if headers is None else headers)
-    return resp.status, orjson.loads(await resp.read())
+    answer = orjson.loads(await resp.read())
+    if resp.status == 200:
+        answer |= await outcome(client, answer["correlation_id"], AUTH)
+    return resp.status, answer
 
 
 async def test_accepts_a_real_alertmanager_payload(client: Client) -> None:
     status, body = await post(client, fixture_body("firing-group-3-alerts"))
     assert status == 200
     assert body["status"] == "accepted" and body["alerts"] == 3 and body["queued"] == 1
+    assert body["state"] == "planned" and body["decisions"] == {"slack": ["first"]}
     assert len(body["incidents"]) == 1 and len(body["incidents"][0]) == 5
+    resp = await client.get(f"/api/v1/payloads/{body['correlation_id']}")
+    assert resp.status == 401  # the outcome API is behind the webhook's auth
+    resp = await client.get("/api/v1/payloads/0123456789abcdef", headers=AUTH)
+    assert resp.status == 404 and "unknown correlation id" in (await resp.json())["error"]
 
 
 async def test_basic_auth_as_alertmanager_sends_it(client: Client) -> None:
@@ -191,3 +201,35 @@ async def test_a_locked_store_answers_503_and_the_retry_succeeds(
     assert (status, body["reason"]) == (503, "store")
     status, body = await post(client, fixture_body("firing-group-3-alerts"))
     assert (status, body["queued"]) == (200, 1)
+
+
+async def test_a_full_backlog_answers_503_with_retry_after(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    # max_backlog 1: payloads accepted together are planned one slice at a time, and what
+    # comes in meanwhile is refused with Retry-After; nothing accepted is lost.
+    text = CONFIG.format(db=tmp_path / "state.db").replace(
+        "server:\n", "server:\n  max_backlog: 1\n"
+    )
+    client = await aiohttp_client(create_app(parse_config(text), dry_run=True))
+    refused: list[Any] = []
+    accepted: list[str] = []
+    for wave in range(10):  # bounded: stop at the first wave that meets a full backlog
+        bodies = [firing_payload(50, f"w{wave}-{i}") for i in range(40)]
+        responses = await asyncio.gather(
+            *(client.post("/webhook", data=b, headers=AUTH) for b in bodies)
+        )
+        for resp in responses:
+            answer = await resp.json()
+            if resp.status == 503:
+                refused.append((resp.headers.get("Retry-After"), answer))
+            else:
+                accepted.append(answer["correlation_id"])
+        if refused:
+            break
+    assert refused, "no payload met a full backlog"
+    retry_after, answer = refused[0]
+    assert retry_after == "5" and answer["reason"] == "backlog"
+    assert "server.max_backlog 1" in answer["error"]
+    for cid in accepted:  # everything answered 200 is planned
+        assert (await outcome(client, cid, AUTH))["state"] == "planned"

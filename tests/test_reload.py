@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from router.config import load_config
 from router.web import create_app
 
+from .harness import outcome
 from .helpers import fixture_body
 
 Client = TestClient[web.Request, web.Application]
@@ -30,7 +31,9 @@ async def routed_to(client: Client, group: str) -> dict[str, Any]:
     body["groupKey"] = group
     resp = await client.post("/webhook", data=orjson.dumps(body), headers=AUTH)
     assert resp.status == 200
-    decisions: dict[str, Any] = (await resp.json())["decisions"]
+    decisions: dict[str, Any] = (
+        await outcome(client, (await resp.json())["correlation_id"], AUTH)
+    )["decisions"]
     return decisions
 
 

@@ -3,6 +3,7 @@ and a file from a newer alert-router is refused rather than misread."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,11 +13,10 @@ import pytest
 
 from router.config import parse_config
 from router.errors import StoreError
-from router.models import WebhookPayload
-from router.pipeline import Pipeline
+from router.pipeline import Pipeline, Plan
 from router.store import Store
 
-from .helpers import fixture_json
+from .helpers import fixture_body
 
 CONFIG = parse_config(
     "receivers: [{name: r, slack_configs: [{bot_token: x, channel: c}]}]\nroute: {receiver: r}\n"
@@ -30,13 +30,22 @@ async def opened(path: Path) -> Store:
     return store
 
 
-def payload(name: str) -> WebhookPayload:
-    return WebhookPayload.model_validate(fixture_json(name))
+async def ingest(store: Store, name: str, at: datetime, correlation_id: str) -> Plan:
+    """Accept a captured payload as the webhook does, and wait (bounded) for its plan."""
+    done: asyncio.Future[Plan] = asyncio.get_running_loop().create_future()
+
+    def planned(cid: str, plan: Plan) -> None:
+        if cid == correlation_id:
+            done.set_result(plan)
+
+    store.on_planned = planned
+    await store.accept(fixture_body(name), at, correlation_id)
+    return await asyncio.wait_for(done, 5.0)
 
 
 async def test_state_survives_a_reopen(tmp_path: Path) -> None:
     store = await opened(tmp_path / "s.db")
-    plan = await store.ingest(payload("firing-group-3-alerts"), T0, "c1")
+    plan = await ingest(store, "firing-group-3-alerts", T0, "c1")
     incident_id = next(iter(plan.incidents))
     await store.aclose()
 
@@ -44,21 +53,17 @@ async def test_state_survives_a_reopen(tmp_path: Path) -> None:
     assert set(store.state.alerts) == {"b3a81b17d3185542", "aedaedb479cc7e33", "caa074ae7deb267c"}
     [incident] = store.state.incidents.values()
     assert incident.id == incident_id and incident.notified == set(store.state.alerts)
-    again = await store.ingest(payload("firing-group-3-alerts"), T0 + timedelta(minutes=1), "c2")
+    again = await ingest(store, "firing-group-3-alerts", T0 + timedelta(minutes=1), "c2")
     assert again.outbox == []  # deduplicated against what was stored before the restart
     await store.aclose()
 
 
 async def test_prune_forgets_only_old_finished_things(tmp_path: Path) -> None:
     store = await opened(tmp_path / "s.db")
-    await store.ingest(payload("firing-group-3-alerts"), T0, "c1")
-    await store.ingest(payload("mixed-firing-resolved"), T0 + timedelta(minutes=1), "c2")
-    await store.ingest(
-        payload("resolved-group"), T0 + timedelta(minutes=2), "c3"
-    )  # incident closed
-    await store.ingest(
-        payload("send-resolved-false-firing"), T0 + timedelta(minutes=3), "c4"
-    )  # stays open
+    await ingest(store, "firing-group-3-alerts", T0, "c1")
+    await ingest(store, "mixed-firing-resolved", T0 + timedelta(minutes=1), "c2")
+    await ingest(store, "resolved-group", T0 + timedelta(minutes=2), "c3")  # incident closed
+    await ingest(store, "send-resolved-false-firing", T0 + timedelta(minutes=3), "c4")  # stays open
     rows = await store.claim_due(T0 + timedelta(minutes=4), ["slack"])
     await store.mark_sent_many([(r, f"C1:{r.id}", T0 + timedelta(minutes=4)) for r in rows])
 
@@ -82,15 +87,61 @@ async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
         await opened(tmp_path / "s.db")
 
 
-def test_view_snapshot_round_trips_through_the_outbox(tmp_path: Path) -> None:
-    import asyncio
+async def test_view_snapshot_round_trips_through_the_outbox(tmp_path: Path) -> None:
+    store = await opened(tmp_path / "s.db")
+    plan = await ingest(store, "truncated-max-alerts-2", T0, "c1")
+    [row] = await store.claim_due(T0, ["slack"])
+    assert row.view == plan.outbox[0].view
+    assert orjson.loads(row.view.model_dump_json())["truncated_alerts"] == 2
+    await store.aclose()
 
-    async def run() -> None:
-        store = await opened(tmp_path / "s.db")
-        plan = await store.ingest(payload("truncated-max-alerts-2"), T0, "c1")
-        [row] = await store.claim_due(T0, ["slack"])
-        assert row.view == plan.outbox[0].view
-        assert orjson.loads(row.view.model_dump_json())["truncated_alerts"] == 2
-        await store.aclose()
 
-    asyncio.run(run())
+def inbox_rows(path: Path) -> list[tuple[str, str | None]]:
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT correlation_id, failed FROM inbox ORDER BY id").fetchall()
+
+
+async def test_payloads_accepted_before_a_crash_are_planned_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    # What a crash between the 200 and the planning leaves: payloads in the inbox only.
+    store = await opened(tmp_path / "s.db")
+    await store.aclose()
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        db.executemany(
+            "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)",
+            [
+                (fixture_body("firing-group-3-alerts"), "before-crash-1", T0.isoformat()),
+                (fixture_body("mixed-firing-resolved"), "before-crash-2", T0.isoformat()),
+            ],
+        )
+    store = Store(tmp_path / "s.db")
+    planned: list[tuple[str, Plan]] = []
+    store.on_planned = lambda cid, plan: planned.append((cid, plan))
+    await store.open(lambda new_id: Pipeline(CONFIG, new_id))
+    for _ in range(200):  # bounded: 2 s
+        if len(planned) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert [cid for cid, _ in planned] == ["before-crash-1", "before-crash-2"]  # in order
+    assert len(planned[0][1].outbox) == 1 and store.backlog == 0
+    assert len(store.state.incidents) == 1
+    await store.aclose()
+    assert inbox_rows(tmp_path / "s.db") == []
+
+
+async def test_a_payload_that_cannot_be_planned_is_kept_aside_and_the_rest_go_on(
+    tmp_path: Path,
+) -> None:
+    store = await opened(tmp_path / "s.db")
+    failed: list[tuple[str, str]] = []
+    store.on_failed = lambda cid, error: failed.append((cid, error))
+    # Accepted by an older version, unreadable by this one: it must not block the inbox.
+    await store.accept(b'{"version": "4", "alerts": "not a list"}', T0, "poison")
+    plan = await ingest(store, "firing-group-3-alerts", T0, "after-it")
+    assert len(plan.outbox) == 1
+    assert [cid for cid, _ in failed] == ["poison"] and "alerts" in failed[0][1]
+    assert store.backlog == 0
+    await store.aclose()
+    [(cid, error)] = inbox_rows(tmp_path / "s.db")
+    assert cid == "poison" and error is not None  # kept, with why, for a person to look at

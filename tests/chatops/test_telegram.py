@@ -217,7 +217,7 @@ async def test_telegram_down_at_start_does_not_block_intake(fakes: Fakes, make_c
     chatops = CHATOPS.replace("MODE", "webhook").replace("api_url: TELEGRAM", "api_url: REFUSED")
     client = await make_client(fakes, RECEIVERS, chatops)
     answer = await post(client, firing_payload(1, "still-works"))
-    assert answer["status"] == "accepted"
+    assert answer["state"] == "planned"
     assert (
         await deliver(client, command(f"/ack {answer['incidents'][0]}", ALICE)) == 503
     )  # Telegram retries
