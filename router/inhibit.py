@@ -41,6 +41,8 @@ class Inhibitor:
     rules: tuple[InhibitRule, ...]
     stale_after: timedelta
     _index: list[dict[tuple[str, ...], dict[str, _Source]]] = field(default_factory=list)
+    # A source appeared since the last sweep: alerts of other groups may be inhibited now.
+    sources_added: bool = False
 
     def __post_init__(self) -> None:
         self._index = [{} for _ in self.rules]
@@ -53,12 +55,14 @@ class Inhibitor:
                 continue
             key = rule.key(labels)
             if firing:
-                buckets.setdefault(key, {})[fingerprint] = _Source(labels, last_seen)
+                bucket = buckets.setdefault(key, {})
+                self.sources_added |= fingerprint not in bucket
+                bucket[fingerprint] = _Source(labels, last_seen)
             else:
-                bucket = buckets.get(key)
-                if bucket is not None:
-                    bucket.pop(fingerprint, None)
-                    if not bucket:
+                gone = buckets.get(key)
+                if gone is not None:
+                    gone.pop(fingerprint, None)
+                    if not gone:
                         del buckets[key]
 
     def inhibited_by(

@@ -345,7 +345,15 @@ class Pipeline:
         """Re-judge inhibition (sources resolve or go stale) and notify what it releases."""
         plan = Plan()
         released: set[str] = set()
-        for alert in state.alerts.values():
+        # Without a new source, only inhibited alerts can change (their source resolved or went
+        # stale): no need to judge every firing alert again.
+        judge_all, self.inhibitor.sources_added = self.inhibitor.sources_added, False
+        candidates = (
+            list(state.alerts.values())
+            if judge_all
+            else [a for a in state.alerts.values() if a.inhibited_by is not None]
+        )
+        for alert in candidates if self.inhibitor.rules else ():
             by = self.inhibitor.inhibited_by(alert.fingerprint, alert.labels, now)
             if by != alert.inhibited_by:
                 if alert.inhibited_by is not None and by is None:

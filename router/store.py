@@ -321,8 +321,7 @@ class Store:
         else:
             self.backlog += len(batch)
             self._schedule_planning(loop)
-        for *_, future in batch:
-            loop.call_soon_threadsafe(_settle, future, outcome)
+        loop.call_soon_threadsafe(_settle_all, [future for *_, future in batch], outcome)
 
     def _schedule_planning(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._planning_scheduled and not self._closing:
@@ -363,9 +362,9 @@ class Store:
                 self._retry_later(loop, StoreError(f"{self.path}: {exc2}"))
                 return
         self.backlog -= len(planned)
-        for (_, _, correlation_id, _), plan in zip(rows, planned, strict=False):
-            if self.on_planned is not None:
-                loop.call_soon_threadsafe(self.on_planned, correlation_id, plan)
+        if self.on_planned is not None and planned:
+            done = [(row[2], plan) for row, plan in zip(rows, planned, strict=False)]
+            loop.call_soon_threadsafe(_each, self.on_planned, done)  # one wake-up per slice
         if len(planned) < len(rows) or len(rows) == PLAN_BATCH:
             self._schedule_planning(loop)
 
@@ -807,13 +806,19 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():  # the caller went away (request cancelled)
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(None)
+def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for future in futures:
+        if future.done():  # the caller went away (request cancelled)
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(None)
+
+
+def _each(callback: Callable[[str, Plan], None], done: list[tuple[str, Plan]]) -> None:
+    for correlation_id, plan in done:
+        callback(correlation_id, plan)
 
 
 def _alert_from_row(r: tuple[Any, ...]) -> AlertState:

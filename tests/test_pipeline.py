@@ -232,6 +232,19 @@ def test_sweep_notifies_targets_released_by_a_resolve_elsewhere() -> None:
     assert h.sweep(T0 + timedelta(minutes=3)).outbox == []
 
 
+def test_a_source_arriving_later_inhibits_a_firing_target_at_the_next_sweep() -> None:
+    h = Harness()
+    down = alert("ServiceDown", severity="critical", service="search")
+    latency = alert("HighLatency", severity="warning", service="search")
+    assert reasons(h.post(payload("lat", latency))) == {"slack": "first"}
+    assert h.sweep(T0 + timedelta(minutes=1)).alerts == {}  # nothing new: nothing re-judged
+    h.post(payload("down", down), T0 + timedelta(minutes=2))
+    swept = h.sweep(T0 + timedelta(minutes=3))
+    assert h.state.alerts[latency["fingerprint"]].inhibited_by == down["fingerprint"]
+    assert list(swept.alerts) == [latency["fingerprint"]]  # written back to the store
+    assert h.sweep(T0 + timedelta(minutes=4)).alerts == {}
+
+
 def test_a_stale_source_stops_inhibiting() -> None:
     h = Harness()
     down = alert("ServiceDown", severity="critical", service="search")
