@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from router import api, auth, intake
+from router import api, auth, heap, intake
 from router.alertmanager import Alertmanager
 from router.channels import CHANNELS, build_channels
 from router.chatops.commands import Commands
@@ -248,5 +248,6 @@ async def _sweep_forever(rt: Runtime) -> None:
             if since_prune >= PRUNE_INTERVAL_S:
                 since_prune = 0
                 await rt.store.prune(rt.config.storage.retention, rt.clock())
+                heap.release()
         except Exception:  # the sweeper must outlive any one failure; the next tick retries
             log.exception("sweep_failed")
