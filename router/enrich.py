@@ -58,7 +58,12 @@ def _escape(value: str) -> str:
 class Enricher:
     """First catalogue entry whose matchers match sets a link; the alert's own annotation wins."""
 
+    SILENCE_CACHE = 100_000  # links kept: an update re-renders every alert of its group
+
     def __init__(self, runbooks: Sequence[RunbookConfig]) -> None:
+        # (externalURL, fingerprint) -> (labels, silence link); the labels are compared, as a
+        # sender other than Alertmanager may reuse a fingerprint for other labels.
+        self._silence: dict[tuple[str, str], tuple[Mapping[str, str], str]] = {}
         self._entries = [
             _Entry(
                 r.all_matchers(),
@@ -69,7 +74,11 @@ class Enricher:
         ]
 
     def links(
-        self, labels: Mapping[str, str], annotations: Mapping[str, str], external_url: str
+        self,
+        labels: Mapping[str, str],
+        annotations: Mapping[str, str],
+        external_url: str,
+        fingerprint: str = "",
     ) -> Links:
         runbook = annotations.get("runbook_url", "")
         dashboard = annotations.get("dashboard_url", "")
@@ -83,7 +92,20 @@ class Enricher:
                 runbook = _render(entry.runbook, context)
             if not dashboard and entry.dashboard is not None:
                 dashboard = _render(entry.dashboard, context)
-        return Links(runbook, dashboard, silence_url(external_url, labels))
+        return Links(runbook, dashboard, self._silence_url(external_url, labels, fingerprint))
+
+    def _silence_url(self, external_url: str, labels: Mapping[str, str], fingerprint: str) -> str:
+        if not fingerprint:
+            return silence_url(external_url, labels)
+        key = (external_url, fingerprint)
+        cached = self._silence.get(key)
+        if cached is not None and cached[0] == labels:
+            return cached[1]
+        if len(self._silence) >= self.SILENCE_CACHE:
+            self._silence.clear()
+        url = silence_url(external_url, labels)
+        self._silence[key] = (dict(labels), url)
+        return url
 
 
 def _render(template: Template, context: dict[str, Any]) -> str:

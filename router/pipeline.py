@@ -325,7 +325,9 @@ class Pipeline:
         )
 
     def _alert_view(self, alert: AlertState, external_url: str) -> AlertView:
-        links = self.enricher.links(alert.labels, alert.annotations, external_url)
+        links = self.enricher.links(
+            alert.labels, alert.annotations, external_url, alert.fingerprint
+        )
         return AlertView.model_construct(
             fingerprint=alert.fingerprint,
             status="firing" if alert.status == "firing" else "resolved",

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 import secrets
 import sqlite3
 import time
@@ -34,6 +35,7 @@ PLAN_BATCH = 64
 PLAN_SLICE_S = 0.004
 PLAN_RETRY_S = 1.0
 CHECKPOINT_INTERVAL_S = 1.0
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 SCHEMA = [
     # version 1
@@ -170,6 +172,7 @@ class Store:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
         self._checkpoint_db: sqlite3.Connection | None = None
+        self._checkpointed = 0  # the WAL's mtime when a checkpoint last copied all of it
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._pending: list[tuple[bytes, str, datetime, asyncio.Future[None]]] = []
         self._flush_scheduled = False
@@ -230,6 +233,7 @@ class Store:
         # Checkpoints (copying the WAL into the main file, with its fsync) run on a connection
         # of their own (`_checkpoint_sync`), never inside a commit that a webhook waits for.
         db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")  # the WAL shrinks after bursts
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(SCHEMA):
             raise StoreError(
@@ -255,10 +259,20 @@ class Store:
                 event(log, logging.WARNING, "checkpoint_failed", path=self.path, error=str(exc))
 
     def _checkpoint_sync(self) -> None:
+        try:  # nothing written since the last complete checkpoint: no work, no fsync
+            written = os.stat(self.path + "-wal").st_mtime_ns
+        except FileNotFoundError:
+            return
+        if written == self._checkpointed:
+            return
         if self._checkpoint_db is None:
             self._checkpoint_db = sqlite3.connect(self.path, isolation_level=None)
             self._checkpoint_db.execute("PRAGMA busy_timeout=5000")
-        self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        busy, frames, copied = self._checkpoint_db.execute(
+            "PRAGMA wal_checkpoint(PASSIVE)"
+        ).fetchone()
+        if not busy and frames == copied:
+            self._checkpointed = written
 
     def _attach_sync(self, pipeline: Pipeline) -> None:
         pipeline.attach(self.state)
