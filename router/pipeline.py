@@ -350,12 +350,14 @@ class Pipeline:
         # Without a new source, only inhibited alerts can change (their source resolved or went
         # stale): no need to judge every firing alert again.
         judge_all, self.inhibitor.sources_added = self.inhibitor.sources_added, False
-        candidates = (
-            list(state.alerts.values())
-            if judge_all
-            else [a for a in state.alerts.values() if a.inhibited_by is not None]
-        )
-        for alert in candidates if self.inhibitor.rules else ():
+        candidates: list[AlertState] = []
+        if self.inhibitor.rules:
+            candidates = (
+                list(state.alerts.values())
+                if judge_all
+                else [a for a in state.alerts.values() if a.inhibited_by is not None]
+            )
+        for alert in candidates:
             by = self.inhibitor.inhibited_by(alert.fingerprint, alert.labels, now)
             if by != alert.inhibited_by:
                 if alert.inhibited_by is not None and by is None:
@@ -397,6 +399,8 @@ class Pipeline:
     def escalate_due(self, state: State, now: datetime, correlation_id: str) -> Plan:
         """Incidents firing and unacknowledged past their receiver's escalate.after, once each."""
         plan = Plan()
+        if not any(r.escalate for r in self.receivers.values()):
+            return plan
         for incident in list(state.incidents.values()):
             rule = (
                 self.receivers[incident.receiver].escalate

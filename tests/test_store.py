@@ -14,7 +14,7 @@ import pytest
 from router.config import parse_config
 from router.errors import StoreError
 from router.pipeline import Pipeline, Plan
-from router.store import Store
+from router.store import WAL_KEEP_BYTES, Store
 
 from .helpers import fixture_body
 
@@ -145,3 +145,26 @@ async def test_a_payload_that_cannot_be_planned_is_kept_aside_and_the_rest_go_on
     await store.aclose()
     [(cid, error)] = inbox_rows(tmp_path / "s.db")
     assert cid == "poison" and error is not None  # kept, with why, for a person to look at
+
+
+async def test_the_wal_is_copied_and_cut_back_once_the_router_is_quiet(tmp_path: Path) -> None:
+    # Checkpoints run on their own connection, never inside a commit; once no commit came for
+    # WAL_QUIET_S, a WAL file grown past WAL_KEEP_BYTES is truncated.
+    store = await opened(tmp_path / "s.db")
+    wal = tmp_path / "s.db-wal"
+    for n in range(3000):  # bounded; about 40 KB of WAL per payload
+        await ingest(store, "firing-group-3-alerts", T0 + timedelta(minutes=n), f"c{n}")
+        if wal.stat().st_size > WAL_KEEP_BYTES:
+            break
+    assert wal.stat().st_size > WAL_KEEP_BYTES
+    for _ in range(100):  # bounded: 10 s (quiet after 2 s, checked every second)
+        if wal.stat().st_size == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert wal.stat().st_size == 0
+    # Everything is in the main file: a copy of it alone has the alerts.
+    copy = tmp_path / "copy.db"
+    copy.write_bytes((tmp_path / "s.db").read_bytes())
+    with sqlite3.connect(copy) as db:
+        assert db.execute("SELECT count(*) FROM alerts").fetchone()[0] == 3
+    await store.aclose()
