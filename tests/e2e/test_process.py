@@ -206,12 +206,20 @@ chatops:
                 headers={"Authorization": "Bearer wrong", "Content-Type": "application/json"},
             ):
                 pass
-            await asyncio.sleep(3)  # several failed deliveries and Telegram retries get logged
-            async with session.get(
-                f"http://127.0.0.1:{port}/api/v1/incidents", headers=HEADERS
-            ) as resp:
-                api = await resp.text()
-            assert '"last_error":"' in api  # the failures are recorded ...
+            # Failed deliveries and Telegram retries get logged: wait (bounded: 20 s) until each
+            # of the 4 channels recorded a failure and the Telegram bot's failed start is
+            # logged, then a little longer for more retries.
+            for _ in range(200):
+                async with session.get(
+                    f"http://127.0.0.1:{port}/api/v1/incidents", headers=HEADERS
+                ) as resp:
+                    api = await resp.text()
+                logged = (tmp_path / "router.log").read_text()
+                if api.count('"last_error":"') >= 4 and "telegram_chatops_unavailable" in logged:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1.0)
+            assert api.count('"last_error":"') >= 4  # the failures are recorded ...
             for name, secret in secrets.items():
                 assert secret not in api, (
                     f"the {name} secret is in the API's error texts"
