@@ -78,7 +78,7 @@ class Enricher:
         labels: Mapping[str, str],
         annotations: Mapping[str, str],
         external_url: str,
-        fingerprint: str = "",
+        fingerprint: str,
     ) -> Links:
         runbook = annotations.get("runbook_url", "")
         dashboard = annotations.get("dashboard_url", "")
@@ -95,8 +95,6 @@ class Enricher:
         return Links(runbook, dashboard, self._silence_url(external_url, labels, fingerprint))
 
     def _silence_url(self, external_url: str, labels: Mapping[str, str], fingerprint: str) -> str:
-        if not fingerprint:
-            return silence_url(external_url, labels)
         key = (external_url, fingerprint)
         cached = self._silence.get(key)
         if cached is not None and cached[0] == labels:

@@ -222,7 +222,10 @@ class Store:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from exc
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"{self.path}: {exc}")
 
     def _open_sync(self) -> None:
         if self.path != ":memory:":
@@ -342,7 +345,7 @@ class Store:
                     [(body, cid, _ts(now)) for body, cid, now, _ in batch],
                 )
         except (sqlite3.Error, StoreError) as exc:
-            outcome = exc if isinstance(exc, StoreError) else StoreError(f"{self.path}: {exc}")
+            outcome = exc if isinstance(exc, StoreError) else self._failure(exc)
         else:
             self.backlog += len(batch)
             self._schedule_planning(loop)
@@ -370,7 +373,7 @@ class Store:
                 (PLAN_BATCH,),
             ).fetchall()
         except sqlite3.Error as exc:
-            self._retry_later(loop, StoreError(f"{self.path}: {exc}"))
+            self._retry_later(loop, self._failure(exc))
             return
         if not rows:
             return
@@ -381,11 +384,7 @@ class Store:
             if isinstance(exc.__cause__, sqlite3.Error):
                 self._retry_later(loop, exc)
                 return
-            try:
-                planned = self._plan_one_by_one(loop, rows, steps)
-            except sqlite3.Error as exc2:
-                self._retry_later(loop, StoreError(f"{self.path}: {exc2}"))
-                return
+            planned = self._plan_one_by_one(loop, rows, steps)
         self.backlog -= len(planned)
         if self.on_planned is not None and planned:
             done = [(row[2], plan) for row, plan in zip(rows, planned, strict=False)]
@@ -422,7 +421,11 @@ class Store:
                     self._retry_later(loop, exc)
                     break
                 error = str(exc.__cause__ or exc)
-                self._conn().execute("UPDATE inbox SET failed=? WHERE id=?", (error, row_id))
+                try:
+                    self._conn().execute("UPDATE inbox SET failed=? WHERE id=?", (error, row_id))
+                except sqlite3.Error as failure:
+                    self._retry_later(loop, self._failure(failure))
+                    break
                 self.backlog -= 1
                 if self.on_failed is not None:
                     loop.call_soon_threadsafe(self.on_failed, correlation_id, error)
