@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import orjson
 from aiohttp import web
@@ -33,7 +34,13 @@ async def handle_payload(request: web.Request) -> web.Response:
     """GET /api/v1/payloads/<correlation id>: pending, planned (with decisions) or failed."""
     rt = request.app[RUNTIME]
     auth.require(request, rt.config.server.auth)
-    outcome = rt.outcomes.get(request.match_info["correlation_id"])
+    correlation_id = request.match_info["correlation_id"]
+    outcome = rt.outcomes.get(correlation_id)
+    if outcome is None:  # accepted by an intake process, or before a restart, and not planned
+        with contextlib.suppress(StoreError):
+            alerts = await rt.store.pending_alerts(correlation_id)
+            if alerts is not None:
+                outcome = {"correlation_id": correlation_id, "state": "pending", "alerts": alerts}
     if outcome is None:
         return web.json_response(
             {

@@ -1,6 +1,8 @@
 """POST /webhook: auth, limits, parse, validate, commit to the inbox; 200 only once it is durable.
 
-Planning (route, inhibit, dedup, outbox) follows on the store thread; `on_planned` gets each plan.
+The same handler serves in the router's process or in an intake process of its own
+(router/front.py); `Intake` is what it needs from either. Planning (route, inhibit, dedup,
+outbox) follows on the store thread; `on_planned` gets each plan.
 """
 
 from __future__ import annotations
@@ -9,6 +11,9 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -16,15 +21,31 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from router import auth
-from router.config import format_path
+from router.config import RouterConfig, format_path
 from router.errors import PayloadError, StoreError
 from router.logs import event
+from router.metrics import IntakeMetrics
 from router.models import WebhookPayload
 from router.pipeline import Plan
-from router.runtime import RUNTIME, Runtime
+from router.runtime import Runtime
 
 log = logging.getLogger("router.intake")
 BODY_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Intake:
+    """What POST /webhook needs, from whichever process serves it."""
+
+    config: Callable[[], RouterConfig]  # the current one (a reload swaps it)
+    accept: Callable[[bytes, datetime, str], Awaitable[None]]  # durable once awaited
+    backlog: Callable[[], int]  # accepted and not planned yet
+    metrics: IntakeMetrics
+    clock: Callable[[], datetime]
+    on_accepted: Callable[[str, int], None] | None = None  # (correlation id, alerts)
+
+
+INTAKE = web.AppKey("intake", Intake)
 
 
 def _dumps(data: object) -> str:
@@ -70,22 +91,23 @@ def parse_payload(content_type: str, body: bytes) -> WebhookPayload:
 
 
 async def handle_webhook(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
+    intake = request.app[INTAKE]
+    config, metrics = intake.config(), intake.metrics
     try:
-        auth.require(request, rt.config.server.auth)
+        auth.require(request, config.server.auth)
     except web.HTTPUnauthorized:
-        rt.metrics.rejected.labels("unauthorized").inc()
+        metrics.rejected.labels("unauthorized").inc()
         event(log, logging.WARNING, "webhook_rejected", reason="unauthorized", peer=request.remote)
         raise
     try:
         # A client that trickles its body (slowloris) is cut off instead of holding a slot.
         body = await asyncio.wait_for(request.read(), BODY_TIMEOUT_S)
     except TimeoutError:
-        rt.metrics.rejected.labels("timeout").inc()
+        metrics.rejected.labels("timeout").inc()
         return _refuse(408, "timeout", f"the body did not arrive within {BODY_TIMEOUT_S:.0f}s")
     except web.HTTPRequestEntityTooLarge:
-        limit = rt.config.server.max_body_bytes
-        rt.metrics.rejected.labels("too_large").inc()
+        limit = config.server.max_body_bytes
+        metrics.rejected.labels("too_large").inc()
         event(log, logging.WARNING, "webhook_rejected", reason="too_large", limit=limit)
         return _refuse(413, "too_large", f"body larger than server.max_body_bytes ({limit} bytes)")
     try:
@@ -93,37 +115,38 @@ async def handle_webhook(request: web.Request) -> web.Response:
         payload = parse_payload(content_type, body)
     except PayloadError as exc:
         extra = {"problems": exc.problems} if exc.problems else {}
-        rt.metrics.rejected.labels(exc.reason).inc()
+        metrics.rejected.labels(exc.reason).inc()
         event(log, logging.WARNING, "webhook_rejected", reason=exc.reason, error=str(exc))
         return _refuse(exc.status, exc.reason, str(exc), extra)
 
-    backlog_limit = rt.config.server.max_backlog
-    if rt.store.backlog >= backlog_limit:
+    backlog_limit, backlog = config.server.max_backlog, intake.backlog()
+    if backlog >= backlog_limit:
         # Alertmanager retries later; what is already accepted is being planned meanwhile.
-        rt.metrics.rejected.labels("backlog").inc()
+        metrics.rejected.labels("backlog").inc()
         event(log, logging.WARNING, "webhook_rejected", reason="backlog", limit=backlog_limit)
         return _refuse(
             503,
             "backlog",
-            f"{rt.store.backlog} payloads are waiting to be planned (server.max_backlog"
+            f"{backlog} payloads are waiting to be planned (server.max_backlog"
             f" {backlog_limit}); retry later",
             headers={"Retry-After": "5"},
         )
     correlation_id = uuid.uuid4().hex[:16]
     try:
-        await rt.store.accept(body, rt.clock(), correlation_id)
+        await intake.accept(body, intake.clock(), correlation_id)
     except StoreError as exc:
-        rt.metrics.rejected.labels("store").inc()
+        metrics.rejected.labels("store").inc()
         event(
             log, logging.ERROR, "webhook_not_stored", error=str(exc), correlation_id=correlation_id
         )
         return _refuse(
             503, "store", "could not store the payload; retry", {"correlation_id": correlation_id}
         )
-    rt.outcomes.pending(correlation_id, len(payload.alerts))
-    rt.metrics.payloads.inc()
+    if intake.on_accepted is not None:
+        intake.on_accepted(correlation_id, len(payload.alerts))
+    metrics.payloads.inc()
     for status, count in Counter(a.status for a in payload.alerts).items():
-        rt.metrics.alerts.labels(status).inc(count)
+        metrics.alerts.labels(status).inc(count)
     event(
         log,
         logging.INFO,

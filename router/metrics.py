@@ -16,10 +16,16 @@ from router.pipeline import Plan
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
-class Metrics:
+PREFIX = "alert_router_"
+
+
+class IntakeMetrics:
+    """What POST /webhook counts, on a registry of its own: it is served by the process that
+    runs intake (router/front.py), which may not be the one that plans and delivers."""
+
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        p = "alert_router_"
+        p = PREFIX
         self.payloads = Counter(
             f"{p}payloads_received_total", "Webhook payloads accepted (answered 200).", registry=r
         )
@@ -29,6 +35,23 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.alerts = Counter(
+            f"{p}alerts_received_total",
+            "Alerts in accepted payloads, by status.",
+            ["status"],
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        p = PREFIX
+        self.intake = IntakeMetrics()
+        self.intake_here = True  # False when an intake process serves the intake metrics
         self.backlog = Gauge(
             f"{p}intake_backlog",
             "Payloads accepted and not planned yet (routing, dedup, outbox).",
@@ -37,12 +60,6 @@ class Metrics:
         self.plan_failures = Counter(
             f"{p}plan_failures_total",
             "Planning failures (store errors, retried; or a payload set aside in the inbox).",
-            registry=r,
-        )
-        self.alerts = Counter(
-            f"{p}alerts_received_total",
-            "Alerts in accepted payloads, by status.",
-            ["status"],
             registry=r,
         )
         self.routed = Counter(
@@ -150,4 +167,5 @@ class Metrics:
             self.queued.labels(item.receiver, item.channel).inc()
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        core = generate_latest(self.registry)
+        return core + self.intake.exposition() if self.intake_here else core

@@ -1,4 +1,4 @@
-"""SQLite state: alerts, incidents, outbox; one transaction per payload, on one writer thread."""
+"""SQLite state: alerts, incidents, outbox; plans the inbox's payloads, on one writer thread."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import copy
 import logging
-import os
 import secrets
 import sqlite3
 import time
@@ -19,8 +18,9 @@ from typing import Any, TypeVar
 
 import orjson
 
+from router import inbox
+from router.checkpoint import Checkpointer
 from router.errors import StoreError
-from router.logs import event
 from router.models import IncidentView, WebhookPayload
 from router.pipeline import AlertState, IncidentState, Pipeline, Plan, State
 
@@ -34,10 +34,7 @@ ID_LENGTH = 5
 PLAN_BATCH = 64
 PLAN_SLICE_S = 0.004
 PLAN_RETRY_S = 1.0
-CHECKPOINT_INTERVAL_S = 1.0
-WAL_QUIET_S = 2.0  # no commit for this long: the WAL file may be cut back (see _checkpoint_sync)
-WAL_KEEP_BYTES = 16 * 1024 * 1024
-WAL_MAX_BYTES = 1024 * 1024 * 1024
+PLAN_POLL_S = 1.0  # look at the inbox this often even if no one said it grew
 
 SCHEMA = [
     # version 1
@@ -128,6 +125,23 @@ SCHEMA = [
         failed TEXT
     );
     """,
+    # version 5: the inbox moved to a file of its own (router/inbox.py); here, the watermark
+    # (the last inbox id planned, moved in the transaction that writes the plans) and the
+    # payloads that could not be planned, set aside with why
+    """
+    CREATE TABLE inbox_planned (through INTEGER NOT NULL);
+    INSERT INTO inbox_planned VALUES (0);
+    CREATE TABLE set_aside (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        body BLOB NOT NULL,
+        correlation_id TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        error TEXT NOT NULL
+    );
+    INSERT INTO set_aside (body, correlation_id, received_at, error)
+        SELECT body, correlation_id, received_at, failed FROM inbox WHERE failed IS NOT NULL;
+    DROP TABLE inbox;
+    """,
 ]
 
 
@@ -163,29 +177,46 @@ class OutboxRow:
 
 
 class Store:
-    """The only owner of the SQLite file. Every call runs on one thread, in arrival order."""
+    """The only owner of the SQLite file. Every call runs on one thread, in arrival order.
 
-    def __init__(self, path: str | Path, *, synchronous: str = "normal") -> None:
+    With `accepts=True` (one process), it also owns the inbox writer behind `accept()`; with
+    False, another process (router/front.py) accepts into the inbox and this one plans.
+    """
+
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "normal", accepts: bool = True
+    ) -> None:
         self.path = str(path)
+        if self.path == ":memory:":
+            raise StoreError("storage.path must be a file: alert-router keeps what it accepted")
         self.synchronous = synchronous.upper()
         self.state = State()
         self._pipeline: Pipeline | None = None
         self._db: sqlite3.Connection | None = None
+        self._inbox_db: sqlite3.Connection | None = None  # read here; written by the Inbox
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        self._checkpointer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint")
-        self._checkpoint_db: sqlite3.Connection | None = None
-        self._checkpointed = 0  # the WAL's mtime when a checkpoint last copied all of it
-        self._checkpoint_task: asyncio.Task[None] | None = None
-        self._pending: list[tuple[bytes, str, datetime, asyncio.Future[None]]] = []
-        self._flush_scheduled = False
+        self._checkpointer = Checkpointer(self.path)
+        self.inbox = (
+            inbox.Inbox(inbox.inbox_path(self.path), synchronous, lambda: self.watermark)
+            if accepts
+            else None
+        )
+        self.watermark = 0  # the last inbox id planned (committed with its plan)
+        self._inbox_last = 0  # the last inbox id seen
         self._planning_scheduled = False
         self._planning_paused = False
         self._closing = False
-        self.backlog = 0  # payloads in the inbox, accepted and not planned yet
+        self._poller: asyncio.Task[None] | None = None
         # Called on the event loop: (correlation id, plan) once a payload is planned and
         # committed; (correlation id or "", error) when planning fails.
         self.on_planned: Callable[[str, Plan], None] | None = None
         self.on_failed: Callable[[str, str], None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Payloads accepted and not planned yet."""
+        last = self._inbox_last if self.inbox is None else max(self._inbox_last, self.inbox.last_id)
+        return max(0, last - self.watermark)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -194,9 +225,12 @@ class Store:
         await self._run(self._open_sync)
         pipeline = pipeline_factory(self.new_incident_id)
         await self._run(self._attach_sync, pipeline)
-        self._thread.submit(self._plan_inbox, asyncio.get_running_loop())
-        if self.path != ":memory:":
-            self._checkpoint_task = asyncio.create_task(self._checkpoint_forever())
+        if self.inbox is not None:
+            self.inbox.on_committed = self.inbox_grew
+            await self.inbox.open()
+        self._checkpointer.start()
+        self._poller = asyncio.create_task(self._poll_inbox(), name="inbox poll")
+        self.inbox_grew()
 
     async def use_pipeline(self, pipeline: Pipeline) -> None:
         """Switch to a pipeline built from a new config (reload)."""
@@ -204,18 +238,18 @@ class Store:
 
     async def aclose(self) -> None:
         """Close after what is queued on the store thread; unplanned payloads wait in the inbox."""
+        if self.inbox is not None:
+            await self.inbox.aclose()
         self._closing = True
-        if self._checkpoint_task is not None:
-            self._checkpoint_task.cancel()
+        if self._poller is not None:
+            self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpoint_task
-        if self._checkpoint_db is not None:
-            self._checkpointer.submit(self._checkpoint_db.close)  # on the thread that made it
-        self._checkpointer.shutdown(wait=True)
-        self._checkpoint_db = None
-        if self._db is not None:
-            await self._run(self._db.close)
-            self._db = None
+                await self._poller
+        await self._checkpointer.aclose()
+        for db in (self._db, self._inbox_db):
+            if db is not None:
+                await self._run(db.close)
+        self._db = self._inbox_db = None
         self._thread.shutdown(wait=True)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
@@ -228,65 +262,44 @@ class Store:
         return StoreError(f"{self.path}: {exc}")
 
     def _open_sync(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA foreign_keys=ON")
         db.execute("PRAGMA busy_timeout=5000")
-        # Checkpoints (copying the WAL into the main file, with its fsync) run on a connection
-        # of their own (`_checkpoint_sync`), never inside a commit that a webhook waits for.
-        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # see router/checkpoint.py
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(SCHEMA):
             raise StoreError(
                 f"{self.path}: schema version {version} is newer than this alert-router knows "
                 f"({len(SCHEMA)}); upgrade alert-router or use another storage.path"
             )
+        self._inbox_db = inbox.connect(inbox.inbox_path(self.path), self.synchronous)
+        if version == 4:
+            self._move_inbox_out(db)
         for number, script in enumerate(SCHEMA[version:], start=version + 1):
             db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
         # A row claimed by a delivery worker that died is due again.
         db.execute("UPDATE outbox SET state='queued' WHERE state='sending'")
-        self.backlog = db.execute("SELECT count(*) FROM inbox WHERE failed IS NULL").fetchone()[0]
+        self.watermark = db.execute("SELECT through FROM inbox_planned").fetchone()[0]
         self._db = db
         self.state = self._load_state()
 
-    async def _checkpoint_forever(self) -> None:
-        """Copy the WAL into the database file every second (PASSIVE: writers go on)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(CHECKPOINT_INTERVAL_S)
-            try:
-                await loop.run_in_executor(self._checkpointer, self._checkpoint_sync)
-            except sqlite3.Error as exc:  # the next turn tries again; commits are unaffected
-                event(log, logging.WARNING, "checkpoint_failed", path=self.path, error=str(exc))
+    def _move_inbox_out(self, db: sqlite3.Connection) -> None:
+        """Schema 4 kept the inbox in this file: copy what waits there to the inbox file first.
 
-    def _checkpoint_sync(self) -> None:
-        """Copy the WAL into the database file without holding writers back (PASSIVE).
-
-        SQLite starts the WAL over only when a checkpoint copied all of it and nothing was
-        written since, which steady writes never allow: the file grows. Starting it over by
-        force (RESTART, TRUNCATE) holds every writer back while the disk syncs and cuts the
-        file, 0.1-1 s on a slow disk, so it is done when the router has been quiet for
-        WAL_QUIET_S, or, past WAL_MAX_BYTES, even under load.
+        A crash between the copy and the migration's commit copies them again at the next
+        start: planned twice, as an Alertmanager re-send is (deduplicated), never lost.
         """
-        try:
-            wal = os.stat(self.path + "-wal")
-        except FileNotFoundError:
-            return
-        if wal.st_mtime_ns == self._checkpointed and wal.st_size <= WAL_KEEP_BYTES:
-            return  # nothing written since the last complete checkpoint: no work, no fsync
-        if self._checkpoint_db is None:
-            self._checkpoint_db = sqlite3.connect(self.path, isolation_level=None)
-            self._checkpoint_db.execute("PRAGMA busy_timeout=5000")
-        db = self._checkpoint_db
-        busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        quiet = time.time() - wal.st_mtime_ns / 1e9 >= WAL_QUIET_S
-        if wal.st_size > WAL_MAX_BYTES or (quiet and wal.st_size > WAL_KEEP_BYTES):
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        elif not busy and frames == copied:
-            self._checkpointed = wal.st_mtime_ns
+        assert self._inbox_db is not None
+        rows = db.execute(
+            "SELECT body, correlation_id, received_at FROM inbox WHERE failed IS NULL ORDER BY id"
+        ).fetchall()
+        with _transaction(self._inbox_db) as target:
+            target.executemany(
+                "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)", rows
+            )
 
     def _attach_sync(self, pipeline: Pipeline) -> None:
         pipeline.attach(self.state)
@@ -320,36 +333,22 @@ class Store:
     async def accept(self, body: bytes, now: datetime, correlation_id: str) -> None:
         """Write one validated payload to the inbox; return once that is committed (durable).
 
-        Payloads that arrive together share one transaction (group commit). Planning them
-        (route, inhibit, dedup, outbox) follows on the store thread, in arrival order, and each
-        plan is handed to `on_planned` on the event loop.
+        Planning (route, inhibit, dedup, outbox) follows on the store thread, in arrival
+        order, and each plan is handed to `on_planned` on the event loop.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._pending.append((body, correlation_id, now, future))
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.run_in_executor(self._thread, self._flush_pending, loop)
-        await future
+        if self.inbox is None:
+            raise StoreError("this store does not accept: the intake process does")
+        await self.inbox.accept(body, now, correlation_id)
 
-    def _flush_pending(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._flush_scheduled = False  # before taking the list: a later arrival schedules anew
-        batch, self._pending = self._pending, []
-        if not batch:
-            return
-        outcome: StoreError | None = None
-        try:
-            with _transaction(self._conn()) as db:
-                db.executemany(
-                    "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)",
-                    [(body, cid, _ts(now)) for body, cid, now, _ in batch],
-                )
-        except (sqlite3.Error, StoreError) as exc:
-            outcome = exc if isinstance(exc, StoreError) else self._failure(exc)
-        else:
-            self.backlog += len(batch)
-            self._schedule_planning(loop)
-        loop.call_soon_threadsafe(_settle_all, [future for *_, future in batch], outcome)
+    def inbox_grew(self) -> None:
+        """New payloads in the inbox (called on the event loop): plan them."""
+        self._schedule_planning(asyncio.get_running_loop())
+
+    async def _poll_inbox(self) -> None:
+        """Plan what another process accepted even if its wake-up was lost."""
+        while True:
+            await asyncio.sleep(PLAN_POLL_S)
+            self.inbox_grew()
 
     def _schedule_planning(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._planning_scheduled and not self._closing:
@@ -357,26 +356,29 @@ class Store:
             self._thread.submit(self._plan_inbox, loop)
 
     def _plan_inbox(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Plan the oldest inbox payloads for at most PLAN_SLICE_S, then let intake commits run.
+        """Plan the oldest inbox payloads for at most PLAN_SLICE_S, then let other calls run.
 
-        A payload leaves the inbox in the transaction that writes its plan. If the store fails,
+        The watermark moves in the transaction that writes the plans. If the store fails,
         the payloads stay and planning is tried again later; if one payload cannot be planned
-        (a bug), it is kept in the inbox marked failed, and the others go on.
+        (a bug), it is set aside with its error, and the others go on.
         """
         self._planning_scheduled = False
-        if self._db is None or self._pipeline is None or self._planning_paused or self._closing:
+        if self._db is None or self._inbox_db is None or self._pipeline is None:
+            return
+        if self._planning_paused or self._closing:
             return
         try:
-            rows = self._db.execute(
-                "SELECT id, body, correlation_id, received_at FROM inbox WHERE failed IS NULL"
+            rows = self._inbox_db.execute(
+                "SELECT id, body, correlation_id, received_at FROM inbox WHERE id>?"
                 " ORDER BY id LIMIT ?",
-                (PLAN_BATCH,),
+                (self.watermark, PLAN_BATCH),
             ).fetchall()
         except sqlite3.Error as exc:
             self._retry_later(loop, self._failure(exc))
             return
         if not rows:
             return
+        self._inbox_last = max(self._inbox_last, rows[-1][0])
         steps = [self._inbox_step(*row) for row in rows]
         try:
             planned = self._transact_many(steps, until=time.monotonic() + PLAN_SLICE_S)
@@ -385,7 +387,8 @@ class Store:
                 self._retry_later(loop, exc)
                 return
             planned = self._plan_one_by_one(loop, rows, steps)
-        self.backlog -= len(planned)
+        else:
+            self.watermark = rows[len(planned) - 1][0]
         if self.on_planned is not None and planned:
             done = [(row[2], plan) for row, plan in zip(rows, planned, strict=False)]
             loop.call_soon_threadsafe(_each, self.on_planned, done)  # one wake-up per slice
@@ -400,7 +403,7 @@ class Store:
         def step(p: Pipeline) -> Plan:
             payload = WebhookPayload.model_validate_json(body)
             plan = p.ingest(payload, self.state, now, correlation_id)
-            self._conn().execute("DELETE FROM inbox WHERE id=?", (row_id,))
+            self._conn().execute("UPDATE inbox_planned SET through=?", (row_id,))
             return plan
 
         return step, now
@@ -413,24 +416,49 @@ class Store:
     ) -> list[Plan]:
         """After a failed batch: each payload alone; one that cannot be planned is set aside."""
         planned: list[Plan] = []
-        for (row_id, _, correlation_id, _), (step, now) in zip(rows, steps, strict=True):
+        for (row_id, body, correlation_id, received_at), (step, now) in zip(
+            rows, steps, strict=True
+        ):
             try:
                 planned.append(self._transact(step, now))
+                self.watermark = row_id
             except StoreError as exc:
                 if isinstance(exc.__cause__, sqlite3.Error):
                     self._retry_later(loop, exc)
                     break
                 error = str(exc.__cause__ or exc)
                 try:
-                    self._conn().execute("UPDATE inbox SET failed=? WHERE id=?", (error, row_id))
+                    with _transaction(self._conn()) as db:
+                        db.execute(
+                            "INSERT INTO set_aside (body, correlation_id, received_at, error)"
+                            " VALUES (?,?,?,?)",
+                            (body, correlation_id, received_at, error),
+                        )
+                        db.execute("UPDATE inbox_planned SET through=?", (row_id,))
                 except sqlite3.Error as failure:
                     self._retry_later(loop, self._failure(failure))
                     break
-                self.backlog -= 1
+                self.watermark = row_id
                 if self.on_failed is not None:
                     loop.call_soon_threadsafe(self.on_failed, correlation_id, error)
                 break  # the rows after it are planned by the next turn, in order
         return planned
+
+    async def pending_alerts(self, correlation_id: str) -> int | None:
+        """How many alerts a payload accepted and not planned yet has; None if not waiting."""
+        return await self._run(self._pending_alerts_sync, correlation_id)
+
+    def _pending_alerts_sync(self, correlation_id: str) -> int | None:
+        if self._inbox_db is None:
+            return None
+        row = self._inbox_db.execute(
+            "SELECT body FROM inbox WHERE id>? AND correlation_id=?",
+            (self.watermark, correlation_id),
+        ).fetchone()
+        if row is None:
+            return None
+        alerts = orjson.loads(row[0]).get("alerts")
+        return len(alerts) if isinstance(alerts, list) else 0
 
     def _retry_later(self, loop: asyncio.AbstractEventLoop, exc: StoreError) -> None:
         """The store failed: keep the payloads in the inbox and try again in PLAN_RETRY_S."""
@@ -832,16 +860,6 @@ def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-
-
-def _settle_all(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
-    for future in futures:
-        if future.done():  # the caller went away (request cancelled)
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(None)
 
 
 def _each(callback: Callable[[str, Plan], None], done: list[tuple[str, Plan]]) -> None:

@@ -49,14 +49,34 @@ def create_app(
     dry_run: bool = False,
     clock: Clock = utc_now,
     config_path: str | None = None,
+    intake_process: bool = False,
 ) -> web.Application:
-    """Build the app for one config; raises ConfigError if a template does not compile."""
+    """Build the app for one config; raises ConfigError if a template does not compile.
+
+    With `intake_process`, webhooks are accepted by another process (router/front.py) that
+    writes the inbox, and this one plans, delivers and answers everything else.
+    """
     renderer = build_renderer(config)
     set_secrets(secret_values(config))
-    store = Store(config.resolve_path(config.storage.path), synchronous=config.storage.synchronous)
+    store = Store(
+        config.resolve_path(config.storage.path),
+        synchronous=config.storage.synchronous,
+        accepts=not intake_process,
+    )
     app = web.Application(client_max_size=config.server.max_body_bytes)
-    app[RUNTIME] = Runtime(config, store, renderer, dry_run, clock, config_path=config_path)
-    app.router.add_post("/webhook", intake.handle_webhook)
+    rt = app[RUNTIME] = Runtime(config, store, renderer, dry_run, clock, config_path=config_path)
+    if intake_process:
+        rt.metrics.intake_here = False
+    else:
+        app[intake.INTAKE] = intake.Intake(
+            config=lambda: rt.config,
+            accept=store.accept,
+            backlog=lambda: store.backlog,
+            metrics=rt.metrics.intake,
+            clock=clock,
+            on_accepted=rt.outcomes.pending,
+        )
+        app.router.add_post("/webhook", intake.handle_webhook)
     app.router.add_get("/api/v1/alerts", api.handle_alerts)
     app.router.add_get("/api/v1/incidents", api.handle_incidents)
     app.router.add_get("/api/v1/payloads/{correlation_id}", api.handle_payload)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,15 @@ def fixture_body(name: str) -> bytes:
 def fixture_json(name: str) -> dict[str, object]:
     data: dict[str, object] = orjson.loads((FIXTURES / f"{name}.json").read_bytes())
     return data
+
+
+def waiting_in_inbox(store_path: Path) -> list[str]:
+    """Correlation ids in the inbox after the store's watermark: accepted, not planned yet."""
+    with sqlite3.connect(store_path) as db:
+        (through,) = db.execute("SELECT through FROM inbox_planned").fetchone()
+    with sqlite3.connect(f"{store_path}.inbox") as db:
+        rows = db.execute("SELECT correlation_id FROM inbox WHERE id>? ORDER BY id", (through,))
+        return [r[0] for r in rows]
 
 
 def free_port() -> int:

@@ -187,11 +187,12 @@ async def test_dry_run_delivers_and_the_read_api_shows_it(client: Client) -> Non
     assert (await (await client.get("/readyz")).json()) == {"status": "ready", "config": "<memory>"}
 
 
-async def test_a_locked_store_answers_503_and_the_retry_succeeds(
+async def test_a_locked_inbox_answers_503_and_the_retry_succeeds(
     client: Client, tmp_path: Path
 ) -> None:
-    # Another process holding the write lock: our commit times out, Alertmanager must retry.
-    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    # Another process holding the inbox's write lock: our commit times out, Alertmanager must
+    # retry (busy_timeout is 5 s, so this takes that long).
+    other = sqlite3.connect(tmp_path / "state.db.inbox", isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
         status, body = await post(client, fixture_body("firing-group-3-alerts"))
@@ -201,6 +202,28 @@ async def test_a_locked_store_answers_503_and_the_retry_succeeds(
     assert (status, body["reason"]) == (503, "store")
     status, body = await post(client, fixture_body("firing-group-3-alerts"))
     assert (status, body["queued"]) == (200, 1)
+
+
+async def test_a_locked_store_still_accepts_and_plans_once_it_is_free(
+    client: Client, tmp_path: Path
+) -> None:
+    # The store's file locked (a backup tool, say): intake writes to the inbox, a file of its
+    # own, so Alertmanager gets its 200; planning waits and is retried once the lock is gone.
+    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        resp = await client.post(
+            "/webhook", data=fixture_body("firing-group-3-alerts"), headers=AUTH
+        )
+        assert resp.status == 200
+        correlation_id = (await resp.json())["correlation_id"]
+        resp = await client.get(f"/api/v1/payloads/{correlation_id}", headers=AUTH)
+        assert (await resp.json())["state"] == "pending"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    answer = await outcome(client, correlation_id, AUTH, timeout_s=15.0)
+    assert (answer["state"], answer["queued"]) == ("planned", 1)
 
 
 async def test_a_full_backlog_answers_503_with_retry_after(

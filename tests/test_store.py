@@ -11,12 +11,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from router.checkpoint import WAL_KEEP_BYTES
 from router.config import parse_config
 from router.errors import StoreError
 from router.pipeline import Pipeline, Plan
-from router.store import WAL_KEEP_BYTES, Store
+from router.store import SCHEMA, Store
 
-from .helpers import fixture_body
+from .helpers import fixture_body, waiting_in_inbox
 
 CONFIG = parse_config(
     "receivers: [{name: r, slack_configs: [{bot_token: x, channel: c}]}]\nroute: {receiver: r}\n"
@@ -96,9 +97,9 @@ async def test_view_snapshot_round_trips_through_the_outbox(tmp_path: Path) -> N
     await store.aclose()
 
 
-def inbox_rows(path: Path) -> list[tuple[str, str | None]]:
+def set_aside(path: Path) -> list[tuple[str, str]]:
     with sqlite3.connect(path) as db:
-        return db.execute("SELECT correlation_id, failed FROM inbox ORDER BY id").fetchall()
+        return db.execute("SELECT correlation_id, error FROM set_aside ORDER BY id").fetchall()
 
 
 async def test_payloads_accepted_before_a_crash_are_planned_at_the_next_start(
@@ -107,7 +108,7 @@ async def test_payloads_accepted_before_a_crash_are_planned_at_the_next_start(
     # What a crash between the 200 and the planning leaves: payloads in the inbox only.
     store = await opened(tmp_path / "s.db")
     await store.aclose()
-    with sqlite3.connect(tmp_path / "s.db") as db:
+    with sqlite3.connect(tmp_path / "s.db.inbox") as db:
         db.executemany(
             "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)",
             [
@@ -127,7 +128,7 @@ async def test_payloads_accepted_before_a_crash_are_planned_at_the_next_start(
     assert len(planned[0][1].outbox) == 1 and store.backlog == 0
     assert len(store.state.incidents) == 1
     await store.aclose()
-    assert inbox_rows(tmp_path / "s.db") == []
+    assert waiting_in_inbox(tmp_path / "s.db") == []
 
 
 async def test_a_payload_that_cannot_be_planned_is_kept_aside_and_the_rest_go_on(
@@ -143,8 +144,9 @@ async def test_a_payload_that_cannot_be_planned_is_kept_aside_and_the_rest_go_on
     assert [cid for cid, _ in failed] == ["poison"] and "alerts" in failed[0][1]
     assert store.backlog == 0
     await store.aclose()
-    [(cid, error)] = inbox_rows(tmp_path / "s.db")
-    assert cid == "poison" and error is not None  # kept, with why, for a person to look at
+    [(cid, error)] = set_aside(tmp_path / "s.db")
+    assert cid == "poison" and "alerts" in error  # kept, with why, for a person to look at
+    assert waiting_in_inbox(tmp_path / "s.db") == []
 
 
 async def test_the_wal_is_copied_and_cut_back_once_the_router_is_quiet(tmp_path: Path) -> None:
@@ -168,3 +170,32 @@ async def test_the_wal_is_copied_and_cut_back_once_the_router_is_quiet(tmp_path:
     with sqlite3.connect(copy) as db:
         assert db.execute("SELECT count(*) FROM alerts").fetchone()[0] == 3
     await store.aclose()
+
+
+async def test_a_schema_4_inbox_is_moved_to_its_own_file_and_planned(tmp_path: Path) -> None:
+    # Schema 4 kept the inbox in the store's file: an upgrade must plan what waited there and
+    # keep what had been set aside.
+    with sqlite3.connect(tmp_path / "s.db", isolation_level=None) as db:
+        for number, script in enumerate(SCHEMA[:4], start=1):
+            db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
+        db.executemany(
+            "INSERT INTO inbox (body, correlation_id, received_at, failed) VALUES (?,?,?,?)",
+            [
+                (b"{}", "set-aside-by-v4", T0.isoformat(), "alerts: field required"),
+                (fixture_body("firing-group-3-alerts"), "waiting-in-v4", T0.isoformat(), None),
+            ],
+        )
+    store = Store(tmp_path / "s.db")
+    planned: list[str] = []
+    store.on_planned = lambda cid, plan: planned.append(cid)
+    await store.open(lambda new_id: Pipeline(CONFIG, new_id))
+    for _ in range(200):  # bounded: 2 s
+        if planned:
+            break
+        await asyncio.sleep(0.01)
+    assert planned == ["waiting-in-v4"] and len(store.state.incidents) == 1
+    await store.aclose()
+    assert set_aside(tmp_path / "s.db") == [("set-aside-by-v4", "alerts: field required")]
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA)
+        assert db.execute("SELECT name FROM sqlite_master WHERE name='inbox'").fetchone() is None

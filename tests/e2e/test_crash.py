@@ -16,7 +16,7 @@ import aiohttp
 import orjson
 import pytest
 
-from ..helpers import free_port, planned_outcome, wait_http
+from ..helpers import free_port, planned_outcome, wait_http, waiting_in_inbox
 
 pytestmark = pytest.mark.slow
 
@@ -128,8 +128,8 @@ async def test_sigkill_under_load_loses_nothing(tmp_path: Path) -> None:
     # channels) queued, being sent, or sent. None is missing.
     with sqlite3.connect(db) as conn:
         fingerprints = {r[0] for r in conn.execute("SELECT fingerprint FROM alerts")}
-        in_inbox = {r[0] for r in conn.execute("SELECT correlation_id FROM inbox")}
         outbox = conn.execute("SELECT correlation_id FROM outbox").fetchall()
+    in_inbox = set(waiting_in_inbox(db))
     rows_by_payload: dict[str, int] = {}
     for (correlation_id,) in outbox:
         rows_by_payload[correlation_id] = rows_by_payload.get(correlation_id, 0) + 1

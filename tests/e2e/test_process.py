@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from ..harness import Fakes, firing_payload
-from ..helpers import free_port, planned_outcome, wait_http
+from ..helpers import free_port, planned_outcome, wait_http, waiting_in_inbox
 
 pytestmark = pytest.mark.slow
 TOKEN = "process-bearer-token-123"
@@ -97,9 +97,9 @@ route: {{receiver: main}}
         stop(proc)
     assert 30 <= len(accepted) < 120
     with sqlite3.connect(tmp_path / "state.db") as db:
-        in_inbox = {r[0] for r in db.execute("SELECT correlation_id FROM inbox")}
         queued = {r[0] for r in db.execute("SELECT correlation_id FROM outbox")}
         states = dict(db.execute("SELECT state, count(*) FROM outbox GROUP BY state").fetchall())
+    in_inbox = set(waiting_in_inbox(tmp_path / "state.db"))
     # Each payload answered 200 is planned (its notification in the outbox) or waits in the inbox.
     assert {a["correlation_id"] for a in accepted.values()} <= in_inbox | queued
     assert states.get("dead", 0) == 0
