@@ -10,7 +10,10 @@ PagerDuty-shaped sink that accepts every event at once, then:
   3. latency at a fixed rate, half the best accepted rate and half the best delivered rate of
      10-alert payloads: webhook p50/p99, and end to end from sending the webhook to the sink
      receiving the event, p50/p99;
-  4. memory: RSS idle and peak;
+  4. memory: RSS idle and peak of the router's process and of its intake process, and their
+     PSS (proportional set size: shared pages counted once), what the two take together;
+  6. with wrk installed (Debian package `wrk`, a load generator in C that leaves the CPU to the
+     router): accepted payloads/s of 10 alerts at c=16 and c=64 for 5 s, router and bare.
   5. storm: 10,000 alerts in 200 groups towards a Telegram chat with flood control; time until
      the last notification or digest is delivered, and how many 429s Telegram answered.
 All traffic is on loopback; every loop is bounded in count and time.
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -102,6 +106,90 @@ def rss_kib(pid: int, field: str) -> int:
         if line.startswith(field + ":"):
             return int(line.split()[1])
     return 0
+
+
+def pss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
+def intake_pid(router_pid: int) -> int | None:
+    """The router's intake process (router/front.py), if it runs one."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if ppid == router_pid and b"intake" in cmdline:
+            return int(entry.name)
+    return None
+
+
+def memory(router_pid: int, prefix: str) -> dict[str, float]:
+    child = intake_pid(router_pid)
+    pids = [router_pid] + ([child] if child else [])
+    field = "VmHWM" if prefix == "peak" else "VmRSS"
+    out = {f"{prefix}_rss_mib": rss_kib(router_pid, field) / 1024}
+    out[f"{prefix}_intake_rss_mib"] = rss_kib(child, field) / 1024 if child else 0.0
+    if prefix == "idle":
+        out["idle_pss_total_mib"] = sum(pss_kib(p) for p in pids) / 1024
+    return out
+
+
+WRK_SCRIPT = """
+local counter = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %(token)s"
+request = function()
+  counter = counter + 1
+  local g = "%(prefix)s-" .. counter
+  local alerts = {}
+  for i = 0, 9 do
+    alerts[#alerts + 1] = string.format(
+      '{"status":"firing","labels":{"alertname":"BenchAlert","group":"%%s","instance":"host-%%d:9100","severity":"critical","service":"bench","job":"node"},"annotations":{"summary":"bench alert %%d of %%s","description":"%%s"},"startsAt":"2026-11-23T06:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://prometheus:9090/graph","fingerprint":"%%08x%%08x"}',
+      g, i, i, g, string.rep("x", 80), counter, i)
+  end
+  local body = string.format(
+    '{"version":"4","receiver":"bench","status":"firing","alerts":[%%s],"groupLabels":{"group":"%%s"},"commonLabels":{"alertname":"BenchAlert","group":"%%s"},"commonAnnotations":{},"externalURL":"http://alertmanager:9093","groupKey":"{}:{group=\\"%%s\\"}","truncatedAlerts":0}',
+    table.concat(alerts, ","), g, g, g)
+  return wrk.format(nil, nil, nil, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\n", summary.requests, summary.duration,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+async def wrk_run(url: str, concurrency: int, seconds: int, prefix: str) -> dict[str, float]:
+    """Payloads of 10 alerts, each a new group, from wrk; what it measured."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % {"token": TOKEN, "prefix": prefix})
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "10s",
+            "-s", script.name, url, stdout=subprocess.PIPE,
+        )  # fmt: skip
+        out = (await proc.communicate())[0].decode()
+    finally:
+        os.unlink(script.name)
+    line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+    requests, duration_us, non2xx, errors, p50_us, p99_us = map(int, line.split()[1:])
+    return {
+        "requests": requests,
+        "accepted_per_s": (requests - non2xx - errors) / (duration_us / 1e6),
+        "non_2xx": non2xx,
+        "socket_errors": errors,
+        "p50_ms": p50_us / 1000,
+        "p99_ms": p99_us / 1000,
+    }
 
 
 def pct(values: list[float], p: float) -> float:
@@ -258,7 +346,7 @@ async def throughput(quick: bool) -> dict[str, Any]:
             await wait_up(f"http://127.0.0.1:{port}/healthz", router)
             await wait_up(f"http://127.0.0.1:{bare_port}/webhook", bare)
             await asyncio.sleep(1.0)
-            results["idle_rss_mib"] = rss_kib(router.pid, "VmRSS") / 1024
+            results |= memory(router.pid, "idle")
             for size in (1, 10, 50):
                 for conc in (1, 8, 32, 64):
                     n = count if size < 50 else count // 3
@@ -324,7 +412,33 @@ async def throughput(quick: bool) -> dict[str, Any]:
                     f" {lat['errors']} errors)",
                     flush=True,
                 )
-            results["peak_rss_mib"] = rss_kib(router.pid, "VmHWM") / 1024
+            if shutil.which("wrk"):
+                results["wrk"] = []
+                for conc in (16, 64):
+                    await asyncio.sleep(5.0)  # let planning and delivery catch up first
+                    before = sink.count
+                    w = await wrk_run(f"http://127.0.0.1:{port}/webhook", conc, 5, f"wrk{conc}")
+                    b = await wrk_run(f"http://127.0.0.1:{bare_port}/webhook", conc, 5, "bare")
+                    started = time.time()
+                    for _ in range(1200):  # bounded: 120 s for the sink to get every event
+                        if sink.count - before >= w["requests"] - w["non_2xx"]:
+                            break
+                        await asyncio.sleep(0.1)
+                    w["all_delivered_after_s"] = time.time() - started + 5
+                    w["bare_per_s"] = b["accepted_per_s"]
+                    results["wrk"].append({"concurrency": conc, **w})
+                    print(
+                        f"   10 alerts  c={conc:<3} wrk: accepted {w['accepted_per_s']:6.0f}"
+                        f" payloads/s  p50 {w['p50_ms']:6.1f} ms  p99 {w['p99_ms']:6.1f} ms"
+                        f"  non-2xx {w['non_2xx']}  errors {w['socket_errors']}; all planned and"
+                        f" delivered {w['all_delivered_after_s']:.1f} s after the first send;"
+                        f" bare {b['accepted_per_s']:5.0f}/s"
+                        f" ratio {w['accepted_per_s'] / b['accepted_per_s']:.2f}",
+                        flush=True,
+                    )
+            else:
+                print("   (wrk not installed: apt-get install wrk for the C load generator)")
+            results |= memory(router.pid, "peak")
         finally:
             for p in (router, bare):
                 p.terminate()
@@ -416,7 +530,9 @@ async def main() -> None:
     )
     t = await throughput(args.quick)
     print(
-        f"memory: idle RSS {t['idle_rss_mib']:.1f} MiB, peak RSS {t['peak_rss_mib']:.1f} MiB",
+        f"memory: idle RSS {t['idle_rss_mib']:.1f} MiB (router) + {t['idle_intake_rss_mib']:.1f}"
+        f" MiB (intake process), PSS of both {t['idle_pss_total_mib']:.1f} MiB; peak RSS"
+        f" {t['peak_rss_mib']:.1f} + {t['peak_intake_rss_mib']:.1f} MiB",
         flush=True,
     )
     s = await storm(args.quick)

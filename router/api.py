@@ -41,6 +41,8 @@ async def handle_payload(request: web.Request) -> web.Response:
             alerts = await rt.store.pending_alerts(correlation_id)
             if alerts is not None:
                 outcome = {"correlation_id": correlation_id, "state": "pending", "alerts": alerts}
+        # Planned meanwhile: its outcome was handed to the loop before this lookup's answer.
+        outcome = outcome or rt.outcomes.get(correlation_id)
     if outcome is None:
         return web.json_response(
             {
@@ -79,6 +81,8 @@ async def handle_readyz(request: web.Request) -> web.Response:
     problems = []
     if rt.outbox is None or rt.outbox.task is None or rt.outbox.task.done():
         problems.append("delivery worker not running")
+    if rt.intake_process is not None and not rt.intake_process.running:
+        problems.append("intake process not running (restarting)")
     try:
         await asyncio.wait_for(rt.store.check_writable(), 2.0)
     except (StoreError, TimeoutError) as exc:

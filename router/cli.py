@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from router import __version__, heap
 from router.config import RouterConfig, config_notes, load_config
@@ -13,6 +14,9 @@ from router.errors import ConfigError, MatcherError
 from router.logs import configure, event
 from router.matchers import MatchType, parse_matcher
 from router.routing import Route, explain, match_receivers
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("router")
 
@@ -46,8 +50,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     listen = args.listen or config.server.listen
     host, _, port = listen.rpartition(":")
+    intake_process = config.server.intake_process
     try:
-        app = create_app(config, dry_run=args.dry_run, config_path=args.config)
+        app = create_app(
+            config, dry_run=args.dry_run, config_path=args.config, intake_process=intake_process
+        )
     except ConfigError as exc:
         for problem in exc.problems:
             _err(str(problem))
@@ -61,12 +68,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config=args.config,
         dry_run=args.dry_run,
         storage=str(config.resolve_path(config.storage.path)),
+        intake_process=intake_process,
     )
     # The store thread plans while the event loop answers webhooks. With Python's default 5 ms
     # GIL switch interval, every socket call of the loop could wait 5 ms for the GIL to come
     # back (a convoy: hundreds of ms per loop turn under load); 0.5 ms bounds that wait.
     sys.setswitchinterval(0.0005)
     heap.install()  # full garbage collections walk only what is new (see router/heap.py)
+    grace_s = config.server.shutdown_grace.total_seconds()
+    if intake_process:
+        return _serve_with_intake_process(args, app, host, int(port), grace_s)
     # SIGTERM/SIGINT: stop accepting, let deliveries in flight finish (server.shutdown_grace).
     web.run_app(
         app,
@@ -74,9 +85,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=int(port),
         print=None,
         access_log=None,
-        shutdown_timeout=config.server.shutdown_grace.total_seconds(),
+        shutdown_timeout=grace_s,
     )
     return 0
+
+
+def _serve_with_intake_process(
+    args: argparse.Namespace, app: web.Application, host: str, port: int, grace_s: float
+) -> int:
+    """Webhooks answered by a second process (router/front.py); this one does the rest."""
+    import asyncio
+
+    from router import front
+    from router.runtime import RUNTIME
+
+    rt = app[RUNTIME]
+    try:
+        listen = front.bind(host, port)
+    except OSError as exc:
+        _err(f"cannot listen on {host}:{port}: {exc}")
+        return 1
+    command = [sys.executable, "-m", "router", "intake", "--config", args.config]
+    command += ["--log-format", args.log_format, "--log-level", args.log_level]
+
+    def started(intake: front.IntakeProcess) -> None:
+        rt.intake_process = intake
+
+    asyncio.run(front.serve(app, listen, command, grace_s, lambda: rt.store.inbox_grew(), started))
+    return 0
+
+
+def cmd_intake(args: argparse.Namespace) -> int:
+    from router import front
+
+    return front.run(args)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -151,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
+
+    # Started by `serve` (server.intake_process), not by people: see router/front.py.
+    intake = sub.add_parser("intake")
+    intake.add_argument("--config", required=True)
+    intake.add_argument("--listen-fd", type=int, required=True)
+    intake.add_argument("--router-socket", required=True)
+    intake.add_argument("--wake-fd", type=int, required=True)
+    intake.add_argument("--parent-fd", type=int, required=True)
+    intake.add_argument("--log-format", choices=["text", "json"], default="text")
+    intake.add_argument("--log-level", default="info")
+    intake.set_defaults(func=cmd_intake)
 
     check = sub.add_parser(
         "check-config",

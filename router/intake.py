@@ -2,7 +2,7 @@
 
 The same handler serves in the router's process or in an intake process of its own
 (router/front.py); `Intake` is what it needs from either. Planning (route, inhibit, dedup,
-outbox) follows on the store thread; `on_planned` gets each plan.
+outbox) follows in the router's process (router/store.py).
 """
 
 from __future__ import annotations
@@ -26,8 +26,6 @@ from router.errors import PayloadError, StoreError
 from router.logs import event
 from router.metrics import IntakeMetrics
 from router.models import WebhookPayload
-from router.pipeline import Plan
-from router.runtime import Runtime
 
 log = logging.getLogger("router.intake")
 BODY_TIMEOUT_S = 10.0
@@ -160,28 +158,4 @@ async def handle_webhook(request: web.Request) -> web.Response:
     return web.json_response(
         {"status": "accepted", "correlation_id": correlation_id, "alerts": len(payload.alerts)},
         dumps=_dumps,
-    )
-
-
-def on_planned(rt: Runtime, correlation_id: str, plan: Plan) -> None:
-    """A payload's plan is committed (called on the event loop): count, log, wake delivery."""
-    if plan.outbox and rt.outbox is not None:
-        rt.outbox.wake.set()
-    rt.metrics.observe_plan(plan)
-    outcome = rt.outcomes.planned(correlation_id, plan)
-    event(log, logging.INFO, "webhook_planned", **outcome)
-
-
-def on_plan_failed(rt: Runtime, correlation_id: str, error: str) -> None:
-    """Planning failed: the store is failing (retried), or one payload (kept in the inbox)."""
-    rt.metrics.plan_failures.inc()
-    if correlation_id:
-        rt.outcomes.failed(correlation_id, error)
-    event(
-        log,
-        logging.ERROR,
-        "webhook_plan_failed",
-        correlation_id=correlation_id or None,
-        error=error,
-        kept="in the inbox" if correlation_id else "in the inbox; retrying",
     )

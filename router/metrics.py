@@ -7,11 +7,14 @@ never an alert label, so a storm of new label values cannot blow up the series c
 from __future__ import annotations
 
 import platform
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from router import __version__
-from router.pipeline import Plan
+
+if TYPE_CHECKING:
+    from router.pipeline import Plan
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 

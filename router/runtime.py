@@ -17,6 +17,7 @@ from router.store import Store
 if TYPE_CHECKING:
     from router.chatops.commands import Commands
     from router.delivery import Clock, Outbox
+    from router.front import IntakeProcess
 
 
 def utc_now() -> datetime:
@@ -35,6 +36,7 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     outcomes: Outcomes = field(default_factory=Outcomes)
     config_path: str | None = None
+    intake_process: IntakeProcess | None = None  # when webhooks are answered by another process
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

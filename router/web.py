@@ -22,7 +22,7 @@ from router.config import RouterConfig, load_config, secret_values
 from router.delivery import Clock, DeliverySettings, Outbox
 from router.errors import ConfigError
 from router.logs import event, set_secrets
-from router.pipeline import Pipeline
+from router.pipeline import Pipeline, Plan
 from router.render import Renderer
 from router.runtime import RUNTIME, Runtime, utc_now
 from router.store import Store
@@ -137,8 +137,8 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
-    rt.store.on_planned = functools.partial(intake.on_planned, rt)
-    rt.store.on_failed = functools.partial(intake.on_plan_failed, rt)
+    rt.store.on_planned = functools.partial(on_planned, rt)
+    rt.store.on_failed = functools.partial(on_plan_failed, rt)
     await rt.store.open(lambda new_id: Pipeline(rt.config, new_id))
     rt.metrics.config_loaded(True, rt.clock().timestamp())
     event(
@@ -151,6 +151,30 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await rt.store.aclose()
+
+
+def on_planned(rt: Runtime, correlation_id: str, plan: Plan) -> None:
+    """A payload's plan is committed (called on the event loop): count, log, wake delivery."""
+    if plan.outbox and rt.outbox is not None:
+        rt.outbox.wake.set()
+    rt.metrics.observe_plan(plan)
+    outcome = rt.outcomes.planned(correlation_id, plan)
+    event(log, logging.INFO, "webhook_planned", **outcome)
+
+
+def on_plan_failed(rt: Runtime, correlation_id: str, error: str) -> None:
+    """Planning failed: the store is failing (retried), or one payload (kept in the inbox)."""
+    rt.metrics.plan_failures.inc()
+    if correlation_id:
+        rt.outcomes.failed(correlation_id, error)
+    event(
+        log,
+        logging.ERROR,
+        "webhook_plan_failed",
+        correlation_id=correlation_id or None,
+        error=error,
+        kept="in the inbox" if correlation_id else "in the inbox; retrying",
+    )
 
 
 async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -182,7 +206,13 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     await rt.outbox.drain(rt.config.server.shutdown_grace.total_seconds())
 
 
-RESTART_ONLY = ("server.listen", "storage.path", "storage.synchronous", "chatops")
+RESTART_ONLY = (
+    "server.listen",
+    "server.intake_process",
+    "storage.path",
+    "storage.synchronous",
+    "chatops",
+)
 
 
 async def reload_config(rt: Runtime) -> tuple[bool, list[str]]:
@@ -212,6 +242,8 @@ async def reload_config(rt: Runtime) -> tuple[bool, list[str]]:
     if rt.outbox is not None:
         rt.outbox.replace_channels(build_channels(new, renderer, dry_run=rt.dry_run))
     rt.metrics.config_loaded(True, rt.clock().timestamp())
+    if rt.intake_process is not None:
+        rt.intake_process.reload()
     event(
         log,
         logging.INFO,

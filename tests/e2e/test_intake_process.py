@@ -1,0 +1,217 @@
+"""The intake process (server.intake_process, the default): a second process answers webhooks
+and passes everything else to the router's; each one survives the other's failures as it should.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import signal
+import time
+from pathlib import Path
+from urllib.parse import urlencode
+
+import aiohttp
+import pytest
+
+from ..harness import Fakes, firing_payload
+from ..helpers import free_port, planned_outcome, wait_http
+from .test_process import HEADERS, TOKEN, start, stop
+
+pytestmark = pytest.mark.slow
+SIGNING = "intake-process-signing-secret"
+
+
+def write_config(path: Path, port: int, fakes: Fakes, token: str = TOKEN) -> None:
+    path.write_text(f"""
+server: {{listen: "127.0.0.1:{port}", auth: {{bearer_token: {token}}}}}
+storage: {{path: "{path.parent / "state.db"}"}}
+receivers:
+  - name: main
+    pagerduty_configs: [{{routing_key: R0UTINGKEY0000000000000000000000,
+                         url: "{fakes.urls["pagerduty"]}/v2/enqueue"}}]
+route: {{receiver: main}}
+chatops:
+  slack: {{signing_secret: {SIGNING}, allowed_channels: [C1]}}
+""")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+async def intake_child(pid: int, other_than: int = 0, timeout_s: float = 10.0) -> int:
+    """The router's intake process (bounded wait for one other than `other_than`)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for child in children(pid):
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            if child != other_than and b"intake" in cmdline:
+                return child
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no intake process under {pid}")
+
+
+def signed(body: bytes) -> dict[str, str]:
+    ts = str(int(time.time()))
+    sig = hmac.new(SIGNING.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={sig}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+async def test_webhooks_are_answered_by_a_second_process_and_the_rest_is_passed_on(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    write_config(tmp_path / "routes.yaml", port, fakes)
+    proc = start(tmp_path / "routes.yaml")
+    try:
+        await wait_http(f"{base}/healthz", proc)
+        child = await intake_child(proc.pid)
+        async with aiohttp.ClientSession() as session:
+            cids = []
+            for n in range(20):
+                async with session.post(
+                    f"{base}/webhook", data=firing_payload(2, f"ip{n}"), headers=HEADERS
+                ) as resp:
+                    assert resp.status == 200
+                    cids.append((await resp.json())["correlation_id"])
+            for cid in cids:  # planned by the router's process, read through the intake's
+                outcome = await planned_outcome(session, base, cid, HEADERS)
+                assert (outcome["state"], outcome["queued"]) == ("planned", 1)
+            for _ in range(100):  # bounded: 10 s
+                if len(fakes.pagerduty.events) == 20:
+                    break
+                await asyncio.sleep(0.1)
+            assert len(fakes.pagerduty.events) == 20
+
+            # /metrics: the router's families, then the intake process's, each family once.
+            async with session.get(f"{base}/metrics") as resp:
+                assert resp.status == 200
+                assert resp.headers["Content-Type"].startswith("text/plain")
+                text = await resp.text()
+            types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+            assert len(types) == len(set(types)), "a metric family is exposed twice"
+            assert "alert_router_payloads_received_total 20.0" in text
+            assert 'alert_router_alerts_received_total{status="firing"} 40.0' in text
+            assert (
+                'alert_router_notifications_queued_total{channel="pagerduty",receiver="main"} 20.0'
+                in text
+            )
+
+            # A signed Slack request passes through unchanged (the signature covers the body);
+            # a forged one is refused by the router behind it.
+            form = urlencode(
+                {"command": "/ack", "text": "help", "channel_id": "C1", "user_id": "U1"}
+            ).encode()
+            async with session.post(
+                f"{base}/slack/commands", data=form, headers=signed(form)
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+            forged = {**signed(form), "X-Slack-Signature": "v0=" + "0" * 64}
+            async with session.post(f"{base}/slack/commands", data=form, headers=forged) as resp:
+                assert resp.status == 401
+            async with session.get(f"{base}/api/v1/incidents") as resp:
+                assert resp.status == 401 and "WWW-Authenticate" in resp.headers
+            async with session.get(f"{base}/readyz") as resp:
+                assert resp.status == 200
+        assert child in children(proc.pid)
+    finally:
+        assert stop(proc) == 0
+    assert not os.path.exists(f"/proc/{child}"), "the intake process outlived the router"
+
+
+async def test_a_killed_intake_process_is_replaced_and_a_webhook_sent_meanwhile_is_kept(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    write_config(tmp_path / "routes.yaml", port, fakes)
+    proc = start(tmp_path / "routes.yaml")
+    try:
+        await wait_http(f"{base}/healthz", proc)
+        child = await intake_child(proc.pid)
+        os.kill(child, signal.SIGKILL)
+        # The listening socket stays open in the router's process: the connection waits in
+        # its queue until the new intake process takes it (restarted after 1 s).
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+            async with session.post(
+                f"{base}/webhook", data=firing_payload(1, "meanwhile"), headers=HEADERS
+            ) as resp:
+                assert resp.status == 200
+                cid = (await resp.json())["correlation_id"]
+            assert (await planned_outcome(session, base, cid, HEADERS))["queued"] == 1
+        assert await intake_child(proc.pid, other_than=child) != child
+        log = (tmp_path / "router.log").read_text()
+        assert "intake_process_exited" in log and "code=-9" in log
+    finally:
+        assert stop(proc) == 0
+
+
+async def test_the_intake_process_goes_when_the_router_is_killed(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    port = free_port()
+    write_config(tmp_path / "routes.yaml", port, fakes)
+    proc = start(tmp_path / "routes.yaml")
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        child = await intake_child(proc.pid)
+        proc.kill()
+        proc.wait(timeout=10)
+        for _ in range(100):  # bounded: 10 s
+            if not os.path.exists(f"/proc/{child}"):
+                break
+            await asyncio.sleep(0.1)
+        assert not os.path.exists(f"/proc/{child}"), "an orphaned intake process kept running"
+        proc = start(tmp_path / "routes.yaml")  # and the port is free for the next router
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+    finally:
+        stop(proc)
+
+
+async def test_a_reload_reaches_the_intake_process(fakes: Fakes, tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    write_config(tmp_path / "routes.yaml", port, fakes)
+    proc = start(tmp_path / "routes.yaml")
+    new_token = "rotated-bearer-token-456"
+    new_headers = {**HEADERS, "Authorization": f"Bearer {new_token}"}
+    try:
+        await wait_http(f"{base}/healthz", proc)
+        write_config(tmp_path / "routes.yaml", port, fakes, token=new_token)
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{base}/-/reload", headers=HEADERS) as resp:
+                assert resp.status == 200, await resp.text()
+            statuses: tuple[int, int] = (0, 0)
+            for n in range(100):  # bounded: 10 s for the intake process to load it too
+                async with (
+                    session.post(
+                        f"{base}/webhook", data=firing_payload(1, f"rot{n}"), headers=new_headers
+                    ) as new,
+                    session.post(
+                        f"{base}/webhook", data=firing_payload(1, f"old{n}"), headers=HEADERS
+                    ) as old,
+                ):
+                    statuses = (new.status, old.status)
+                if statuses == (200, 401):
+                    break
+                await asyncio.sleep(0.1)
+            assert statuses == (200, 401)
+    finally:
+        assert stop(proc) == 0
