@@ -156,12 +156,12 @@ request = function()
       g, i, i, g, string.rep("x", 80), counter, i)
   end
   local body = string.format(
-    '{"version":"4","receiver":"bench","status":"firing","alerts":[%%s],"groupLabels":{"group":"%%s"},"commonLabels":{"alertname":"BenchAlert","group":"%%s"},"commonAnnotations":{},"externalURL":"http://alertmanager:9093","groupKey":"{}:{group=\\"%%s\\"}","truncatedAlerts":0}',
+    '{"version":"4","receiver":"bench","status":"firing","alerts":[%%s],"groupLabels":{"group":"%%s"},"commonLabels":{"alertname":"BenchAlert","group":"%%s"},"commonAnnotations":{},"externalURL":"http://alertmanager:9093","groupKey":"{}:{group=\\\\"%%s\\\\"}","truncatedAlerts":0}',
     table.concat(alerts, ","), g, g, g)
   return wrk.format(nil, nil, nil, body)
 end
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\n", summary.requests, summary.duration,
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests, summary.duration,
     summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write
     + summary.errors.timeout, latency:percentile(50), latency:percentile(99)))
 end
