@@ -62,7 +62,7 @@ class Metrics:
         )
         self.plan_failures = Counter(
             f"{p}plan_failures_total",
-            "Planning failures (store errors, retried; or a payload set aside in the inbox).",
+            "Planning failures (store errors, retried; or a payload set aside in the store).",
             registry=r,
         )
         self.routed = Counter(

@@ -163,7 +163,7 @@ def on_planned(rt: Runtime, correlation_id: str, plan: Plan) -> None:
 
 
 def on_plan_failed(rt: Runtime, correlation_id: str, error: str) -> None:
-    """Planning failed: the store is failing (retried), or one payload (kept in the inbox)."""
+    """Planning failed: the store is failing (retried), or one payload (set aside in the store)."""
     rt.metrics.plan_failures.inc()
     if correlation_id:
         rt.outcomes.failed(correlation_id, error)
@@ -173,7 +173,7 @@ def on_plan_failed(rt: Runtime, correlation_id: str, error: str) -> None:
         "webhook_plan_failed",
         correlation_id=correlation_id or None,
         error=error,
-        kept="in the inbox" if correlation_id else "in the inbox; retrying",
+        kept="in the store's set_aside table" if correlation_id else "in the inbox; retrying",
     )
 
 
