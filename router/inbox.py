@@ -14,10 +14,11 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 
 from router.checkpoint import Checkpointer
+from router.db import connect as db_connect
+from router.db import transaction, ts
 from router.errors import StoreError
 from router.logs import event
 
@@ -33,12 +34,7 @@ def inbox_path(store_path: str) -> str:
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
     """A connection to the inbox file, creating it (and its one table) if need be."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA busy_timeout=5000")
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-    db.execute("PRAGMA wal_autocheckpoint=0")  # see router/checkpoint.py
+    db = db_connect(path, synchronous)
     db.execute(
         "CREATE TABLE IF NOT EXISTS inbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
         " body BLOB NOT NULL, correlation_id TEXT NOT NULL, received_at TEXT NOT NULL)"
@@ -114,17 +110,11 @@ class Inbox:
         try:
             if self._db is None:
                 raise StoreError(f"{self.path}: the inbox is not open")
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                self._db.executemany(
+            with transaction(self._db) as db:
+                db.executemany(
                     "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)",
-                    [(body, cid, now.astimezone(UTC).isoformat()) for body, cid, now, _ in batch],
+                    [(body, cid, ts(now)) for body, cid, now, _ in batch],
                 )
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
             self._count()
         except sqlite3.Error as exc:
             error = StoreError(f"{self.path}: {exc}")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
-import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,12 +19,12 @@ import orjson
 
 from router import inbox
 from router.checkpoint import Checkpointer
+from router.db import connect, transaction, ts
 from router.errors import StoreError
 from router.models import IncidentView, WebhookPayload
 from router.pipeline import AlertState, IncidentState, Pipeline, Plan, State
 
 T = TypeVar("T")
-log = logging.getLogger("router.store")
 
 # Short ids people type on a phone: no 0/o, 1/l/i look-alikes.
 ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
@@ -145,10 +144,6 @@ SCHEMA = [
 ]
 
 
-def _ts(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value is not None else None
-
-
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
@@ -262,13 +257,8 @@ class Store:
         return StoreError(f"{self.path}: {exc}")
 
     def _open_sync(self) -> None:
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db = connect(self.path, self.synchronous)
         db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.execute("PRAGMA wal_autocheckpoint=0")  # see router/checkpoint.py
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > len(SCHEMA):
             raise StoreError(
@@ -296,7 +286,7 @@ class Store:
         rows = db.execute(
             "SELECT body, correlation_id, received_at FROM inbox WHERE failed IS NULL ORDER BY id"
         ).fetchall()
-        with _transaction(self._inbox_db) as target:
+        with transaction(self._inbox_db) as target:
             target.executemany(
                 "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)", rows
             )
@@ -428,7 +418,7 @@ class Store:
                     break
                 error = str(exc.__cause__ or exc)
                 try:
-                    with _transaction(self._conn()) as db:
+                    with transaction(self._conn()) as db:
                         db.execute(
                             "INSERT INTO set_aside (body, correlation_id, received_at, error)"
                             " VALUES (?,?,?,?)",
@@ -469,8 +459,7 @@ class Store:
 
     def _resume_planning(self, loop: asyncio.AbstractEventLoop) -> None:
         self._planning_paused = False
-        if not self._closing:
-            self._thread.submit(self._plan_inbox, loop)
+        self._schedule_planning(loop)
 
     async def sweep(self, now: datetime, correlation_id: str) -> Plan:
         return await self._run(
@@ -522,11 +511,11 @@ class Store:
                     _json(a.labels),
                     _json(a.annotations),
                     a.status,
-                    _ts(a.starts_at),
-                    _ts(a.ends_at),
+                    ts(a.starts_at),
+                    ts(a.ends_at),
                     a.generator_url,
-                    _ts(a.first_seen),
-                    _ts(a.last_seen),
+                    ts(a.first_seen),
+                    ts(a.last_seen),
                     a.inhibited_by,
                     _json(a.receivers),
                 )
@@ -542,22 +531,22 @@ class Store:
                     i.am_receiver,
                     i.group_key,
                     i.status,
-                    _ts(i.opened_at),
-                    _ts(i.resolved_at),
+                    ts(i.opened_at),
+                    ts(i.resolved_at),
                     _json(sorted(i.alerts)),
                     None if i.notified is None else _json(sorted(i.notified)),
-                    _ts(i.last_notified_at),
+                    ts(i.last_notified_at),
                     _json(i.group_labels),
                     _json(i.common_labels),
                     _json(i.common_annotations),
                     i.external_url,
                     i.truncated_alerts,
                     i.acked_by,
-                    _ts(i.acked_at),
+                    ts(i.acked_at),
                     i.ack_via,
                     i.ack_comment,
                     i.silence_id,
-                    _ts(i.escalated_at),
+                    ts(i.escalated_at),
                     i.escalated_to,
                 )
                 for i in plan.incidents.values()
@@ -575,8 +564,8 @@ class Store:
                     o.view.reason.value,
                     o.view.model_dump_json(),
                     o.view.correlation_id,
-                    _ts(now),
-                    _ts(now),
+                    ts(now),
+                    ts(now),
                 )
                 for o in plan.outbox
             ],
@@ -654,7 +643,7 @@ class Store:
             f" AND channel IN ({marks}) ORDER BY id LIMIT ?)"
             " RETURNING id, incident_id, receiver, channel, channel_index, view, correlation_id,"
             " created_at, attempts",
-            (_ts(now), *channels, limit),
+            (ts(now), *channels, limit),
         ).fetchall()
         refs: dict[tuple[str, str, str, int], str] = {}
         incident_ids = sorted({r[1] for r in rows})
@@ -689,7 +678,7 @@ class Store:
         await self._run(self._mark_sent_sync, sent)
 
     def _mark_sent_sync(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
-        with _transaction(self._conn()) as db:
+        with transaction(self._conn()) as db:
             for row, ref, now in sent:
                 self._mark_one(db, row, ref, now)
 
@@ -697,12 +686,12 @@ class Store:
         db.execute(
             "UPDATE outbox SET state='sent', sent_at=?, message_ref=?, last_error=NULL,"
             " attempts=attempts+1 WHERE id=?",
-            (_ts(now), ref, row.id),
+            (ts(now), ref, row.id),
         )
         if ref:
             db.execute(
                 "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?)",
-                (*row.message_key, ref, _ts(now)),
+                (*row.message_key, ref, ts(now)),
             )
 
     async def message_ref(self, row: OutboxRow) -> str | None:
@@ -721,17 +710,17 @@ class Store:
         await self._run(self._defer_sync, row, error, until, int(attempted))
 
     def _defer_sync(self, row: OutboxRow, error: str, until: datetime, attempted: int) -> None:
-        with _transaction(self._conn()) as db:
+        with transaction(self._conn()) as db:
             db.execute(
                 "UPDATE outbox SET state='queued', last_error=?, next_attempt_at=?,"
                 " attempts=attempts+? WHERE id=?",
-                (error, _ts(until), attempted, row.id),
+                (error, ts(until), attempted, row.id),
             )
             db.execute(
                 "UPDATE outbox SET state='queued', next_attempt_at=max(next_attempt_at, ?)"
                 " WHERE receiver=? AND channel=? AND channel_index=? AND state IN ('queued','sending')"
                 " AND id>?",
-                (_ts(until), row.receiver, row.channel, row.channel_index, row.id),
+                (ts(until), row.receiver, row.channel, row.channel_index, row.id),
             )
 
     async def mark_dead(self, row: OutboxRow, error: str) -> None:
@@ -806,15 +795,15 @@ class Store:
                     "alertmanager_receiver": i.am_receiver,
                     "group_key": i.group_key,
                     "status": i.status,
-                    "opened_at": _ts(i.opened_at),
-                    "resolved_at": _ts(i.resolved_at),
+                    "opened_at": ts(i.opened_at),
+                    "resolved_at": ts(i.resolved_at),
                     "acked_by": i.acked_by,
-                    "acked_at": _ts(i.acked_at),
+                    "acked_at": ts(i.acked_at),
                     "ack_via": i.ack_via or None,
                     "ack_comment": i.ack_comment or None,
                     "silence_id": i.silence_id or None,
                     "escalated_to": i.escalated_to or None,
-                    "escalated_at": _ts(i.escalated_at),
+                    "escalated_at": ts(i.escalated_at),
                     "alerts": sorted(i.alerts),
                     "group_labels": i.group_labels,
                     "notifications": by_incident.get(i.id, []),
@@ -827,7 +816,7 @@ class Store:
 
     async def prune(self, older_than: timedelta, now: datetime) -> int:
         """Forget resolved alerts, closed incidents and finished deliveries past retention."""
-        return await self._run(self._prune_sync, _ts(now - older_than))
+        return await self._run(self._prune_sync, ts(now - older_than))
 
     def _prune_sync(self, cutoff: str) -> int:
         db = self._conn()
@@ -835,7 +824,7 @@ class Store:
             "SELECT id FROM incidents WHERE status='resolved' AND resolved_at<? AND id NOT IN"
             " (SELECT incident_id FROM outbox WHERE state NOT IN ('sent','dead') OR created_at>=?)"
         )
-        with _transaction(db):
+        with transaction(db):
             n = db.execute(
                 f"DELETE FROM outbox WHERE incident_id IN ({finished})", (cutoff, cutoff)
             ).rowcount
@@ -847,19 +836,6 @@ class Store:
                 "DELETE FROM alerts WHERE status='resolved' AND last_seen<?", (cutoff,)
             ).rowcount
         return n
-
-
-@contextlib.contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error so the connection stays usable."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield db
-        db.execute("COMMIT")
-    except BaseException:
-        if db.in_transaction:
-            db.execute("ROLLBACK")
-        raise
 
 
 def _each(callback: Callable[[str, Plan], None], done: list[tuple[str, Plan]]) -> None:
@@ -889,13 +865,13 @@ def _alert_json(a: AlertState) -> dict[str, Any]:
         "labels": a.labels,
         "annotations": a.annotations,
         "status": a.status,
-        "startsAt": _ts(a.starts_at),
-        "endsAt": _ts(a.ends_at),
+        "startsAt": ts(a.starts_at),
+        "endsAt": ts(a.ends_at),
         "generatorURL": a.generator_url,
         "inhibited_by": a.inhibited_by,
         "receivers": a.receivers,
-        "first_seen": _ts(a.first_seen),
-        "last_seen": _ts(a.last_seen),
+        "first_seen": ts(a.first_seen),
+        "last_seen": ts(a.last_seen),
     }
 
 
