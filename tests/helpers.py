@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,17 @@ def waiting_in_inbox(store_path: Path) -> list[str]:
     with sqlite3.connect(f"{store_path}.inbox") as db:
         rows = db.execute("SELECT correlation_id FROM inbox WHERE id>? ORDER BY id", (through,))
         return [r[0] for r in rows]
+
+
+def slack_signed(body: bytes, secret: str, age_s: float = 0) -> dict[str, str]:
+    """Headers as Slack sends them: v0 HMAC-SHA256 over "v0:<timestamp>:<body>"."""
+    ts = str(int(time.time() - age_s))
+    digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={digest}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
 
 
 def free_port() -> int:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import time
+import functools
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,6 +11,7 @@ import orjson
 import pytest
 
 from ..harness import AUTH, Client, Fakes, firing_payload, post, settled
+from ..helpers import slack_signed
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 RECEIVERS = """
@@ -28,15 +27,7 @@ chatops:
 """
 
 
-def signed(body: bytes, secret: str = SIGNING_SECRET, age_s: float = 0) -> dict[str, str]:
-    """Headers as Slack sends them: v0 HMAC-SHA256 over "v0:<timestamp>:<body>"."""
-    ts = str(int(time.time() - age_s))
-    digest = hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
-    return {
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": f"v0={digest}",
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
+signed = functools.partial(slack_signed, secret=SIGNING_SECRET)
 
 
 def slash(

@@ -5,11 +5,12 @@ and passes everything else to the router's; each one survives the other's failur
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
+import contextlib
 import os
 import signal
+import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -17,7 +18,7 @@ import aiohttp
 import pytest
 
 from ..harness import Fakes, firing_payload
-from ..helpers import free_port, planned_outcome, wait_http
+from ..helpers import free_port, planned_outcome, slack_signed, wait_http
 from .test_process import HEADERS, TOKEN, start, stop
 
 pytestmark = pytest.mark.slow
@@ -63,25 +64,25 @@ async def intake_child(pid: int, other_than: int = 0, timeout_s: float = 10.0) -
     raise AssertionError(f"no intake process under {pid}")
 
 
-def signed(body: bytes) -> dict[str, str]:
-    ts = str(int(time.time()))
-    sig = hmac.new(SIGNING.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
-    return {
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": f"v0={sig}",
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
+@contextlib.asynccontextmanager
+async def running(
+    fakes: Fakes, tmp_path: Path
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], str, int]]:
+    """A router (with its intake process) on a free port, answering; stopped cleanly after."""
+    port = free_port()
+    write_config(tmp_path / "routes.yaml", port, fakes)
+    proc = start(tmp_path / "routes.yaml")
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        yield proc, f"http://127.0.0.1:{port}", port
+    finally:
+        assert stop(proc) == 0
 
 
 async def test_webhooks_are_answered_by_a_second_process_and_the_rest_is_passed_on(
     fakes: Fakes, tmp_path: Path
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    write_config(tmp_path / "routes.yaml", port, fakes)
-    proc = start(tmp_path / "routes.yaml")
-    try:
-        await wait_http(f"{base}/healthz", proc)
+    async with running(fakes, tmp_path) as (proc, base, _):
         child = await intake_child(proc.pid)
         async with aiohttp.ClientSession() as session:
             cids = []
@@ -120,10 +121,10 @@ async def test_webhooks_are_answered_by_a_second_process_and_the_rest_is_passed_
                 {"command": "/ack", "text": "help", "channel_id": "C1", "user_id": "U1"}
             ).encode()
             async with session.post(
-                f"{base}/slack/commands", data=form, headers=signed(form)
+                f"{base}/slack/commands", data=form, headers=slack_signed(form, SIGNING)
             ) as resp:
                 assert resp.status == 200, await resp.text()
-            forged = {**signed(form), "X-Slack-Signature": "v0=" + "0" * 64}
+            forged = {**slack_signed(form, SIGNING), "X-Slack-Signature": "v0=" + "0" * 64}
             async with session.post(f"{base}/slack/commands", data=form, headers=forged) as resp:
                 assert resp.status == 401
             async with session.get(f"{base}/api/v1/incidents") as resp:
@@ -131,20 +132,13 @@ async def test_webhooks_are_answered_by_a_second_process_and_the_rest_is_passed_
             async with session.get(f"{base}/readyz") as resp:
                 assert resp.status == 200
         assert child in children(proc.pid)
-    finally:
-        assert stop(proc) == 0
     assert not os.path.exists(f"/proc/{child}"), "the intake process outlived the router"
 
 
 async def test_a_killed_intake_process_is_replaced_and_a_webhook_sent_meanwhile_is_kept(
     fakes: Fakes, tmp_path: Path
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    write_config(tmp_path / "routes.yaml", port, fakes)
-    proc = start(tmp_path / "routes.yaml")
-    try:
-        await wait_http(f"{base}/healthz", proc)
+    async with running(fakes, tmp_path) as (proc, base, _):
         child = await intake_child(proc.pid)
         os.kill(child, signal.SIGKILL)
         # The listening socket stays open in the router's process: the connection waits in
@@ -159,8 +153,6 @@ async def test_a_killed_intake_process_is_replaced_and_a_webhook_sent_meanwhile_
         assert await intake_child(proc.pid, other_than=child) != child
         log = (tmp_path / "router.log").read_text()
         assert "intake_process_exited" in log and "code=-9" in log
-    finally:
-        assert stop(proc) == 0
 
 
 async def test_the_intake_process_goes_when_the_router_is_killed(
@@ -186,14 +178,9 @@ async def test_the_intake_process_goes_when_the_router_is_killed(
 
 
 async def test_a_reload_reaches_the_intake_process(fakes: Fakes, tmp_path: Path) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    write_config(tmp_path / "routes.yaml", port, fakes)
-    proc = start(tmp_path / "routes.yaml")
     new_token = "rotated-bearer-token-456"
     new_headers = {**HEADERS, "Authorization": f"Bearer {new_token}"}
-    try:
-        await wait_http(f"{base}/healthz", proc)
+    async with running(fakes, tmp_path) as (_, base, port):
         write_config(tmp_path / "routes.yaml", port, fakes, token=new_token)
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{base}/-/reload", headers=HEADERS) as resp:
@@ -213,5 +200,3 @@ async def test_a_reload_reaches_the_intake_process(fakes: Fakes, tmp_path: Path)
                     break
                 await asyncio.sleep(0.1)
             assert statuses == (200, 401)
-    finally:
-        assert stop(proc) == 0
