@@ -229,9 +229,10 @@ class Front:
             self._store_db.close()
 
     def _planned_through(self) -> int:
-        """The router's watermark, read from its file (on the inbox thread)."""
+        """The router's watermark, read from its file (never waiting for a lock: the inbox keeps
+        its last reading if this fails)."""
         if self._store_db is None:
-            self._store_db = sqlite3.connect(self.store_path, check_same_thread=False)
+            self._store_db = sqlite3.connect(self.store_path, timeout=0)
         row = self._store_db.execute("SELECT through FROM inbox_planned").fetchone()
         return int(row[0])
 

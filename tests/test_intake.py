@@ -204,6 +204,31 @@ async def test_a_locked_inbox_answers_503_and_the_retry_succeeds(
     assert (status, body["queued"]) == (200, 1)
 
 
+async def test_a_briefly_locked_inbox_holds_the_answer_and_serves_meanwhile(
+    client: Client, tmp_path: Path
+) -> None:
+    # A lock held for a moment (a WAL checkpoint cutting the file, say): the webhook waits for
+    # it instead of failing, and the event loop is not blocked meanwhile (the health check is
+    # answered while the webhook waits).
+    other = sqlite3.connect(tmp_path / "state.db.inbox", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    webhook = asyncio.create_task(post(client, fixture_body("firing-group-3-alerts")))
+    await asyncio.sleep(0.1)
+    assert not webhook.done()
+    health = await client.get("/healthz")
+    assert health.status == 200
+    assert loop.time() - started < 0.3
+    await asyncio.sleep(0.2)
+    assert not webhook.done()
+    other.execute("ROLLBACK")
+    other.close()
+    status, body = await webhook
+    assert (status, body["queued"]) == (200, 1)
+    assert loop.time() - started >= 0.3
+
+
 async def test_a_locked_store_still_accepts_and_plans_once_it_is_free(
     client: Client, tmp_path: Path
 ) -> None:
