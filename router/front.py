@@ -189,7 +189,7 @@ class Front:
         self.inbox = Inbox(
             inbox_path(self.store_path), config.storage.synchronous, self._planned_through
         )
-        self._store_db: sqlite3.Connection | None = None  # read on the inbox thread only
+        self._store_db: sqlite3.Connection | None = None  # to read the watermark
         self.session: aiohttp.ClientSession | None = None
         os.set_blocking(self.wake_fd, False)
 
