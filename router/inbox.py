@@ -85,7 +85,9 @@ class Inbox:
         try:
             self._db = connect(self.path, self.synchronous)
             self._db.execute("PRAGMA busy_timeout=0")  # see the class docstring
-            self._count()
+            last = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='inbox'").fetchone()
+            self.last_id = last[0] if last else 0  # from here on, each commit sets it
+            self._count(fresh=True)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: {exc}") from exc
         self._checkpointer.start()
@@ -150,16 +152,12 @@ class Inbox:
         if error is None and self.on_committed is not None:
             self.on_committed()
 
-    def _count(self, fresh: bool = True) -> None:
+    def _count(self, fresh: bool) -> None:
         """backlog = the last id written - the store's watermark (ids only grow).
 
         The watermark is read again if `fresh`, or if the last reading is WATERMARK_TTL_S old:
         a reading behind the store only makes the backlog look larger, never smaller.
         """
-        assert self._db is not None
-        if fresh:
-            last = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='inbox'").fetchone()
-            self.last_id = last[0] if last else 0
         now = time.monotonic()
         if fresh or now - self._through_read_at >= WATERMARK_TTL_S:
             try:
@@ -183,8 +181,8 @@ class Inbox:
     async def _prune(self) -> None:
         """Delete what the store has planned (its plans are committed in the store's file),
         PRUNE_ROWS at a time so that webhooks are answered in between."""
+        self._count(fresh=True)
         while self._db is not None:
-            self._count()
             first = self._db.execute("SELECT min(id) FROM inbox").fetchone()[0]
             if first is None or first > self._through:
                 return
