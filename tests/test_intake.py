@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,18 +188,25 @@ async def test_dry_run_delivers_and_the_read_api_shows_it(client: Client) -> Non
     assert (await (await client.get("/readyz")).json()) == {"status": "ready", "config": "<memory>"}
 
 
-async def test_a_locked_inbox_answers_503_and_the_retry_succeeds(
-    client: Client, tmp_path: Path
-) -> None:
-    # Another process holding the inbox's write lock: our commit times out, Alertmanager must
-    # retry (busy_timeout is 5 s, so this takes that long).
-    other = sqlite3.connect(tmp_path / "state.db.inbox", isolation_level=None)
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Another process's exclusive lock on the SQLite file at `path`, for the block."""
+    other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     try:
-        status, body = await post(client, fixture_body("firing-group-3-alerts"))
+        yield
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+async def test_a_locked_inbox_answers_503_and_the_retry_succeeds(
+    client: Client, tmp_path: Path
+) -> None:
+    # Another process holding the inbox's write lock: our commit is tried again for 5 s, then
+    # refused; Alertmanager must retry (so this takes that long).
+    with locked(tmp_path / "state.db.inbox"):
+        status, body = await post(client, fixture_body("firing-group-3-alerts"))
     assert (status, body["reason"]) == (503, "store")
     status, body = await post(client, fixture_body("firing-group-3-alerts"))
     assert (status, body["queued"]) == (200, 1)
@@ -210,20 +218,17 @@ async def test_a_briefly_locked_inbox_holds_the_answer_and_serves_meanwhile(
     # A lock held for a moment (a WAL checkpoint cutting the file, say): the webhook waits for
     # it instead of failing, and the event loop is not blocked meanwhile (the health check is
     # answered while the webhook waits).
-    other = sqlite3.connect(tmp_path / "state.db.inbox", isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
     loop = asyncio.get_running_loop()
-    started = loop.time()
-    webhook = asyncio.create_task(post(client, fixture_body("firing-group-3-alerts")))
-    await asyncio.sleep(0.1)
-    assert not webhook.done()
-    health = await client.get("/healthz")
-    assert health.status == 200
-    assert loop.time() - started < 0.3
-    await asyncio.sleep(0.2)
-    assert not webhook.done()
-    other.execute("ROLLBACK")
-    other.close()
+    with locked(tmp_path / "state.db.inbox"):
+        started = loop.time()
+        webhook = asyncio.create_task(post(client, fixture_body("firing-group-3-alerts")))
+        await asyncio.sleep(0.1)
+        assert not webhook.done()
+        health = await client.get("/healthz")
+        assert health.status == 200
+        assert loop.time() - started < 0.3
+        await asyncio.sleep(0.2)
+        assert not webhook.done()
     status, body = await webhook
     assert (status, body["queued"]) == (200, 1)
     assert loop.time() - started >= 0.3
@@ -234,9 +239,7 @@ async def test_a_locked_store_still_accepts_and_plans_once_it_is_free(
 ) -> None:
     # The store's file locked (a backup tool, say): intake writes to the inbox, a file of its
     # own, so Alertmanager gets its 200; planning waits and is retried once the lock is gone.
-    other = sqlite3.connect(tmp_path / "state.db", isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    try:
+    with locked(tmp_path / "state.db"):
         resp = await client.post(
             "/webhook", data=fixture_body("firing-group-3-alerts"), headers=AUTH
         )
@@ -244,9 +247,6 @@ async def test_a_locked_store_still_accepts_and_plans_once_it_is_free(
         correlation_id = (await resp.json())["correlation_id"]
         resp = await client.get(f"/api/v1/payloads/{correlation_id}", headers=AUTH)
         assert (await resp.json())["state"] == "pending"
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
     answer = await outcome(client, correlation_id, AUTH, timeout_s=15.0)
     assert (answer["state"], answer["queued"]) == ("planned", 1)
 
