@@ -14,10 +14,8 @@ from aiohttp import web
 
 from router import api, auth, heap, intake
 from router.alertmanager import Alertmanager
-from router.channels import CHANNELS, build_channels
+from router.channels import CHANNELS, build_channels, channel_class, kinds_used
 from router.chatops.commands import Commands
-from router.chatops.slack import SlackApp
-from router.chatops.telegram import TelegramBot
 from router.config import RouterConfig, load_config, secret_values
 from router.delivery import Clock, DeliverySettings, Outbox
 from router.errors import ConfigError
@@ -34,12 +32,15 @@ PRUNE_INTERVAL_S = 3600.0
 
 
 def build_renderer(config: RouterConfig) -> Renderer:
-    """The config's templates, every one compiled now: raises ConfigError naming file and line."""
+    """The config's templates, every one compiled now: raises ConfigError naming file and line.
+    Digest templates are checked for the kinds this config uses (a reload that adds one checks
+    its digest then)."""
     override = (
         config.resolve_path(config.templates.directory) if config.templates.directory else None
     )
     renderer = Renderer(override)
-    renderer.check([*CHANNELS, *(f"{k}/digest" for k, c in CHANNELS.items() if c.storm_guard)])
+    digests = [f"{k}/digest" for k in kinds_used(config) if channel_class(k).storm_guard]
+    renderer.check([*CHANNELS, *digests])
     return renderer
 
 
@@ -114,8 +115,14 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
             detail="--dry-run does not talk to Telegram",
         )
     elif chatops.telegram is not None:
+        from router.chatops.telegram import TelegramBot  # python-telegram-bot: only when used
+
         telegram = TelegramBot(chatops.telegram, rt.commands, rt.store)
-    slack = SlackApp(chatops.slack, rt.commands) if chatops.slack else None
+    slack = None
+    if chatops.slack is not None:
+        from router.chatops.slack import SlackApp  # slack-sdk: only when used
+
+        slack = SlackApp(chatops.slack, rt.commands)
     if telegram is not None and telegram.config.mode == "webhook":
         app.router.add_post("/telegram/webhook", telegram.handle_webhook)
     if slack is not None:

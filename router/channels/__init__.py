@@ -1,19 +1,35 @@
-"""The one list of channels: kind -> class. routes.yaml's `<kind>_configs` lists build them."""
+"""The one list of channels: kind -> class. routes.yaml's `<kind>_configs` lists build them.
+
+A channel's module (and its client library: python-telegram-bot, slack-sdk...) is imported only
+when a config uses that kind: a router that pages through PagerDuty alone does not carry the
+Telegram and Slack libraries (about 10 MiB).
+"""
 
 from __future__ import annotations
 
+import importlib
+
 from router.channels.base import AnyChannel, Destination
 from router.channels.dryrun import DryRunChannel
-from router.channels.email import EmailChannel
-from router.channels.pagerduty import PagerDutyChannel
-from router.channels.slack import SlackChannel
-from router.channels.telegram import TelegramChannel
 from router.config import RouterConfig
 from router.render import Renderer
 
-CHANNELS: dict[str, type[AnyChannel]] = {
-    c.kind: c for c in (TelegramChannel, SlackChannel, EmailChannel, PagerDutyChannel)
+CHANNELS: dict[str, str] = {  # kind -> "module:class"
+    "telegram": "router.channels.telegram:TelegramChannel",
+    "slack": "router.channels.slack:SlackChannel",
+    "email": "router.channels.email:EmailChannel",
+    "pagerduty": "router.channels.pagerduty:PagerDutyChannel",
 }
+
+
+def channel_class(kind: str) -> type[AnyChannel]:
+    module, name = CHANNELS[kind].split(":")
+    cls: type[AnyChannel] = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def kinds_used(config: RouterConfig) -> list[str]:
+    return sorted({kind for receiver in config.receivers for kind, _, _ in receiver.channels()})
 
 
 def build_channels(
@@ -27,5 +43,5 @@ def build_channels(
             if dry_run:
                 out[dest] = DryRunChannel(dest, cfg, renderer)
             else:
-                out[dest] = CHANNELS[kind](cfg, renderer)
+                out[dest] = channel_class(kind)(cfg, renderer)
     return out
