@@ -95,30 +95,22 @@ def _serve_with_intake_process(
 ) -> int:
     """Webhooks answered by a second process (router/front.py); this one does the rest."""
     import asyncio
+    import functools
 
-    from router import front
+    from router import front, supervisor
     from router.runtime import RUNTIME
 
     rt = app[RUNTIME]
     try:
-        listen = front.bind(host, port)
+        listen = supervisor.bind(host, port)
     except OSError as exc:
         _err(f"cannot listen on {host}:{port}: {exc}")
         return 1
-    command = [sys.executable, "-m", "router", "intake", "--config", args.config]
-    command += ["--log-format", args.log_format, "--log-level", args.log_level]
-
-    def started(intake: front.IntakeProcess) -> None:
-        rt.intake_process = intake
-
-    asyncio.run(front.serve(app, listen, command, grace_s, lambda: rt.store.inbox_grew(), started))
-    return 0
-
-
-def cmd_intake(args: argparse.Namespace) -> int:
-    from router import front
-
-    return front.run(args)
+    # Forked now, while this process has one thread (see router/supervisor.py).
+    rt.intake_process = supervisor.IntakeProcess(listen, functools.partial(front.run, args.config))
+    return asyncio.run(
+        supervisor.serve(app, rt.intake_process, grace_s, lambda: rt.store.inbox_grew())
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -193,17 +185,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=cmd_serve)
-
-    # Started by `serve` (server.intake_process), not by people: see router/front.py.
-    intake = sub.add_parser("intake")
-    intake.add_argument("--config", required=True)
-    intake.add_argument("--listen-fd", type=int, required=True)
-    intake.add_argument("--router-socket", required=True)
-    intake.add_argument("--wake-fd", type=int, required=True)
-    intake.add_argument("--parent-fd", type=int, required=True)
-    intake.add_argument("--log-format", choices=["text", "json"], default="text")
-    intake.add_argument("--log-level", default="info")
-    intake.set_defaults(func=cmd_intake)
 
     check = sub.add_parser(
         "check-config",

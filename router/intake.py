@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -32,6 +33,7 @@ BODY_TIMEOUT_S = 10.0
 # Correlation ids: 64 random bits name a payload in logs and the API; they need to be unique,
 # not secret, so a seeded PRNG does (uuid4 asked the kernel for 16 bytes per webhook).
 _ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)  # each intake process (forked) its own sequence
 
 
 @dataclass

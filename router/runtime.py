@@ -17,7 +17,7 @@ from router.store import Store
 if TYPE_CHECKING:
     from router.chatops.commands import Commands
     from router.delivery import Clock, Outbox
-    from router.front import IntakeProcess
+    from router.supervisor import IntakeProcess
 
 
 def utc_now() -> datetime:

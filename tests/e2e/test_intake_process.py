@@ -1,5 +1,7 @@
 """The intake process (server.intake_process, the default): a second process answers webhooks
 and passes everything else to the router's; each one survives the other's failures as it should.
+
+The process tree: router -> supervisor (forked at startup) -> intake process (router/supervisor.py).
 """
 
 from __future__ import annotations
@@ -52,31 +54,49 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def supervisor(pid: int) -> int:
+    """The router's only child process: the supervisor of its intake process."""
+    (found,) = children(pid)
+    return found
+
+
 async def intake_child(pid: int, other_than: int = 0, timeout_s: float = 10.0) -> int:
-    """The router's intake process (bounded wait for one other than `other_than`)."""
+    """The router's intake process, its supervisor's child (bounded wait for one other than
+    `other_than`)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for child in children(pid):
-            cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-            if child != other_than and b"intake" in cmdline:
+        for child in children(supervisor(pid)):
+            if child != other_than:
                 return child
         await asyncio.sleep(0.05)
     raise AssertionError(f"no intake process under {pid}")
 
 
+async def assert_gone(**pids: int) -> None:
+    """Each named process exits (bounded wait: 10 s)."""
+    for _ in range(100):
+        if not any(os.path.exists(f"/proc/{pid}") for pid in pids.values()):
+            return
+        await asyncio.sleep(0.1)
+    alive = [name for name, pid in pids.items() if os.path.exists(f"/proc/{pid}")]
+    raise AssertionError(f"still running: {', '.join(alive)}")
+
+
 @contextlib.asynccontextmanager
 async def running(
-    fakes: Fakes, tmp_path: Path
+    fakes: Fakes, tmp_path: Path, port: int = 0
 ) -> AsyncIterator[tuple[subprocess.Popen[bytes], str, int]]:
-    """A router (with its intake process) on a free port, answering; stopped cleanly after."""
-    port = free_port()
+    """A router (with its intake process) on `port` or a free one, answering; after, stopped
+    cleanly unless the test has already ended it."""
+    port = port or free_port()
     write_config(tmp_path / "routes.yaml", port, fakes)
     proc = start(tmp_path / "routes.yaml")
     try:
         await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         yield proc, f"http://127.0.0.1:{port}", port
     finally:
-        assert stop(proc) == 0
+        if proc.poll() is None:
+            assert stop(proc) == 0
 
 
 async def test_webhooks_are_answered_by_a_second_process_and_the_rest_is_passed_on(
@@ -84,6 +104,7 @@ async def test_webhooks_are_answered_by_a_second_process_and_the_rest_is_passed_
 ) -> None:
     async with running(fakes, tmp_path) as (proc, base, _):
         child = await intake_child(proc.pid)
+        middle = supervisor(proc.pid)
         async with aiohttp.ClientSession() as session:
             cids = []
             for n in range(20):
@@ -131,8 +152,8 @@ async def test_webhooks_are_answered_by_a_second_process_and_the_rest_is_passed_
                 assert resp.status == 401 and "WWW-Authenticate" in resp.headers
             async with session.get(f"{base}/readyz") as resp:
                 assert resp.status == 200
-        assert child in children(proc.pid)
-    assert not os.path.exists(f"/proc/{child}"), "the intake process outlived the router"
+        assert children(middle) == [child]
+    await assert_gone(intake_process=child, supervisor=middle)
 
 
 async def test_a_killed_intake_process_is_replaced_and_a_webhook_sent_meanwhile_is_kept(
@@ -140,6 +161,14 @@ async def test_a_killed_intake_process_is_replaced_and_a_webhook_sent_meanwhile_
 ) -> None:
     async with running(fakes, tmp_path) as (proc, base, _):
         child = await intake_child(proc.pid)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{base}/webhook", data=firing_payload(1, "before"), headers=HEADERS
+            ) as resp,
+        ):
+            assert resp.status == 200
+            first = (await resp.json())["correlation_id"]
         os.kill(child, signal.SIGKILL)
         # The listening socket stays open in the router's process: the connection waits in
         # its queue until the new intake process takes it (restarted after 1 s).
@@ -150,6 +179,8 @@ async def test_a_killed_intake_process_is_replaced_and_a_webhook_sent_meanwhile_
                 assert resp.status == 200
                 cid = (await resp.json())["correlation_id"]
             assert (await planned_outcome(session, base, cid, HEADERS))["queued"] == 1
+        # Forked from the same image, the new process draws its own correlation ids.
+        assert cid != first
         assert await intake_child(proc.pid, other_than=child) != child
         log = (tmp_path / "router.log").read_text()
         assert "intake_process_exited" in log and "code=-9" in log
@@ -158,23 +189,14 @@ async def test_a_killed_intake_process_is_replaced_and_a_webhook_sent_meanwhile_
 async def test_the_intake_process_goes_when_the_router_is_killed(
     fakes: Fakes, tmp_path: Path
 ) -> None:
-    port = free_port()
-    write_config(tmp_path / "routes.yaml", port, fakes)
-    proc = start(tmp_path / "routes.yaml")
-    try:
-        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+    async with running(fakes, tmp_path) as (proc, _, port):
         child = await intake_child(proc.pid)
+        middle = supervisor(proc.pid)
         proc.kill()
         proc.wait(timeout=10)
-        for _ in range(100):  # bounded: 10 s
-            if not os.path.exists(f"/proc/{child}"):
-                break
-            await asyncio.sleep(0.1)
-        assert not os.path.exists(f"/proc/{child}"), "an orphaned intake process kept running"
-        proc = start(tmp_path / "routes.yaml")  # and the port is free for the next router
-        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
-    finally:
-        stop(proc)
+        await assert_gone(intake_process=child, supervisor=middle)
+    async with running(fakes, tmp_path, port):  # and the port is free for the next router
+        pass
 
 
 async def test_a_reload_reaches_the_intake_process(fakes: Fakes, tmp_path: Path) -> None:
@@ -200,3 +222,17 @@ async def test_a_reload_reaches_the_intake_process(fakes: Fakes, tmp_path: Path)
                     break
                 await asyncio.sleep(0.1)
             assert statuses == (200, 401)
+
+
+async def test_a_killed_supervisor_stops_the_router_with_an_error(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    """Nothing could restart the intake process any more: the router stops (exit 1) and says
+    why, so that its service manager starts it whole again; the intake process goes too."""
+    async with running(fakes, tmp_path) as (proc, _, _):
+        child = await intake_child(proc.pid)
+        os.kill(supervisor(proc.pid), signal.SIGKILL)
+        assert proc.wait(timeout=20) == 1
+        await assert_gone(intake_process=child)
+    log = (tmp_path / "router.log").read_text()
+    assert "intake_supervisor_exited" in log and "code=-9" in log
