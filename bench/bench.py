@@ -10,8 +10,8 @@ PagerDuty-shaped sink that accepts every event at once, then:
   3. latency at a fixed rate, half the best accepted rate and half the best delivered rate of
      10-alert payloads: webhook p50/p99, and end to end from sending the webhook to the sink
      receiving the event, p50/p99;
-  4. memory: RSS idle and peak of the router's process and of its intake process, and their
-     PSS (proportional set size: shared pages counted once), what the two take together;
+  4. memory: RSS idle and peak of the router's process, its supervisor and its intake process,
+     and their PSS (proportional set size: shared pages counted once), what they take together;
   6. with wrk installed (Debian package `wrk`, a load generator in C that leaves the CPU to the
      router): accepted payloads/s of 10 alerts at c=16 and c=64 for 5 s, router and bare.
   5. storm: 10,000 alerts in 200 groups towards a Telegram chat with flood control; time until
@@ -117,29 +117,35 @@ def pss_kib(pid: int) -> int:
     return 0
 
 
-def intake_pid(router_pid: int) -> int | None:
-    """The router's intake process (router/front.py), if it runs one."""
+def children(pid: int) -> list[int]:
+    found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if ppid == router_pid and b"intake" in cmdline:
-            return int(entry.name)
-    return None
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            if ppid == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def memory(router_pid: int, prefix: str) -> dict[str, float]:
-    child = intake_pid(router_pid)
-    pids = [router_pid] + ([child] if child else [])
+    """The router's process, the supervisor it forks at startup and the intake process the
+    supervisor forks (router/supervisor.py): RSS of each (shared pages counted in each one),
+    and idle, the PSS of the three together (shared pages counted once)."""
+    supervisor = children(router_pid)
+    intake = children(supervisor[0]) if supervisor else []
+    named = {"": [router_pid], "_supervisor": supervisor, "_intake": intake}
     field = "VmHWM" if prefix == "peak" else "VmRSS"
-    out = {f"{prefix}_rss_mib": rss_kib(router_pid, field) / 1024}
-    out[f"{prefix}_intake_rss_mib"] = rss_kib(child, field) / 1024 if child else 0.0
+    out = {
+        f"{prefix}{name}_rss_mib": sum(rss_kib(p, field) for p in pids) / 1024
+        for name, pids in named.items()
+    }
     if prefix == "idle":
-        out["idle_pss_total_mib"] = sum(pss_kib(p) for p in pids) / 1024
+        out["idle_pss_total_mib"] = (
+            sum(pss_kib(p) for p in [router_pid, *supervisor, *intake]) / 1024
+        )
     return out
 
 
@@ -586,9 +592,10 @@ async def main() -> None:
     t = await throughput(args.quick)
     t |= await with_wrk()
     print(
-        f"memory: idle RSS {t['idle_rss_mib']:.1f} MiB (router) + {t['idle_intake_rss_mib']:.1f}"
-        f" MiB (intake process), PSS of both {t['idle_pss_total_mib']:.1f} MiB; peak RSS"
-        f" {t['peak_rss_mib']:.1f} + {t['peak_intake_rss_mib']:.1f} MiB",
+        f"memory: idle RSS {t['idle_rss_mib']:.1f} MiB (router), {t['idle_supervisor_rss_mib']:.1f}"
+        f" MiB (supervisor), {t['idle_intake_rss_mib']:.1f} MiB (intake process), PSS of the"
+        f" three {t['idle_pss_total_mib']:.1f} MiB; peak RSS {t['peak_rss_mib']:.1f},"
+        f" {t['peak_supervisor_rss_mib']:.1f}, {t['peak_intake_rss_mib']:.1f} MiB",
         flush=True,
     )
     s = await storm(args.quick)
