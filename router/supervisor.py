@@ -176,7 +176,7 @@ class IntakeProcess:
                 try:
                     await asyncio.wait_for(asyncio.shield(watcher), grace_s + 5.0)
                 except TimeoutError:
-                    os.kill(self.pid, signal.SIGKILL)  # the intake process goes with our pipe
+                    os.kill(self.pid, signal.SIGKILL)  # intake follows once we exit (its pipe)
                     await watcher
             asyncio.get_running_loop().remove_reader(self._wake_r)
         for fd in (self._wake_r, self._alive_w):
