@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import select
@@ -77,12 +78,19 @@ def bind(host: str, port: int, wait_s: float = 5.0) -> socket.socket:
         return sock
 
 
-def _flush_and_exit(code: int) -> NoReturn:
-    """Leave a forked process: flush what it logged, skip the atexit work that is the router's."""
-    for handler in logging.getLogger().handlers:
-        with contextlib.suppress(Exception):
-            handler.flush()
-    os._exit(code)
+def _run_and_exit(main: Callable[[], int], what: str) -> NoReturn:
+    """The whole life of a forked process: run `main`, log what it raised, flush the logs and
+    exit with its code, skipping the atexit work that is the router's."""
+    code = 1
+    try:
+        code = main()
+    except BaseException:
+        log.exception("the %s failed", what)
+    finally:
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        os._exit(code)
 
 
 class IntakeProcess:
@@ -107,13 +115,8 @@ class IntakeProcess:
         self.on_failed: Callable[[], None] = lambda: None
         self.pid = os.fork()
         if self.pid == 0:
-            code = 1
-            try:
-                code = _Supervisor(self, go_w, run_intake).run()
-            except BaseException:
-                log.exception("the intake supervisor failed")
-            finally:
-                _flush_and_exit(code)
+            # Built inside: whatever it raises must end this process, not return into the router.
+            _run_and_exit(lambda: _Supervisor(self, go_w, run_intake).run(), "intake supervisor")
         for fd in (self._go_r, self._wake_w, self._alive_r):
             os.close(fd)
         with contextlib.suppress(OSError):
@@ -275,15 +278,8 @@ class _Supervisor:
             os.close(fd)
         setproctitle(f"alert-router: intake (router {self.router_pid})")
         handle = self.handle
-        code = 1
-        try:
-            code = self.run_intake(
-                Wiring(handle.listen, handle.router_socket, handle._wake_w, handle._alive_r)
-            )
-        except BaseException:
-            log.exception("the intake process failed")
-        finally:
-            _flush_and_exit(code)
+        wiring = Wiring(handle.listen, handle.router_socket, handle._wake_w, handle._alive_r)
+        _run_and_exit(functools.partial(self.run_intake, wiring), "intake process")
 
 
 async def serve(
