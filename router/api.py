@@ -82,7 +82,7 @@ async def handle_readyz(request: web.Request) -> web.Response:
     if rt.outbox is None or rt.outbox.task is None or rt.outbox.task.done():
         problems.append("delivery worker not running")
     if rt.intake_process is not None and not rt.intake_process.running:
-        problems.append("intake process not running (restarting)")
+        problems.append("intake supervisor gone: alert-router is stopping (exit 1)")
     try:
         await asyncio.wait_for(rt.store.check_writable(), 2.0)
     except (StoreError, TimeoutError) as exc:

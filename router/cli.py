@@ -108,9 +108,7 @@ def _serve_with_intake_process(
         return 1
     # Forked now, while this process has one thread (see router/supervisor.py).
     rt.intake_process = supervisor.IntakeProcess(listen, functools.partial(front.run, args.config))
-    return asyncio.run(
-        supervisor.serve(app, rt.intake_process, grace_s, lambda: rt.store.inbox_grew())
-    )
+    return asyncio.run(supervisor.serve(app, rt.intake_process, grace_s, rt.store.inbox_grew))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
