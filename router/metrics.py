@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from router import __version__
 
 if TYPE_CHECKING:
+    from router.config import RouterConfig
     from router.pipeline import Plan
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -44,6 +45,8 @@ class IntakeMetrics:
             ["status"],
             registry=r,
         )
+        for status in ("firing", "resolved"):
+            self.alerts.labels(status)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -154,6 +157,20 @@ class Metrics:
         self.reload_ok.set(1 if ok else 0)
         if ok:
             self.reload_time.set(timestamp)
+
+    def declare(self, config: RouterConfig) -> None:
+        """Create every labelled series of the config's receivers and channels at 0 (at start
+        and at each reload). Without this a destination that never delivered has no
+        `notifications_sent_total` series to compare with, and one whose first notification is
+        dead-lettered gets a series born at 1, which `increase()` does not see. Series of a
+        receiver removed by a reload stay, as counters do."""
+        for receiver in config.receivers:
+            self.routed.labels(receiver.name)
+            self.deduplicated.labels(receiver.name)
+            for kind, _, _ in receiver.channels():
+                for counter in (self.queued, self.sent, self.retried, self.dead, self.digests):
+                    counter.labels(receiver.name, kind)
+                self.latency.labels(kind)
 
     def observe_plan(self, plan: Plan) -> None:
         """Count what one payload or sweep decided."""

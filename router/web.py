@@ -147,6 +147,7 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     rt.store.on_planned = functools.partial(on_planned, rt)
     rt.store.on_failed = functools.partial(on_plan_failed, rt)
     await rt.store.open(lambda new_id: Pipeline(rt.config, new_id))
+    rt.metrics.declare(rt.config)
     rt.metrics.config_loaded(True, rt.clock().timestamp())
     event(
         log,
@@ -248,6 +249,7 @@ async def reload_config(rt: Runtime) -> tuple[bool, list[str]]:
     set_secrets(secret_values(new))
     if rt.outbox is not None:
         rt.outbox.replace_channels(build_channels(new, renderer, dry_run=rt.dry_run))
+    rt.metrics.declare(new)
     rt.metrics.config_loaded(True, rt.clock().timestamp())
     if rt.intake_process is not None:
         rt.intake_process.reload()

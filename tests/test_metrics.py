@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from router.config import load_config
+from router.web import create_app
+
 from .chatops.test_slack import CHATOPS, command, slash
-from .harness import AUTH, Client, Fakes, firing_payload, post, settled
+from .harness import AUTH, Client, Fakes, config_text, firing_payload, post, settled
 from .helpers import fixture_body
 
 RECEIVERS = """
@@ -106,3 +110,53 @@ async def test_dead_letters_and_backlog_are_visible(fakes: Fakes, make_client: A
     assert m[("alert_router_outbox_dead", ())] == 1
     assert m[("alert_router_outbox_depth", ())] == 1  # Slack unreachable: still waiting
     assert m[("alert_router_outbox_oldest_age_seconds", ())] >= 0
+
+
+DESTINATION_COUNTERS = (
+    "alert_router_notifications_queued_total",
+    "alert_router_notifications_sent_total",
+    "alert_router_notifications_retried_total",
+    "alert_router_notifications_dead_total",
+    "alert_router_storm_digests_total",
+)
+
+
+async def test_every_destination_has_its_series_at_zero_from_start_and_reload(
+    fakes: Fakes, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """The alert rules need them: a destination that never delivered has a sent series at 0 to
+    compare with, and a first dead letter is an increase from 0, not a new series at 1."""
+    path = tmp_path / "routes.yaml"
+    path.write_text(config_text(fakes, tmp_path / "state.db", RECEIVERS))
+    client = await aiohttp_client(create_app(load_config(path), config_path=str(path)))
+    m = await scrape(client)
+    for channel in ("slack", "pagerduty"):
+        for name in DESTINATION_COUNTERS:
+            assert m[(name, (("channel", channel), ("receiver", "main")))] == 0, name
+        assert m[("alert_router_delivery_latency_seconds_count", (("channel", channel),))] == 0
+    assert m[("alert_router_alerts_routed_total", (("receiver", "main"),))] == 0
+    assert m[("alert_router_notifications_deduplicated_total", (("receiver", "main"),))] == 0
+    assert m[("alert_router_alerts_received_total", (("status", "firing"),))] == 0
+    assert m[("alert_router_alerts_received_total", (("status", "resolved"),))] == 0
+    assert not any(labels and ("receiver", "db") in labels for _, labels in m)
+
+    path.write_text(
+        config_text(
+            fakes,
+            tmp_path / "state.db",
+            RECEIVERS
+            + '  - name: db\n    telegram_configs: [{bot_token: "123456:good-token", chat_id: 5, api_url: TELEGRAM}]\n',
+        )
+    )
+    resp = await client.post("/-/reload", headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    m = await scrape(client)
+    for name in DESTINATION_COUNTERS:
+        assert m[(name, (("channel", "telegram"), ("receiver", "db")))] == 0, name
+        assert m[(name, (("channel", "slack"), ("receiver", "main")))] == 0, name
+    assert m[("alert_router_delivery_latency_seconds_count", (("channel", "telegram"),))] == 0
+    # A receiver's own channels only: no (db, slack) series.
+    assert (
+        "alert_router_notifications_sent_total",
+        (("channel", "slack"), ("receiver", "db")),
+    ) not in m
