@@ -617,26 +617,38 @@ class Store:
     async def set_ack(
         self,
         incident_id: str,
+        expect: str | None,
         acked_by: str | None,
         now: datetime,
         correlation_id: str,
         **details: str,
-    ) -> Plan | None:
-        """Ack (or unack) an open incident and queue the updates; None if it is not open."""
+    ) -> Plan | IncidentState | None:
+        """Compare-and-set the ack of an open incident: if its `acked_by` is still `expect`, set
+        it to `acked_by` (None: take the ack back) and queue the updates of every message.
+
+        Returns the Plan written if this call won; a copy of the incident as it is if its ack was
+        no longer `expect` (someone else acked or unacked first: nothing is written or queued);
+        None if the incident is not open. The check and the write run on the store's one thread,
+        the write in one transaction, so of two concurrent acks exactly one wins.
+        """
         return await self._run(
-            self._set_ack_sync, incident_id, acked_by, now, correlation_id, details
+            self._set_ack_sync, incident_id, expect, acked_by, now, correlation_id, details
         )
 
     def _set_ack_sync(
         self,
         incident_id: str,
+        expect: str | None,
         acked_by: str | None,
         now: datetime,
         correlation_id: str,
         details: dict[str, str],
-    ) -> Plan | None:
-        if self.state.open_incident(incident_id) is None:
+    ) -> Plan | IncidentState | None:
+        current = self.state.open_incident(incident_id)
+        if current is None:
             return None
+        if current.acked_by != expect:
+            return copy.deepcopy(current)
 
         def step(p: Pipeline) -> Plan:
             incident = self.state.open_incident(incident_id)

@@ -26,6 +26,7 @@ log = logging.getLogger("router.chatops")
 
 NAMES = ("ack", "unack", "alerts", "help")
 MAX_SILENCE = timedelta(days=30)
+MAX_ECHO = 40  # characters of a user's word repeated in an answer
 _ID_RE = re.compile(rf"^#?([{ID_ALPHABET}]{{{ID_LENGTH}}})$", re.IGNORECASE)
 
 HELP = """alert-router commands:
@@ -61,16 +62,16 @@ def parse(name: str, text: str) -> Command | str:
     """`ack`, "k3v9x 2h disk filling" -> Command; or the reason it cannot be understood."""
     name = name.lstrip("/").split("@", 1)[0].lower()
     if name not in NAMES:
-        return f"Unknown command /{name}. Try /help."
+        return f"Unknown command /{bounded(name, MAX_ECHO)}. Try /help."
     words = text.split()
+    if name in ("ack", "unack") and words and words[0].lower() in ("help", "-h", "--help"):
+        return Command("help")
     incident_id = None
     if words and (m := _ID_RE.match(words[0])):
         incident_id = m.group(1).lower()
         words = words[1:]
     elif words and name in ("ack", "unack"):
-        return (
-            f"{words[0]!r} is not an incident id (5 letters and digits, as in the alert message)."
-        )
+        return f"{bounded(words[0], MAX_ECHO)!r} is not an incident id (5 letters and digits, as in the alert message)."
     duration = None
     if words and name == "ack":
         try:
@@ -81,6 +82,11 @@ def parse(name: str, text: str) -> Command | str:
         if duration is not None and not timedelta(minutes=1) <= duration <= MAX_SILENCE:
             return f"A silence lasts from 1m to {human_duration(MAX_SILENCE)}."
     return Command(name, incident_id, duration, " ".join(words)[:500])
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, "…" marking a cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def allowed(actor: Actor, places: Sequence[str | int], users: Sequence[str | int]) -> str | None:
@@ -110,6 +116,8 @@ class Commands:
         self.alertmanager = alertmanager
         self.alertmanager_url = alertmanager_url
         self.default_silence = default_silence
+        # incident id -> "acknowledged by @alice": an ack or unack under way (event loop only)
+        self._busy: dict[str, str] = {}
 
     def authorize(
         self, actor: Actor, places: Sequence[str | int], users: Sequence[str | int]
@@ -128,19 +136,34 @@ class Commands:
         return refusal
 
     async def run(self, command: Command, actor: Actor) -> str:
+        """The answer to a command the actor may give here (see `authorize`)."""
         try:
             if command.name == "help":
                 return HELP
             if command.name == "alerts":
                 return await self._alerts()
             if command.incident_id is None:
-                return f"Which incident? Write /{command.name} <id>, or reply /{command.name} to the alert message."
-            if command.name == "ack":
-                return await self._ack(command, actor)
-            return await self._unack(command, actor)
+                return f"/{command.name} needs an incident id (or, in Telegram, a reply to the alert message).\n\n{HELP}"
+            return await self._change_ack(command, actor)
         except StoreError as exc:
             event(log, logging.ERROR, "chatops_store_error", error=str(exc))
             return "Sorry, the router could not record that just now (its store is busy or failing). Try again."
+
+    async def _change_ack(self, command: Command, actor: Actor) -> str:
+        """Ack or unack, one at a time per incident: a silence is created before the ack is
+        stored, so a second engineer must not create one too while the first one's is made."""
+        incident_id = command.incident_id or ""
+        busy = self._busy.get(incident_id)
+        if busy is not None:
+            return f"#{incident_id} is being {busy} just now: nothing changed."
+        verb = "acknowledged by" if command.name == "ack" else "unacknowledged by"
+        self._busy[incident_id] = f"{verb} {actor.name}"
+        try:
+            if command.name == "ack":
+                return await self._ack(command, actor)
+            return await self._unack(command, actor)
+        finally:
+            del self._busy[incident_id]
 
     async def _open_incident(self, incident_id: str) -> IncidentState | str:
         """The open incident, or the answer that says why there is none."""
@@ -157,7 +180,7 @@ class Commands:
         if isinstance(incident, str):
             return incident
         if incident.acked_by:
-            return f"#{incident_id} was already acknowledged by {incident.acked_by} at {clock(incident.acked_at)}."
+            return _already_acked(incident)
         now = self.clock()
         silence_note, silence_id = "", ""
         duration = command.duration or self.default_silence
@@ -180,8 +203,9 @@ class Commands:
             except AlertmanagerError as exc:
                 event(log, logging.ERROR, "silence_failed", incident=incident_id, error=str(exc))
                 silence_note = f" The silence could not be created: {exc}"
-        plan = await self.store.set_ack(
+        result = await self.store.set_ack(
             incident_id,
+            None,
             actor.name,
             now,
             uuid.uuid4().hex[:16],
@@ -189,20 +213,23 @@ class Commands:
             comment=command.comment,
             silence_id=silence_id,
         )
-        if plan is None:  # resolved between the look and the ack
+        if result is None:  # resolved between the look and the ack
             return f"#{incident_id} was resolved meanwhile: nothing to acknowledge."
+        if isinstance(result, IncidentState):  # acked first by someone else
+            return _already_acked(result)
         self.metrics.acks.labels(actor.platform).inc()
-        self.metrics.observe_plan(plan)
+        self.metrics.observe_plan(result)
         event(
             log,
             logging.INFO,
             "incident_acked",
             incident=incident_id,
             by=actor.name,
+            user=actor.user_id,
             via=actor.platform,
             place=actor.place,
             silence=silence_id,
-            updates=len(plan.outbox),
+            updates=len(result.outbox),
         )
         return f"✅ #{incident_id} acknowledged by {actor.name}. Reminders and escalation stop.{silence_note}"
 
@@ -213,16 +240,25 @@ class Commands:
             return incident
         if not incident.acked_by:
             return f"#{incident_id} is not acknowledged."
-        plan = await self.store.set_ack(incident_id, None, self.clock(), uuid.uuid4().hex[:16])
-        if plan is None:
+        result = await self.store.set_ack(
+            incident_id, incident.acked_by, None, self.clock(), uuid.uuid4().hex[:16]
+        )
+        if result is None:
             return f"#{incident_id} was resolved meanwhile."
-        self.metrics.observe_plan(plan)
+        if isinstance(result, IncidentState):
+            return (
+                _already_acked(result)
+                if result.acked_by
+                else f"#{incident_id} is not acknowledged."
+            )
+        self.metrics.observe_plan(result)
         event(
             log,
             logging.INFO,
             "incident_unacked",
             incident=incident_id,
             by=actor.name,
+            user=actor.user_id,
             via=actor.platform,
         )
         note = (
@@ -246,3 +282,7 @@ class Commands:
         if len(shown) > 30:
             lines.append(f"… and {len(shown) - 30} more")
         return "\n".join(lines)
+
+
+def _already_acked(incident: IncidentState) -> str:
+    return f"#{incident.id} was already acknowledged by {incident.acked_by} at {clock(incident.acked_at)}."

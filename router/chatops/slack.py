@@ -16,6 +16,7 @@ from router.channels.slack import ACK_ACTION
 from router.chatops.commands import Actor, Command, Commands, parse
 from router.config import SlackChatops
 from router.logs import event
+from router.render import slack_escape
 
 log = logging.getLogger("router.chatops.slack")
 MAX_BODY = 64 * 1024
@@ -84,15 +85,13 @@ class SlackApp:
         )
         refusal = self._refusal(actor, form.get("channel_name", ""))
         if refusal is not None:
-            return web.json_response({"response_type": "ephemeral", "text": refusal})
+            return _answer(refusal)
         command = parse(form.get("command", "/help"), form.get("text", ""))
         if isinstance(command, str):
-            return web.json_response({"response_type": "ephemeral", "text": command})
+            return _answer(command)
         reply = await self.commands.run(command, actor)
         public = command.name in ("ack", "unack") and reply.startswith(("✅", "↩️"))
-        return web.json_response(
-            {"response_type": "in_channel" if public else "ephemeral", "text": reply}
-        )
+        return _answer(reply, public=public)
 
     async def handle_interaction(self, request: web.Request) -> web.Response:
         """POST /slack/interactions: the Acknowledge button (block_actions)."""
@@ -136,7 +135,11 @@ class SlackApp:
             try:
                 async with self._session.post(
                     url,
-                    json={"response_type": "ephemeral", "replace_original": False, "text": text},
+                    json={
+                        "response_type": "ephemeral",
+                        "replace_original": False,
+                        "text": slack_escape(text),
+                    },
                 ) as resp:
                     await resp.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -151,6 +154,15 @@ class SlackApp:
             await asyncio.gather(task, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+
+
+def _answer(text: str, *, public: bool = False) -> web.Response:
+    """A slash command's answer: in the channel or to the user only. The text is escaped for
+    mrkdwn, so that what a user typed (a name, `<!channel>`) is shown, never a mention or link
+    (api.slack.com/reference/surfaces/formatting#escaping)."""
+    return web.json_response(
+        {"response_type": "in_channel" if public else "ephemeral", "text": slack_escape(text)}
+    )
 
 
 def _dict(value: object) -> dict[str, Any]:

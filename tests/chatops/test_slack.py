@@ -169,3 +169,14 @@ async def test_acknowledge_button(fakes: Fakes, make_client: Any) -> None:
         "link_runbook",
         "link_silence",
     ]  # no Acknowledge any more
+
+
+@pytest.mark.parametrize("text", ["help", "HELP", ""])
+async def test_ack_help_and_ack_alone_answer_the_usage(
+    fakes: Fakes, make_client: Any, text: str
+) -> None:
+    client = await make_client(fakes, RECEIVERS, CHATOPS)
+    _, answer = await command(client, slash(text))
+    assert answer["response_type"] == "ephemeral"
+    assert "/ack &lt;id&gt; [duration] [comment]" in answer["text"], answer
+    assert "/unack &lt;id&gt;" in answer["text"]
