@@ -9,11 +9,15 @@ leaves text as it is. A directory named in routes.yaml overrides files of the sa
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from html import unescape as html_unescape
+from html import escape as html_escape
+from html.parser import HTMLParser
+from itertools import accumulate, pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
 
 from jinja2 import (
     ChainableUndefined,
@@ -34,7 +38,6 @@ SEVERITY_ICONS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info"
 RESOLVED_ICON = "✅"
 # Labels every alert has or that the heading already shows: not repeated in the body.
 HEADLINE_LABELS = frozenset({"alertname", "severity"})
-_TAGS = re.compile(r"<[^>]*>")
 _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # at most one blank line in a row
 
 
@@ -50,6 +53,7 @@ class SlackText(str):
 
 
 def slack_escape(value: Any) -> str:
+    """A value as literal Slack mrkdwn text: & < > escaped, so no `<!channel>` or link from data."""
     if isinstance(value, SlackText):
         return value
     if value is None:
@@ -57,16 +61,59 @@ def slack_escape(value: Any) -> str:
     return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+LINK_MAX = 3000  # characters of a URL in a link or button (Slack's button url limit)
+_URL_SPACE = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+def http_url(url: str, max_len: int = LINK_MAX) -> str:
+    """`url` if it is an absolute http(s) URL with a host, no spaces or control characters and
+    at most `max_len` characters, else "" (then it is shown as text, not put in a link)."""
+    if not url or len(url) > max_len or _URL_SPACE.search(url):
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return ""
+    return url if parts.scheme.lower() in ("http", "https") and parts.hostname else ""
+
+
+SLACK_LINK_MAX = 1400  # a <url|text> link in text: half a section, so a section can hold it
+
+
 def slack_link(url: str, text: str) -> SlackText:
+    """`<url|text>`, or "text: url" as plain text when url is not an absolute http(s) URL."""
     if not url:
         return SlackText(slack_escape(text))
+    if not http_url(url, SLACK_LINK_MAX):
+        return SlackText(f"{slack_escape(text)}: {slack_escape(url)}")
     return SlackText(
         f"<{slack_escape(url).replace('|', '%7C')}|{slack_escape(text).replace('|', '¦')}>"
     )
 
 
 def html_link(url: str, text: str) -> Markup:
-    return Markup('<a href="{}">{}</a>').format(url, text) if url else Markup.escape(text)
+    """<a href>, or "text: url" as escaped text when url is not an absolute http(s) URL."""
+    if not url:
+        return Markup.escape(text)
+    if not http_url(url):
+        return Markup("{}: {}").format(text, url)
+    return Markup('<a href="{}">{}</a>').format(url, text)
+
+
+_MENTION = re.compile(r"@(?=\w)")
+WORD_JOINER = "\u2060"
+
+
+def no_mentions(text: str) -> str:
+    """Text in which Telegram finds no @username mention (a word joiner follows each @)."""
+    return _MENTION.sub("@" + WORD_JOINER, text)
+
+
+def _telegram_finalize(value: Any) -> Any:
+    """Values in Telegram templates: data never mentions anyone; Markup passes as it is."""
+    if isinstance(value, Markup) or value is None:
+        return "" if value is None else value
+    return no_mentions(str(value))
 
 
 def human_duration(delta: timedelta) -> str:
@@ -116,6 +163,18 @@ def mrkdwn_links(links: list[tuple[str, str]]) -> SlackText:
     return SlackText(" · ".join(slack_link(url, text) for text, url in links))
 
 
+def _telegram_link(url: str, text: str) -> Markup:
+    return html_link(url if http_url(url) else no_mentions(url), no_mentions(text))
+
+
+def _telegram_links(links: list[tuple[str, str]]) -> Markup:
+    return Markup(" · ").join(_telegram_link(url, text) for text, url in links)
+
+
+def _telegram_labels(pairs: list[tuple[str, str]]) -> Markup:
+    return html_labels([(no_mentions(k), no_mentions(v)) for k, v in pairs])
+
+
 def alert_links(alert: AlertView) -> list[tuple[str, str]]:
     """(text, url) of each link the alert has, in the order people reach for them."""
     links = [
@@ -152,6 +211,7 @@ class Renderer:
         }
         self._envs = {
             "html": Environment(autoescape=True, **common),
+            "telegram": Environment(autoescape=True, finalize=_telegram_finalize, **common),
             "mrkdwn": Environment(autoescape=False, finalize=slack_escape, **common),
             "txt": Environment(autoescape=False, **common),
         }
@@ -171,6 +231,10 @@ class Renderer:
                 severity_icon=severity_icon,
                 alert_links=alert_links,
             )
+        self._envs["telegram"].filters.update(
+            html_labels=_telegram_labels, html_links=_telegram_links
+        )
+        self._envs["telegram"].globals.update(html_link=_telegram_link)
 
     def parts(self, kind: str) -> dict[str, str]:
         """Part name -> template file name, for one channel kind (looked up once per kind)."""
@@ -208,6 +272,8 @@ class Renderer:
 
     def _env_for(self, name: str) -> Environment:
         mode = name.rsplit(".", 2)[-2] if name.count(".") >= 2 else "txt"
+        if mode == "html" and name.startswith("telegram/"):
+            mode = "telegram"
         return self._envs.get(mode, self._envs["txt"])
 
     def render(self, kind: str, incident: IncidentView, **extra: Any) -> dict[str, str]:
@@ -216,8 +282,9 @@ class Renderer:
         out = {}
         for part, name in self.parts(kind).items():
             try:
-                text = self._env_for(name).get_template(name).render(context)
-                out[part] = _BLANK_RUNS.sub("\n\n", text).strip()
+                env = self._env_for(name)
+                text = _BLANK_RUNS.sub("\n\n", env.get_template(name).render(context)).strip()
+                out[part] = balanced_html(text) if env is self._envs["html"] else text
             except Exception as exc:  # a user template can raise anything; none may lose a page
                 raise RenderError(f"template {name} failed: {exc}") from exc
         return out
@@ -235,8 +302,15 @@ class Renderer:
             text = fallback_text(incident)
             parts = {}
             for part, name in self.parts(kind).items():
-                mode = self._env_for(name)
-                parts[part] = str(Markup.escape(text)) if mode is self._envs["html"] else text
+                env = self._env_for(name)
+                if env is self._envs["telegram"]:
+                    parts[part] = str(Markup.escape(no_mentions(text)))
+                elif env is self._envs["html"]:
+                    parts[part] = str(Markup.escape(text))
+                elif env is self._envs["mrkdwn"]:
+                    parts[part] = slack_escape(text)
+                else:
+                    parts[part] = text
             return parts, str(exc)
 
 
@@ -257,43 +331,273 @@ def fallback_text(incident: IncidentView) -> str:
 
 def utf16_len(text: str) -> int:
     """Length as Telegram and Slack count it: UTF-16 code units (an emoji is 2)."""
-    return len(text.encode("utf-16-le")) // 2
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
-def fit_blocks(text: str, limit: int, *, html: bool, measure: Any = utf16_len) -> str:
-    """Fit `text` into `limit` by dropping whole blocks (paragraphs), never cutting markup.
+def _utf16_prefix(text: str) -> list[int]:
+    """units[i]: UTF-16 code units of text[:i]."""
+    return [0, *accumulate(2 if ord(ch) > 0xFFFF else 1 for ch in text)]
 
-    The first block (the heading) and the last (id and /ack) are always kept; alert blocks are
-    kept in order while they fit, and a line says how many were left out. Only if heading and
-    footer alone do not fit is the text cut, as plain text with its markup removed.
-    """
-    if measure(text) <= limit:
-        return text
-    blocks = text.split("\n\n")
-    head, body, foot = blocks[0], blocks[1:-1], blocks[-1] if len(blocks) > 1 else ""
 
-    def compose(kept: list[str], dropped: int) -> str:
-        note = (
-            [f"… {dropped} more not shown here (message too long): see the other links"]
-            if dropped
-            else []
+def _best_cut(text: str, start: int, hi: int, forbidden: Any = None) -> int:
+    """A cut in text[start:hi] at the last blank line, line end or space of its second half, or
+    else at hi. `forbidden(i)` says a cut before text[i] would break something (a Slack link):
+    then the cut moves before it."""
+    lo = start + (hi - start) // 2
+    for sep in ("\n\n", "\n", " "):
+        at = text.rfind(sep, lo, hi)
+        while at >= 0 and forbidden is not None and forbidden(at + len(sep)):
+            at = text.rfind(sep, lo, at)
+        if at >= 0:
+            return at + len(sep)
+    cut = hi
+    while cut > start + 1 and forbidden is not None and forbidden(cut):
+        cut -= 1
+    return cut
+
+
+def _cuts(text: str, limit: int, forbidden: Any = None) -> list[int]:
+    """Where to cut `text` so that each piece has at most `limit` UTF-16 units (see _best_cut)."""
+    units = _utf16_prefix(text)
+    cuts: list[int] = []
+    start = 0
+    while units[-1] - units[start] > limit:
+        hi = max(start + 1, bisect_right(units, units[start] + limit) - 1)
+        start = _best_cut(text, start, hi, forbidden)
+        cuts.append(start)
+    return cuts
+
+
+# ----------------------------------------------------------------- HTML: balanced, split, fitted
+
+# Telegram's HTML: these tags, with these attributes (core.telegram.org/bots/api#html-style).
+TELEGRAM_TAGS: dict[str, frozenset[str]] = {
+    **dict.fromkeys(
+        ("b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "tg-spoiler", "pre"),
+        frozenset(),
+    ),
+    "a": frozenset({"href"}),
+    "code": frozenset({"class"}),
+    "span": frozenset({"class"}),
+    "blockquote": frozenset({"expandable"}),
+    "tg-emoji": frozenset({"emoji-id"}),
+}
+VOID_TAGS = frozenset(
+    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+)
+
+
+class _Tag(NamedTuple):
+    pos: int  # offset in the visible text where the tag stands
+    kind: str  # "open", "close" or "void"
+    name: str
+    source: str  # the start tag as sent ("" for "close")
+
+
+class MarkedText(NamedTuple):
+    """HTML read into its visible text and its tags, balanced: every open has its close."""
+
+    text: str
+    tags: list[_Tag]
+
+
+class _HtmlReader(HTMLParser):
+    """Reads HTML as a browser would, keeping only `allowed` tags (all if None), and balances it:
+    a stray end tag is dropped, one that closes an outer tag closes the inner ones first, and
+    tags still open at the end are closed there. Comments and processing instructions go."""
+
+    def __init__(self, allowed: Mapping[str, frozenset[str]] | None) -> None:
+        super().__init__(convert_charrefs=True)
+        self.allowed = allowed
+        self.chunks: list[str] = []
+        self.pos = 0
+        self.tags: list[_Tag] = []
+        self.stack: list[str] = []
+        self.repaired = False  # a tag was dropped, closed early or closed at the end
+
+    def handle_data(self, data: str) -> None:
+        self.chunks.append(data)
+        self.pos += len(data)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        source = self._start(tag, attrs)
+        if source is None:
+            return
+        if tag in VOID_TAGS:
+            self.tags.append(_Tag(self.pos, "void", tag, source))
+            return
+        self.tags.append(_Tag(self.pos, "open", tag, source))
+        self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        source = self._start(tag, attrs)
+        if source is not None:
+            self.tags.append(_Tag(self.pos, "void", tag, source))
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in self.stack:
+            self.repaired = self.repaired or tag not in VOID_TAGS
+            return
+        while self.stack:
+            name = self.stack.pop()
+            self.tags.append(_Tag(self.pos, "close", name, ""))
+            if name == tag:
+                return
+            self.repaired = True
+
+    def handle_decl(self, decl: str) -> None:
+        if self.allowed is None:
+            self.tags.append(_Tag(self.pos, "void", "!", f"<!{decl}>"))
+
+    def _start(self, tag: str, attrs: list[tuple[str, str | None]]) -> str | None:
+        """The start tag as it will be sent, or None to drop it (its text stays)."""
+        if self.allowed is None:
+            kept = attrs
+        else:
+            self.repaired = True  # conservatively: the allowed set may have dropped something
+            if tag not in self.allowed or (tag in VOID_TAGS and tag != "br"):
+                return None
+            if tag == "br":  # not Telegram HTML: a line break is a newline there
+                self.handle_data("\n")
+                return None
+            kept = [(k, v) for k, v in attrs if k in self.allowed[tag]]
+            if tag == "a":
+                href = dict(kept).get("href") or ""
+                if not (http_url(href) or href.startswith(("tg://", "mailto:"))):
+                    return None
+        rendered = "".join(
+            f" {k}" if v is None else f' {k}="{html_escape(v, quote=True)}"' for k, v in kept
         )
-        return "\n\n".join(p for p in [head, *kept, *note, foot] if p)
+        return f"<{tag}{rendered}>"
 
-    kept: list[str] = []
-    for i, block in enumerate(body):
-        if measure(compose([*kept, block], len(body) - i - 1)) > limit:
-            break
-        kept.append(block)
-    fitted = compose(kept, len(body) - len(kept))
-    if measure(fitted) <= limit:
-        return fitted
-    plain = _TAGS.sub("", fitted)
-    if html:
-        plain = html_unescape(plain)
-    cut = plain
-    while True:
-        out = str(Markup.escape(cut)) if html else cut
-        if measure(out) + 2 <= limit:
-            return out + (" …" if cut != plain else "")
-        cut = cut[: max(0, len(cut) - max(16, (measure(out) - limit) + 2))]
+    def result(self) -> MarkedText:
+        self.close()
+        self.repaired = self.repaired or bool(self.stack)
+        while self.stack:
+            self.tags.append(_Tag(self.pos, "close", self.stack.pop(), ""))
+        return MarkedText("".join(self.chunks), self.tags)
+
+
+def read_html(
+    text: str, allowed: Mapping[str, frozenset[str]] | None = TELEGRAM_TAGS
+) -> MarkedText:
+    """HTML as visible text plus balanced tags; `allowed` maps tag -> kept attributes."""
+    return _read(text, allowed)[0]
+
+
+def _read(text: str, allowed: Mapping[str, frozenset[str]] | None) -> tuple[MarkedText, bool]:
+    reader = _HtmlReader(allowed)
+    reader.feed(text)
+    return reader.result(), reader.repaired
+
+
+def html_pieces(marked: MarkedText, cuts: list[int]) -> list[str]:
+    """The HTML of marked.text cut at `cuts` (sorted offsets in the visible text): tags open at a
+    cut are closed at the end of one piece and opened again at the start of the next."""
+    text, tags = marked
+    bounds = [0, *cuts, len(text)]
+    stack: list[_Tag] = []
+    pieces: list[str] = []
+    i = 0
+    for k in range(len(bounds) - 1):
+        start, end, last = bounds[k], bounds[k + 1], k == len(bounds) - 2
+        out = [t.source for t in stack]
+        pos = start
+        while i < len(tags):
+            tag = tags[i]
+            if tag.pos > end or (tag.pos == end and tag.kind != "close" and not last):
+                break
+            out.append(html_escape(text[pos : tag.pos], quote=False))
+            pos = tag.pos
+            if tag.kind == "open":
+                stack.append(tag)
+                out.append(tag.source)
+            elif tag.kind == "close":
+                stack.pop()
+                out.append(f"</{tag.name}>")
+            else:
+                out.append(tag.source)
+            i += 1
+        out.append(html_escape(text[pos:end], quote=False))
+        out.extend(f"</{t.name}>" for t in reversed(stack))
+        pieces.append("".join(out))
+    return pieces
+
+
+def balanced_html(text: str, allowed: Mapping[str, frozenset[str]] | None = None) -> str:
+    """`text` with unbalanced or stray tags (and, if `allowed` is given, unknown ones) repaired;
+    well-formed HTML is returned as it is (CSS inside <style> stays untouched)."""
+    marked, repaired = _read(text, allowed)
+    return html_pieces(marked, [])[0] if repaired else text
+
+
+def split_html(
+    text: str, limit: int, allowed: Mapping[str, frozenset[str]] = TELEGRAM_TAGS
+) -> list[str]:
+    """Telegram HTML in pieces of at most `limit` visible UTF-16 units each, every piece balanced
+    and made only of `allowed` tags; cut at a blank line, a line end or a space where one is."""
+    marked = read_html(text, allowed)
+    return html_pieces(marked, _cuts(marked.text, limit))
+
+
+def fit_html(text: str, limit: int, allowed: Mapping[str, frozenset[str]] = TELEGRAM_TAGS) -> str:
+    """Telegram HTML in one message of at most `limit` visible UTF-16 units, balanced.
+
+    Whole paragraphs are kept from the top while they fit, with the last paragraph (the id and
+    /ack) always kept; a line says how many paragraphs are not shown. A paragraph too long on its
+    own is cut at a line end or space. Empty visible text becomes a one-line plain notice.
+    """
+    marked = read_html(text, allowed)
+    visible = marked.text
+    if not visible.strip():
+        return "(empty message: the template rendered no text)"
+    if utf16_len(visible) <= limit:
+        return html_pieces(marked, [])[0]
+    foot_at = visible.rfind("\n\n")
+    foot = visible[foot_at:] if foot_at > 0 and utf16_len(visible[foot_at:]) < limit // 4 else ""
+    body_end = len(visible) - len(foot)
+    note = "\n\n… {} more paragraph(s) not shown: the message is limited to {} characters"
+    room = limit - utf16_len(foot) - utf16_len(note.format(body_end, limit))
+    cut = _cuts(visible[:body_end], max(room, 1))[0]
+    dropped = visible.count("\n\n", cut, body_end) + 1
+    head = html_pieces(marked, [cut, body_end])
+    tail = [head[2]] if foot else []
+    return "".join([head[0].rstrip("\n"), note.format(dropped, limit), *tail])
+
+
+# ----------------------------------------------------------------- Slack mrkdwn
+
+_SLACK_ANGLE = re.compile(r"<[^<>]{1,1500}>")  # longer ones are shown as text
+
+
+def sanitize_mrkdwn(text: str) -> str:
+    """Slack mrkdwn with every `<…>` complete: a `<` or `>` outside one is escaped, newlines
+    inside one become spaces (Slack reads `<url|text>`, `<!here>`, `<@U…>` only whole)."""
+    out: list[str] = []
+    pos = 0
+    for m in _SLACK_ANGLE.finditer(text):
+        out.append(text[pos : m.start()].replace("<", "&lt;").replace(">", "&gt;"))
+        out.append(m.group().replace("\n", " "))
+        pos = m.end()
+    out.append(text[pos:].replace("<", "&lt;").replace(">", "&gt;"))
+    return "".join(out)
+
+
+def _mrkdwn_forbidden(text: str) -> Any:
+    """A predicate: True for an offset inside a `<…>` or an `&…;` escape of sanitized mrkdwn."""
+    inside = bytearray(len(text) + 1)
+    for pattern in (_SLACK_ANGLE, _SLACK_ENTITY):
+        for m in pattern.finditer(text):
+            inside[m.start() + 1 : m.end()] = b"\x01" * (m.end() - m.start() - 1)
+    return lambda i: bool(inside[i])
+
+
+_SLACK_ENTITY = re.compile(r"&(?:amp|lt|gt);")
+
+
+def split_mrkdwn(text: str, limit: int) -> list[str]:
+    """Sanitized mrkdwn in pieces of at most `limit` characters, never cut inside `<…>` or `&…;`."""
+    text = sanitize_mrkdwn(text)
+    cuts = _cuts(text, limit, _mrkdwn_forbidden(text)) if len(text) > limit else []
+    bounds = [0, *cuts, len(text)]
+    return [text[a:b] for a, b in pairwise(bounds)]

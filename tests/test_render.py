@@ -15,9 +15,20 @@ import pytest
 from router.config import parse_config
 from router.models import IncidentView, WebhookPayload
 from router.pipeline import Pipeline, State
-from router.render import Renderer, human_duration
+from router.render import (
+    Renderer,
+    balanced_html,
+    html_link,
+    http_url,
+    human_duration,
+    slack_link,
+    split_html,
+    utf16_len,
+)
 
-from .fakes.telegram import html_problem
+from .fakes.slack import mentions as slack_mentions
+from .fakes.telegram import html_problem, visible_text
+from .fakes.telegram import mentions as tg_mentions
 from .helpers import ROOT, fixture_json
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -123,3 +134,90 @@ def test_human_duration(seconds: int, text: str) -> None:
 
 def test_shipped_templates_compile() -> None:
     Renderer(ROOT / "templates").check(list(KINDS))
+
+
+# ------------------------------------------------------------------ markup kept whole
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<b>a\n\nb</b>\n" + "x" * 5000,
+        "<i>" + "word " * 3000 + "</i>",
+        '<a href="https://e.example/x">' + "link text " * 900 + "</a> tail",
+        "<b><i><u>" + "🔥" * 3000 + "</u></i></b>",
+        "<pre>" + "&lt;&amp;&gt;\n" * 3000 + "</pre>",
+    ],
+)
+def test_split_html_makes_balanced_pieces_within_the_limit_and_loses_no_text(html: str) -> None:
+    pieces = split_html(html, 1000)
+    assert len(pieces) > 1
+    for piece in pieces:
+        assert html_problem(piece) == ""
+        assert utf16_len(visible_text(piece)) <= 1000
+    assert "".join(visible_text(p) for p in pieces) == visible_text(html)
+
+
+def test_split_html_reopens_the_tags_open_at_a_cut() -> None:
+    first, second = split_html("<b>bold <i>both\n\nitalic</i> bold</b>", 14)
+    assert first == "<b>bold <i>both\n\n</i></b>"
+    assert second == "<b><i>italic</i> bold</b>"
+
+
+@pytest.mark.parametrize(
+    ("html", "fixed"),
+    [
+        ("<p><b>x</p>", "<p><b>x</b></p>"),
+        ("a</b>c", "ac"),
+        ("<i>open", "<i>open</i>"),
+        ("<!DOCTYPE html><p>a<br>b</p>", "<!DOCTYPE html><p>a<br>b</p>"),
+        ("<style>a > b {}</style><p>x</p>", "<style>a > b {}</style><p>x</p>"),
+    ],
+)
+def test_email_html_from_any_template_is_balanced(html: str, fixed: str) -> None:
+    assert balanced_html(html) == fixed
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("https://wiki.example/runbooks/disk", True),
+        ("HTTP://Grafana.example:3000/d/x?a=1&b=<2>", True),
+        ("see wiki", False),
+        ("/d/x", False),
+        ("wiki.example/runbooks", False),
+        ("javascript:alert(1)", False),
+        ("ftp://files.example/x", False),
+        ("https://", False),
+        ("https://x.example/a b", False),
+        ("https://x.example/\nb", False),
+        ("https://x.example/" + "a" * 2982, True),
+        ("https://x.example/" + "a" * 2983, False),
+        ("http://[::1", False),
+    ],
+)
+def test_only_absolute_http_urls_become_links(url: str, ok: bool) -> None:
+    assert (http_url(url) == url) is ok
+    assert ('<a href="' in html_link(url, "Runbook")) is ok
+    assert slack_link(url, "Runbook").lower().startswith("<http") is (ok and len(url) <= 1400)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_fallback_is_escaped_for_its_channel(kind: str, tmp_path: Path) -> None:
+    (tmp_path / kind).mkdir()
+    for name in Renderer().parts(kind).values():
+        (tmp_path / name).write_text("{{ 1 / 0 }}")
+    view = incident_for(["truncated-max-alerts-2"])
+    hostile = view.firing[0].model_copy(
+        update={"annotations": {"summary": "<!channel> <@U123> <b>x & @alice_ops"}}
+    )
+    view = view.model_copy(update={"firing": [hostile]})
+    parts, error = Renderer(tmp_path).render_or_fallback(kind, view)
+    assert error is not None
+    if kind == "slack":
+        assert slack_mentions(parts["message"]) == [] and "&lt;!channel&gt;" in parts["message"]
+    elif kind == "telegram":
+        assert html_problem(parts["message"]) == "" and tg_mentions(parts["message"]) == []
+    elif kind == "email":
+        assert "&lt;b&gt;x &amp; @alice_ops" in parts["html"] and "<b>" not in parts["html"]
+        assert "<b>x & @alice_ops" in parts["text"]  # plain text: as it is

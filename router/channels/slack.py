@@ -12,7 +12,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
 from router.config import SlackConfig
 from router.models import IncidentView, Reason
-from router.render import Renderer, fit_blocks
+from router.render import LINK_MAX, Renderer, http_url, sanitize_mrkdwn, split_mrkdwn
 
 SECTION_MAX = 3000  # characters in one section block's text
 MAX_SECTIONS = 45  # of Slack's 50 blocks, leaving room for the actions
@@ -52,22 +52,30 @@ def colour(view: IncidentView) -> str:
     return COLOURS.get(view.severity.lower(), "#616161")
 
 
-def blocks_for(view: IncidentView, text: str) -> list[dict[str, Any]]:
-    """Section blocks from the rendered mrkdwn, then link and Acknowledge buttons."""
-    paragraphs = [p for p in text.split("\n\n") if p.strip()]
+def sections(text: str) -> list[str]:
+    """Section texts of at most SECTION_MAX characters: a paragraph each, a longer paragraph in
+    several, never cut inside a `<link|text>`; past MAX_SECTIONS, paragraphs from the end of the
+    body are left out, with a line saying how many, and the last (id and /ack) is kept."""
+    paragraphs = [
+        piece
+        for paragraph in sanitize_mrkdwn(text).split("\n\n")
+        for piece in (p.strip() for p in split_mrkdwn(paragraph, SECTION_MAX))
+        if piece
+    ]
     if len(paragraphs) > MAX_SECTIONS:
         dropped = len(paragraphs) - MAX_SECTIONS + 1
         paragraphs = [
             *paragraphs[: MAX_SECTIONS - 2],
-            f"… {dropped} more not shown here",
+            f"… {dropped} more section(s) not shown: a Slack message holds {MAX_SECTIONS}",
             paragraphs[-1],
         ]
+    return paragraphs
+
+
+def blocks_for(view: IncidentView, text: str) -> list[dict[str, Any]]:
+    """Section blocks from the rendered mrkdwn, then link and Acknowledge buttons."""
     blocks: list[dict[str, Any]] = [
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": fit_blocks(p, SECTION_MAX, html=False)},
-        }
-        for p in paragraphs
+        {"type": "section", "text": {"type": "mrkdwn", "text": p}} for p in sections(text)
     ]
     buttons: list[dict[str, Any]] = []
     if view.status == "firing" and not view.acked_by:
@@ -88,7 +96,7 @@ def blocks_for(view: IncidentView, text: str) -> list[dict[str, Any]]:
             ("Dashboard", first.dashboard_url),
             ("Silence", first.silence_url),
         ):
-            if url and len(url) <= 3000:
+            if http_url(url, LINK_MAX):  # Block Kit: an absolute URL of at most 3000 characters
                 buttons.append(
                     {
                         "type": "button",
@@ -103,8 +111,9 @@ def blocks_for(view: IncidentView, text: str) -> list[dict[str, Any]]:
 
 
 def fallback_text(text: str) -> str:
-    """The notification preview: the message's first line."""
-    return text.split("\n", 1)[0][:300]
+    """The notification preview: the message's first line, at most 300 characters, whole links."""
+    first = sanitize_mrkdwn(text).split("\n", 1)[0]
+    return split_mrkdwn(first, 300)[0] if first.strip() else "(empty message)"
 
 
 class SlackChannel(Channel[SlackConfig]):

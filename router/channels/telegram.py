@@ -23,9 +23,9 @@ from telegram.request import HTTPXRequest
 
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
 from router.config import TelegramConfig
-from router.render import fit_blocks
+from router.render import fit_html
 
-MAX_TEXT = 4096  # characters after entity parsing; we measure the HTML source, which is longer
+MAX_TEXT = 4096  # UTF-16 code units of the text after entity parsing (Bot API sendMessage)
 
 
 def ack_callback(incident_id: str) -> str:
@@ -52,7 +52,8 @@ class TelegramChannel(Channel[TelegramConfig]):
         return 3.0 if chat.startswith("-") or chat.startswith("@") else 1.0
 
     def _text(self, msg: Message) -> str:
-        return fit_blocks(msg.parts["message"], MAX_TEXT, html=True)
+        """The message as sent: Telegram HTML, balanced, at most MAX_TEXT visible characters."""
+        return fit_html(msg.parts["message"], MAX_TEXT)
 
     def _markup(self, msg: Message) -> InlineKeyboardMarkup | None:
         view = msg.view
@@ -142,7 +143,7 @@ class TelegramChannel(Channel[TelegramConfig]):
         async def do() -> Delivery:
             await self._bot.send_message(
                 chat_id=self.config.chat_id,
-                text=fit_blocks(digest.parts["message"], MAX_TEXT, html=True),
+                text=fit_html(digest.parts["message"], MAX_TEXT),
                 parse_mode="HTML",
                 message_thread_id=self.config.message_thread_id,
                 disable_notification=self.config.disable_notifications,

@@ -101,7 +101,7 @@ async def test_a_message_too_long_for_telegram_is_fitted_not_lost(
     notes = await settled(client)
     assert {n["state"] for n in notes} == {"sent"}
     [msg] = fakes.telegram.messages.values()
-    assert "more not shown here (message too long)" in msg.text
+    assert "more paragraph(s) not shown: the message is limited to 4096" in msg.text
     assert msg.text.rstrip().endswith("/ack " + notes[0]["incident"])
     [slack_post] = fakes.slack.posts()
     assert len(slack_post.payload["attachments"][0]["blocks"]) <= 50

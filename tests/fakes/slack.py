@@ -2,17 +2,22 @@
 
 Checks what Slack checks for these calls: the bearer token (`invalid_auth`, `not_authed`), the
 channel (`channel_not_found`; `#name` resolves to an id), that there is text, blocks or
-attachments (`no_text`), Block Kit limits (50 blocks, 3000 characters per section text:
-`invalid_blocks`), the message to update (`message_not_found`). Rate limiting answers HTTP 429
+attachments (`no_text`), Block Kit limits (50 blocks, 3000 characters per section text, 1-25
+elements per actions block, a button's url absolute http(s) and at most 3000 characters:
+`invalid_blocks`; api.slack.com/reference/block-kit), 40,000 characters of text
+(`msg_too_long`), the message to update (`message_not_found`). `mentions()` lists what Slack
+would notify people for, `half_links()` the `<` that open no complete `<…>`. Rate limiting answers HTTP 429
 with `{"ok": false, "error": "ratelimited"}` and a Retry-After header, as Slack does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -154,9 +159,42 @@ def content_problem(body: dict[str, Any]) -> str:
                 return "invalid_blocks"
             if block.get("type") == "actions" and not 1 <= len(block.get("elements", [])) <= 25:
                 return "invalid_blocks"
+            for element in block.get("elements") or []:
+                if "url" in element and not _button_url(str(element["url"])):
+                    return "invalid_blocks"
     if len(str(body.get("text", ""))) > 40000:
         return "msg_too_long"
     return ""
+
+
+def _button_url(url: str) -> bool:
+    parts = urlsplit(url)
+    return (
+        len(url) <= 3000
+        and parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not any(ch.isspace() for ch in url)
+    )
+
+
+def texts(body: dict[str, Any]) -> list[str]:
+    """Every mrkdwn text of a message: its text and each section's."""
+    blocks = [*(body.get("blocks") or [])]
+    for attachment in body.get("attachments") or []:
+        blocks += attachment.get("blocks") or []
+    return [str(body.get("text", ""))] + [
+        str((b.get("text") or {}).get("text", "")) for b in blocks if b.get("type") == "section"
+    ]
+
+
+def mentions(text: str) -> list[str]:
+    """The special mentions and user/group mentions Slack notifies for (<!here>, <@U123>...)."""
+    return re.findall(r"<(?:!(?:here|channel|everyone|subteam\^)[^>]*|@[UW][^>]*)>", text)
+
+
+def half_links(text: str) -> list[str]:
+    """A `<` that opens no complete `<…>`: Slack shows what follows it mangled or not at all."""
+    return re.findall(r"<[^>]*$|<[^>]*<", text)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:

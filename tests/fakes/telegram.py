@@ -1,9 +1,14 @@
 """A fake Telegram Bot API: /bot<token>/<method>, the real JSON shapes, checks and errors.
 
 It checks what Telegram checks for the calls alert-router makes: the token, the chat, text
-length after entity parsing (4096), HTML that parses with only Telegram's tags, "message is not
-modified", "message to edit not found", and per-chat flood control (one message per second in a
-private chat answers 429 with parameters.retry_after). Tests queue failures with `fail_next`.
+length after entity parsing (4096 UTF-16 code units of the visible text), HTML that parses with
+only Telegram's tags and entities (core.telegram.org/bots/api#html-style: "can't find end tag",
+"unsupported start tag", "unexpected end tag", "unsupported entity"), inline keyboard buttons (a
+url button takes an http(s) or tg:// URL: BUTTON_URL_INVALID; callback_data is 1-64 bytes:
+BUTTON_DATA_INVALID), "message is not modified", "message to edit not found", and per-chat flood
+control (one message per second in a private chat answers 429 with parameters.retry_after).
+Tests queue failures with `fail_next`. `mentions()` lists the @username mentions Telegram would
+find in a sent text.
 """
 
 from __future__ import annotations
@@ -170,17 +175,9 @@ class FakeTelegram:
 
     def _check_text(self, params: dict[str, Any]) -> str | web.Response:
         text = str(params.get("text", ""))
-        if not text.strip():
-            return _error(400, "Bad Request: message text is empty")
-        if params.get("parse_mode") == "HTML":
-            problem = html_problem(text)
-            if problem:
-                return _error(400, f"Bad Request: can't parse entities: {problem}")
-            visible = unescape(_strip_tags(text))
-        else:
-            visible = text
-        if len(visible.encode("utf-16-le")) // 2 > MAX_TEXT:
-            return _error(400, "Bad Request: message is too long")
+        problem = text_problem(text, params.get("parse_mode"), params.get("reply_markup"))
+        if problem:
+            return _error(400, f"Bad Request: {problem}")
         return text
 
     async def send_message(self, params: dict[str, Any]) -> web.Response:
@@ -231,11 +228,68 @@ class FakeTelegram:
         return _ok(_message_json(msg))
 
 
+def text_problem(text: str, parse_mode: Any = "HTML", reply_markup: Any = None) -> str:
+    """What Telegram's sendMessage/editMessageText would refuse in this text, or ""."""
+    if parse_mode == "HTML":
+        problem = html_problem(text)
+        if problem:
+            return f"can't parse entities: {problem}"
+        visible = visible_text(text)
+    else:
+        visible = text
+    if not visible.strip():
+        return "message text is empty"
+    if len(visible.encode("utf-16-le")) // 2 > MAX_TEXT:
+        return "message is too long"
+    return keyboard_problem(reply_markup)
+
+
+def keyboard_problem(reply_markup: Any) -> str:
+    """An inline keyboard's refusal: url buttons take http(s) or tg:// URLs, callback_data 1-64
+    bytes (core.telegram.org/bots/api#inlinekeyboardbutton)."""
+    if not isinstance(reply_markup, dict):
+        return ""
+    for row in reply_markup.get("inline_keyboard") or []:
+        for button in row:
+            url = button.get("url")
+            if url is not None and not _button_url(str(url)):
+                return "BUTTON_URL_INVALID"
+            data = button.get("callback_data")
+            if data is not None and not 1 <= len(str(data).encode()) <= 64:
+                return "BUTTON_DATA_INVALID"
+    return ""
+
+
+def _button_url(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    if any(ch.isspace() for ch in url):
+        return False
+    parts = urlsplit(url)
+    return (parts.scheme in ("http", "https") and bool(parts.hostname)) or parts.scheme == "tg"
+
+
+def visible_text(html: str) -> str:
+    """The text Telegram shows for valid HTML: tags removed, entities decoded."""
+    return unescape(_strip_tags(html))
+
+
+def mentions(html: str) -> list[str]:
+    """@username mentions (5-32 characters) Telegram finds in the visible text of a message."""
+    import re
+
+    return re.findall(r"(?<![\w@])@[A-Za-z][A-Za-z0-9_]{4,31}(?![\w])", visible_text(html))
+
+
 class _Checker(HTMLParser):
     def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
+        super().__init__(convert_charrefs=False)
         self.stack: list[str] = []
         self.problem = ""
+
+    def handle_entityref(self, name: str) -> None:
+        if name not in ("lt", "gt", "amp", "quot") and not self.problem:
+            self.problem = f'unsupported entity "&{name};"'
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in ALLOWED_TAGS and not self.problem:
@@ -243,8 +297,18 @@ class _Checker(HTMLParser):
         self.stack.append(tag)
 
     def handle_endtag(self, tag: str) -> None:
-        if (not self.stack or self.stack.pop() != tag) and not self.problem:
-            self.problem = f'can\'t find end tag corresponding to start tag "{tag}"'
+        if self.problem:
+            return
+        if not self.stack:
+            self.problem = f'unexpected end tag "{tag}"'
+        elif self.stack[-1] != tag:
+            self.problem = f'can\'t find end tag corresponding to start tag "{self.stack[-1]}"'
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if "&" in data and not self.problem:
+            self.problem = 'unexpected "&": escape it as &amp;'
 
 
 def html_problem(text: str) -> str:
