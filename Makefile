@@ -2,32 +2,41 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+RUN_STAMP := $(VENV)/.installed-run-stamp
 
-.PHONY: help run test check fmt golden bench deps clean
+.PHONY: help install run test check fmt golden bench deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	python3 -m venv $(VENV)
+$(PY):
+	python3 -m venv $(VENV) || { rm -rf $(VENV); echo 'Debian/Ubuntu: apt-get install python3-venv' >&2; exit 1; }
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test]'
-	touch $(STAMP)
 
-run: $(STAMP) ## install, then serve routes.yaml on SQLite in --dry-run (notifications go to the log)
+$(RUN_STAMP): pyproject.toml setup.py | $(PY)
+	$(VENV)/bin/pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml setup.py | $(PY)
+	$(VENV)/bin/pip install --quiet -e '.[test]'
+	touch $(STAMP) $(RUN_STAMP)
+
+install: $(RUN_STAMP) ## install the package (editable, without the test tools) into .venv
+
+run: $(RUN_STAMP) ## install the package, then serve routes.yaml on SQLite in --dry-run (notifications go to the log)
 	$(VENV)/bin/alert-router serve --config routes.yaml --dry-run
 
 test: check ## install, run the checks, then the whole test suite
 	$(PY) -m pytest
 
 check: $(STAMP) ## ruff format --check, ruff check, mypy --strict
-	$(VENV)/bin/ruff format --check router tests
-	$(VENV)/bin/ruff check router tests
+	$(VENV)/bin/ruff format --check router tests setup.py
+	$(VENV)/bin/ruff check router tests setup.py
 	$(VENV)/bin/mypy
 
 fmt: $(STAMP) ## format and autofix
-	$(VENV)/bin/ruff format router tests
-	$(VENV)/bin/ruff check --fix router tests
+	$(VENV)/bin/ruff format router tests setup.py
+	$(VENV)/bin/ruff check --fix router tests setup.py
 
 golden: $(STAMP) ## rewrite tests/golden/ from the current templates (review the diff like code)
 	UPDATE_GOLDEN=1 $(PY) -m pytest tests/test_render.py -q

@@ -31,8 +31,10 @@ from markupsafe import Markup
 from router.errors import ConfigError, ConfigProblem, RenderError
 from router.models import AlertView, IncidentView
 
-DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+# An installed wheel holds the templates as package data (router/templates/, see setup.py); a
+# source checkout or an editable install reads the repository's top-level templates/.
 PACKAGED_TEMPLATES = Path(__file__).resolve().parent / "templates"
+REPOSITORY_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 
 SEVERITY_ICONS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info": "🔵"}
 RESOLVED_ICON = "✅"
@@ -42,8 +44,12 @@ _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # at most one blank line i
 
 
 def default_template_dir() -> Path:
-    """The shipped templates: the repository's templates/ or the copy inside an installed wheel."""
-    return DEFAULT_TEMPLATES if DEFAULT_TEMPLATES.is_dir() else PACKAGED_TEMPLATES
+    """The shipped templates: router/templates/ of an installed wheel, else the repository's.
+
+    The wheel's copy is looked for first, so that a `templates` folder next to the installed
+    package (another distribution's, in site-packages) is never taken for ours.
+    """
+    return PACKAGED_TEMPLATES if PACKAGED_TEMPLATES.is_dir() else REPOSITORY_TEMPLATES
 
 
 class SlackText(str):
