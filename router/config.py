@@ -290,6 +290,80 @@ class ReceiverConfig(Strict):
 # ---------------------------------------------------------------- chatops
 
 
+def _id_checker(pattern: str, what: str, how: str) -> Any:
+    """A validator for a chat platform's immutable id; a name gets an error saying how to find
+    the id (names can be changed and reused, so they authorize nobody)."""
+    compiled = re.compile(pattern)
+
+    def check(value: Any) -> str:
+        text = str(value)
+        if isinstance(value, bool) or not compiled.fullmatch(text):
+            raise ValueError(f"{text!r} is not {what}: names can be changed or reused; {how}")
+        return text
+
+    return check
+
+
+SlackTeamId = Annotated[
+    str,
+    BeforeValidator(
+        _id_checker(
+            r"[TE][A-Z0-9]+",
+            "a Slack workspace id (T…)",
+            "give the id, as in the address of Slack in a browser (app.slack.com/client/T…/)"
+            " or in the router's refusal",
+        )
+    ),
+]
+SlackChannelId = Annotated[
+    str,
+    BeforeValidator(
+        _id_checker(
+            r"[CGD][A-Z0-9]+",
+            "a Slack channel id (C…)",
+            "give the id, shown at the bottom of the channel's details (About) in Slack",
+        )
+    ),
+]
+SlackUserId = Annotated[
+    str,
+    BeforeValidator(
+        _id_checker(
+            r"[UW][A-Z0-9]+",
+            "a Slack member id (U… or W…)",
+            "give the id: in Slack, the user's profile, ⋮, Copy member ID",
+        )
+    ),
+]
+TelegramChatId = Annotated[
+    int,
+    BeforeValidator(
+        _id_checker(
+            r"-?[1-9][0-9]*",
+            "a Telegram chat id (a number, negative for groups)",
+            "give the numeric id, which the router's refusal in that chat tells (chat …)",
+        )
+    ),
+]
+TelegramUserId = Annotated[
+    int,
+    BeforeValidator(
+        _id_checker(
+            r"[1-9][0-9]*",
+            "a Telegram user id (a number)",
+            "give the numeric id, which the router's refusal tells the user (user id …)",
+        )
+    ),
+]
+
+
+class TelegramScope(Strict):
+    """Who may ack one receiver's incidents from Telegram; an unset key takes the global one."""
+
+    allowed_chats: list[TelegramChatId] | None = None
+    allowed_users: list[TelegramUserId] | None = None
+
+
 class TelegramChatops(WithSecrets):
     secret_keys = ("bot_token", "webhook_secret")
 
@@ -297,8 +371,9 @@ class TelegramChatops(WithSecrets):
     api_url: str = "https://api.telegram.org"
     mode: Literal["webhook", "polling"] = "webhook"
     webhook_secret: SecretStr | None = None
-    allowed_chats: list[int] = Field(default_factory=list)
-    allowed_users: list[int | str] = Field(default_factory=list)
+    allowed_chats: list[TelegramChatId] = Field(default_factory=list)
+    allowed_users: list[TelegramUserId] = Field(default_factory=list)
+    receivers: dict[str, TelegramScope] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _webhook_needs_secret(self) -> TelegramChatops:
@@ -311,14 +386,23 @@ class TelegramChatops(WithSecrets):
         return self
 
 
+class SlackScope(Strict):
+    """Who may ack one receiver's incidents from Slack; an unset key takes the global one."""
+
+    allowed_channels: list[SlackChannelId] | None = None
+    allowed_users: list[SlackUserId] | None = None
+
+
 class SlackChatops(WithSecrets):
     secret_keys = ("bot_token", "signing_secret")
 
     bot_token: SecretStr | None = None
     api_url: str = "https://slack.com/api/"
     signing_secret: SecretStr
-    allowed_channels: list[str] = Field(min_length=1)
-    allowed_users: list[str] = Field(default_factory=list)
+    team_id: SlackTeamId
+    allowed_channels: list[SlackChannelId] = Field(min_length=1)
+    allowed_users: list[SlackUserId] = Field(default_factory=list)
+    receivers: dict[str, SlackScope] = Field(default_factory=dict)
 
 
 class ChatopsConfig(Strict):
@@ -492,6 +576,15 @@ def config_notes(cfg: RouterConfig) -> list[str]:
             walk(child, f"{path}.routes[{i}]")
 
     walk(cfg.route, "route")
+    for platform, places, section in (
+        ("telegram", "chats", cfg.chatops.telegram),
+        ("slack", "channels", cfg.chatops.slack),
+    ):
+        if section is not None and not section.allowed_users:
+            notes.append(
+                f"chatops.{platform}.allowed_users: empty, so anyone in allowed_{places} may ack"
+                " (list user ids to narrow it)"
+            )
     return notes
 
 
@@ -523,6 +616,16 @@ def _cross_check(data: Mapping[str, Any]) -> Iterator[tuple[tuple[Any, ...], str
                 )
             elif target == r.get("name"):
                 yield ("receivers", i, "escalate", "to"), "a receiver cannot escalate to itself"
+    chatops = data.get("chatops")
+    for platform in ("telegram", "slack"):
+        section = chatops.get(platform) if isinstance(chatops, dict) else None
+        scoped = section.get("receivers") if isinstance(section, dict) else None
+        for name in scoped if isinstance(scoped, dict) and seen else ():
+            if name not in seen:
+                yield (
+                    ("chatops", platform, "receivers", name),
+                    f"undefined receiver {name!r} (known: {known})",
+                )
     root = data.get("route")
     if not isinstance(root, dict):
         return

@@ -37,7 +37,7 @@ storage: {{path: "{{db}}"}}
 receivers: [{{name: r}}]
 route: {{receiver: r}}
 chatops:
-  slack: {{signing_secret: {SIGNING}, allowed_channels: [C1]}}
+  slack: {{signing_secret: {SIGNING}, team_id: T1, allowed_channels: [C1]}}
 """
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from router.alertmanager import Alertmanager
@@ -27,6 +28,7 @@ log = logging.getLogger("router.chatops")
 NAMES = ("ack", "unack", "alerts", "help")
 MAX_SILENCE = timedelta(days=30)
 MAX_ECHO = 40  # characters of a user's word repeated in an answer
+MAX_NAME = 64  # characters of a user's name shown in messages
 _ID_RE = re.compile(rf"^#?([{ID_ALPHABET}]{{{ID_LENGTH}}})$", re.IGNORECASE)
 
 HELP = """alert-router commands:
@@ -41,13 +43,60 @@ HELP = """alert-router commands:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who asked, and where: ids as the platform gives them."""
+    """Who asked, and where: immutable ids as the platform gives them, and a name to show."""
 
     platform: str  # "telegram" | "slack"
-    user_id: str
-    name: str  # shown in messages: "@alice" / "Alice"
-    place: str  # chat or channel id
-    username: str = ""
+    user_id: str  # Telegram user id (digits) / Slack member id (U…, W…)
+    name: str  # shown in messages, "@alice" / "Alice": made by `display_name`, never authorizes
+    place: str  # Telegram chat id / Slack channel id
+    team: str = ""  # Slack workspace id (T…); "" on Telegram
+    address: str = ""  # the client address of the HTTP request that carried it, for logs
+
+
+@dataclass(frozen=True)
+class Allow:
+    """Places (chat or channel ids) and users (ids; empty: anyone in those places)."""
+
+    places: frozenset[str]
+    users: frozenset[str] = frozenset()
+
+    def admits(self, actor: Actor) -> bool:
+        return actor.place in self.places and (not self.users or actor.user_id in self.users)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Who may use the commands on one platform, by immutable ids only: the global allow-list,
+    and per receiver the allow-list for acking its incidents (default: the global one)."""
+
+    platform: str
+    team: str | None  # the Slack workspace requests must come from; None on Telegram
+    default: Allow
+    receivers: Mapping[str, Allow] = field(default_factory=dict)
+
+    def refusal(self, actor: Actor) -> str | None:
+        """None if the actor may use the commands at all (some allow-list admits them here);
+        else the answer that says why not, with the id an admin would add."""
+        if self.team is not None and actor.team != self.team:
+            return f"Sorry, commands are not accepted from this Slack workspace ({actor.team})."
+        scopes = [self.default, *self.receivers.values()]
+        if not any(actor.place in s.places for s in scopes):
+            where = "chat" if actor.platform == "telegram" else "channel"
+            return f"Sorry, commands are not accepted from this {where} ({actor.place})."
+        if not any(s.admits(actor) for s in scopes):
+            return f"Sorry, {actor.name} (user id {actor.user_id}) is not allowed to acknowledge alerts here."
+        return None
+
+    def change_refusal(self, actor: Actor, incident: IncidentState) -> str | None:
+        """None if the actor may ack or unack this incident: the allow-list of its receiver (or
+        of the receiver it escalated to) admits them; else the answer that says why not."""
+        names = [incident.receiver, *([incident.escalated_to] if incident.escalated_to else [])]
+        if any(self.receivers.get(n, self.default).admits(actor) for n in names):
+            return None
+        return (
+            f"Sorry, {actor.name} (user id {actor.user_id}) may not acknowledge incidents of"
+            f" receiver {incident.receiver!r} from here."
+        )
 
 
 @dataclass(frozen=True)
@@ -89,15 +138,11 @@ def bounded(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def allowed(actor: Actor, places: Sequence[str | int], users: Sequence[str | int]) -> str | None:
-    """None if the actor may act here; else the refusal to show."""
-    if str(actor.place) not in {str(p) for p in places}:
-        return f"Sorry, commands are not accepted from this {'chat' if actor.platform == 'telegram' else 'channel'} ({actor.place})."
-    if users and not {actor.user_id, actor.username, actor.username.lstrip("@")} & {
-        str(u).lstrip("@") for u in users
-    }:
-        return f"Sorry, {actor.name} is not allowed to acknowledge alerts."
-    return None
+def display_name(text: str) -> str:
+    """A chat user's name as shown in messages: one line (control characters become spaces)
+    and at most MAX_NAME characters. Escaping is for each place it lands in."""
+    flat = "".join(" " if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c for c in text)
+    return bounded(" ".join(flat.split()), MAX_NAME) or "(no name)"
 
 
 class Commands:
@@ -119,24 +164,30 @@ class Commands:
         # incident id -> "acknowledged by @alice": an ack or unack under way (event loop only)
         self._busy: dict[str, str] = {}
 
-    def authorize(
-        self, actor: Actor, places: Sequence[str | int], users: Sequence[str | int]
-    ) -> str | None:
-        """None if the actor may act here; else the refusal to show, logged."""
-        refusal = allowed(actor, places, users)
-        if refusal is not None:
-            event(
-                log,
-                logging.WARNING,
-                "chatops_refused",
-                platform=actor.platform,
-                user=actor.user_id,
-                place=actor.place,
-            )
+    def authorize(self, actor: Actor, policy: Policy) -> str | None:
+        """None if the actor may use the commands here; else the refusal to show, logged."""
+        refusal = policy.refusal(actor)
+        return None if refusal is None else self._refused(actor, refusal)
+
+    def _refused(self, actor: Actor, refusal: str, **fields: object) -> str:
+        """The refusal, logged with the ids an admin would add to an allow-list."""
+        event(
+            log,
+            logging.WARNING,
+            "chatops_refused",
+            platform=actor.platform,
+            team=actor.team or None,
+            user=actor.user_id,
+            name=actor.name,
+            place=actor.place,
+            peer=actor.address or None,
+            **fields,
+        )
         return refusal
 
-    async def run(self, command: Command, actor: Actor) -> str:
-        """The answer to a command the actor may give here (see `authorize`)."""
+    async def run(self, command: Command, actor: Actor, policy: Policy) -> str:
+        """The answer to a command of an actor `authorize` let in; an ack or unack also needs
+        the allow-list of the incident's receiver (`policy`) to admit them."""
         try:
             if command.name == "help":
                 return HELP
@@ -144,12 +195,12 @@ class Commands:
                 return await self._alerts()
             if command.incident_id is None:
                 return f"/{command.name} needs an incident id (or, in Telegram, a reply to the alert message).\n\n{HELP}"
-            return await self._change_ack(command, actor)
+            return await self._change_ack(command, actor, policy)
         except StoreError as exc:
             event(log, logging.ERROR, "chatops_store_error", error=str(exc))
             return "Sorry, the router could not record that just now (its store is busy or failing). Try again."
 
-    async def _change_ack(self, command: Command, actor: Actor) -> str:
+    async def _change_ack(self, command: Command, actor: Actor, policy: Policy) -> str:
         """Ack or unack, one at a time per incident: a silence is created before the ack is
         stored, so a second engineer must not create one too while the first one's is made."""
         incident_id = command.incident_id or ""
@@ -159,9 +210,15 @@ class Commands:
         verb = "acknowledged by" if command.name == "ack" else "unacknowledged by"
         self._busy[incident_id] = f"{verb} {actor.name}"
         try:
+            incident = await self._open_incident(incident_id)
+            if isinstance(incident, str):
+                return incident
+            refusal = policy.change_refusal(actor, incident)
+            if refusal is not None:
+                return self._refused(actor, refusal, incident=incident_id)
             if command.name == "ack":
-                return await self._ack(command, actor)
-            return await self._unack(command, actor)
+                return await self._ack(command, actor, incident)
+            return await self._unack(actor, incident)
         finally:
             del self._busy[incident_id]
 
@@ -174,11 +231,8 @@ class Commands:
             return f"#{incident_id} is already resolved: nothing to change."
         return incident
 
-    async def _ack(self, command: Command, actor: Actor) -> str:
-        incident_id = command.incident_id or ""
-        incident = await self._open_incident(incident_id)
-        if isinstance(incident, str):
-            return incident
+    async def _ack(self, command: Command, actor: Actor, incident: IncidentState) -> str:
+        incident_id = incident.id
         if incident.acked_by:
             return _already_acked(incident)
         now = self.clock()
@@ -233,11 +287,8 @@ class Commands:
         )
         return f"✅ #{incident_id} acknowledged by {actor.name}. Reminders and escalation stop.{silence_note}"
 
-    async def _unack(self, command: Command, actor: Actor) -> str:
-        incident_id = command.incident_id or ""
-        incident = await self._open_incident(incident_id)
-        if isinstance(incident, str):
-            return incident
+    async def _unack(self, actor: Actor, incident: IncidentState) -> str:
+        incident_id = incident.id
         if not incident.acked_by:
             return f"#{incident_id} is not acknowledged."
         result = await self.store.set_ack(

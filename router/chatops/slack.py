@@ -13,7 +13,8 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
 from router.channels.slack import ACK_ACTION
-from router.chatops.commands import Actor, Command, Commands, parse
+from router.chatops.commands import Actor, Allow, Command, Commands, Policy, display_name, parse
+from router.chatops.peer import client_address
 from router.config import SlackChatops
 from router.logs import event
 from router.render import slack_escape
@@ -26,6 +27,7 @@ class SlackApp:
     def __init__(self, config: SlackChatops, commands: Commands) -> None:
         self.config = config
         self.commands = commands
+        self.policy = slack_policy(config)
         # slack-sdk checks v0 HMAC-SHA256 of "v0:<timestamp>:<body>" and a timestamp within 5 minutes.
         self.verifier = SignatureVerifier(config.signing_secret.get_secret_value())
         self._session: aiohttp.ClientSession | None = None
@@ -53,7 +55,7 @@ class SlackApp:
                 logging.WARNING,
                 "slack_request_rejected",
                 reason="bad or stale signature",
-                peer=request.remote,
+                peer=client_address(request),
             )
             return web.json_response({"error": "invalid signature"}, status=401)
         try:
@@ -61,35 +63,25 @@ class SlackApp:
         except UnicodeDecodeError:
             return web.json_response({"error": "body is not UTF-8"}, status=400)
 
-    def _actor(self, user_id: str, user_name: str, channel_id: str) -> Actor:
-        return Actor(
-            "slack", user_id, f"@{user_name}" if user_name else user_id, channel_id, user_name
-        )
-
-    def _refusal(self, actor: Actor, channel_name: str) -> str | None:
-        places = {str(c).lstrip("#") for c in self.config.allowed_channels}
-        here = actor.place if actor.place in places else channel_name.lstrip("#")
-        return self.commands.authorize(
-            Actor(actor.platform, actor.user_id, actor.name, here, actor.username),
-            sorted(places),
-            self.config.allowed_users,
-        )
-
     async def handle_command(self, request: web.Request) -> web.Response:
         """POST /slack/commands: `/ack <id> [2h] [comment]`, `/alerts`, `/unack <id>`, `/help`."""
         form = await self._verified_form(request)
         if isinstance(form, web.Response):
             return form
-        actor = self._actor(
-            form.get("user_id", ""), form.get("user_name", ""), form.get("channel_id", "")
+        actor = _actor(
+            request,
+            form.get("team_id", ""),
+            form.get("user_id", ""),
+            form.get("user_name", ""),
+            form.get("channel_id", ""),
         )
-        refusal = self._refusal(actor, form.get("channel_name", ""))
+        refusal = self.commands.authorize(actor, self.policy)
         if refusal is not None:
             return _answer(refusal)
         command = parse(form.get("command", "/help"), form.get("text", ""))
         if isinstance(command, str):
             return _answer(command)
-        reply = await self.commands.run(command, actor)
+        reply = await self.commands.run(command, actor, self.policy)
         public = command.name in ("ack", "unack") and reply.startswith(("✅", "↩️"))
         return _answer(reply, public=public)
 
@@ -112,14 +104,15 @@ class SlackApp:
         if payload.get("type") != "block_actions" or not actions:
             return web.Response(status=200)  # link buttons and other interactions need nothing
         user, channel = _dict(payload.get("user")), _dict(payload.get("channel"))
-        actor = self._actor(
+        actor = _actor(
+            request,
+            str(_dict(payload.get("team")).get("id", "")),
             str(user.get("id", "")),
             str(user.get("username") or user.get("name") or ""),
             str(channel.get("id", "")),
         )
-        refusal = self._refusal(actor, str(channel.get("name", "")))
-        reply = refusal or await self.commands.run(
-            Command("ack", str(actions[0].get("value", ""))), actor
+        reply = self.commands.authorize(actor, self.policy) or await self.commands.run(
+            Command("ack", str(actions[0].get("value", ""))), actor, self.policy
         )
         response_url = payload.get("response_url")
         if isinstance(response_url, str) and response_url.startswith(("https://", "http://")):
@@ -154,6 +147,30 @@ class SlackApp:
             await asyncio.gather(task, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+
+
+def slack_policy(config: SlackChatops) -> Policy:
+    """Who may act, by the ids in routes.yaml: workspace, channels, members, per receiver."""
+
+    def allow(channels: list[str] | None, users: list[str] | None) -> Allow:
+        return Allow(
+            frozenset(config.allowed_channels if channels is None else channels),
+            frozenset(config.allowed_users if users is None else users),
+        )
+
+    return Policy(
+        "slack",
+        config.team_id,
+        allow(None, None),
+        {n: allow(s.allowed_channels, s.allowed_users) for n, s in config.receivers.items()},
+    )
+
+
+def _actor(request: web.Request, team: str, user_id: str, user_name: str, channel: str) -> Actor:
+    """The Slack user by ids (team_id, user_id, channel_id: Slack's, unforgeable once the
+    signature is checked); the user name is only shown."""
+    name = display_name(f"@{user_name}" if user_name else user_id)
+    return Actor("slack", user_id, name, channel, team, client_address(request))
 
 
 def _answer(text: str, *, public: bool = False) -> web.Response:

@@ -13,7 +13,17 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
-from router.chatops.commands import NAMES, Actor, Command, Commands, parse
+from router.chatops.commands import (
+    NAMES,
+    Actor,
+    Allow,
+    Command,
+    Commands,
+    Policy,
+    display_name,
+    parse,
+)
+from router.chatops.peer import client_address
 from router.config import TelegramChatops
 from router.logs import event
 from router.store import Store
@@ -29,6 +39,7 @@ class TelegramBot:
         self.config = config
         self.commands = commands
         self.store = store
+        self.policy = telegram_policy(config)
         builder = Application.builder().token(config.bot_token.get_secret_value())
         builder = builder.base_url(f"{config.api_url.rstrip('/')}/bot")
         if config.mode == "webhook":
@@ -94,7 +105,7 @@ class TelegramBot:
                 logging.WARNING,
                 "telegram_webhook_rejected",
                 reason="bad secret",
-                peer=request.remote,
+                peer=client_address(request),
             )
             return web.json_response(
                 {"status": "error", "error": f"missing or wrong {SECRET_HEADER}"}, status=401
@@ -117,17 +128,15 @@ class TelegramBot:
         user, chat = update.effective_user, update.effective_chat
         if user is None or chat is None:
             return None
-        name = f"@{user.username}" if user.username else user.full_name
-        return Actor("telegram", str(user.id), name, str(chat.id), user.username or "")
+        name = display_name(f"@{user.username}" if user.username else user.full_name)
+        return Actor("telegram", str(user.id), name, str(chat.id))
 
     async def _on_command(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         message = update.effective_message
         actor = self._actor(update)
         if message is None or actor is None or not message.text:
             return
-        refusal = self.commands.authorize(
-            actor, self.config.allowed_chats, self.config.allowed_users
-        )
+        refusal = self.commands.authorize(actor, self.policy)
         first, _, rest = message.text.partition(" ")
         name = first.lstrip("/").split("@", 1)[0]
         if refusal is not None:
@@ -143,7 +152,11 @@ class TelegramBot:
             replied = await self.store.incident_for_message("telegram", ref)
             if replied:
                 command = Command(command.name, replied, command.duration, command.comment)
-        reply = command if isinstance(command, str) else await self.commands.run(command, actor)
+        reply = (
+            command
+            if isinstance(command, str)
+            else await self.commands.run(command, actor, self.policy)
+        )
         await message.reply_text(reply)
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -151,16 +164,31 @@ class TelegramBot:
         actor = self._actor(update)
         if query is None or actor is None:
             return
-        refusal = self.commands.authorize(
-            actor, self.config.allowed_chats, self.config.allowed_users
-        )
+        refusal = self.commands.authorize(actor, self.policy)
         if refusal is not None:
             await query.answer(refusal, show_alert=True)
             return
         incident_id = (query.data or "").removeprefix("ack:")
-        reply = await self.commands.run(Command("ack", incident_id), actor)
+        reply = await self.commands.run(Command("ack", incident_id), actor, self.policy)
         await query.answer(reply[:200])
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         event(log, logging.ERROR, "telegram_chatops_error", error=repr(context.error))
         log.debug("telegram_chatops_error", exc_info=context.error)
+
+
+def telegram_policy(config: TelegramChatops) -> Policy:
+    """Who may act, by the ids in routes.yaml: chats and users, per receiver."""
+
+    def allow(chats: list[int] | None, users: list[int] | None) -> Allow:
+        return Allow(
+            frozenset(str(c) for c in (config.allowed_chats if chats is None else chats)),
+            frozenset(str(u) for u in (config.allowed_users if users is None else users)),
+        )
+
+    return Policy(
+        "telegram",
+        None,
+        allow(None, None),
+        {n: allow(s.allowed_chats, s.allowed_users) for n, s in config.receivers.items()},
+    )

@@ -28,6 +28,7 @@ chatops:
   alertmanager_url: ALERTMANAGER
   slack:
     signing_secret: {SIGNING_SECRET}
+    team_id: T000
     allowed_channels: [C0ALERTS]
   telegram:
     bot_token: "123456:good-token"

@@ -23,7 +23,9 @@ CHATOPS = f"""
 chatops:
   slack:
     signing_secret: {SIGNING_SECRET}
-    allowed_channels: [C0ALERTS, "#db-alerts"]
+    team_id: T000
+    allowed_channels: [C0ALERTS, C0DB]
+    allowed_users: []
 """
 
 
@@ -31,16 +33,21 @@ signed = functools.partial(slack_signed, secret=SIGNING_SECRET)
 
 
 def slash(
-    text: str, user: str = "bob", channel_id: str = "C0ALERTS", channel_name: str = "alerts"
+    text: str,
+    user: str = "bob",
+    channel_id: str = "C0ALERTS",
+    channel_name: str = "alerts",
+    team_id: str = "T000",
+    user_id: str | None = None,
 ) -> bytes:
     return urlencode(
         {
             "token": "deprecated",
-            "team_id": "T000",
+            "team_id": team_id,
             "team_domain": "example",
             "channel_id": channel_id,
             "channel_name": channel_name,
-            "user_id": f"U{user.upper()}",
+            "user_id": user_id or f"U{user.upper()}",
             "user_name": user,
             "command": "/ack",
             "text": text,
@@ -107,23 +114,53 @@ async def test_bad_signatures_are_refused(
     assert await acked_by(client, incident) is None
 
 
-async def test_unknown_channel_and_bad_id_are_refused(fakes: Fakes, make_client: Any) -> None:
+@pytest.mark.parametrize(
+    ("where", "refusal"),
+    [
+        (
+            {"channel_id": "C0RANDOM", "channel_name": "alerts"},
+            "Sorry, commands are not accepted from this channel (C0RANDOM).",
+        ),
+        (
+            {"team_id": "T0THER"},
+            "Sorry, commands are not accepted from this Slack workspace (T0THER).",
+        ),
+    ],
+    ids=["a channel named like an allowed one", "an allowed channel id in another workspace"],
+)
+async def test_only_allowed_ids_may_act(
+    fakes: Fakes, make_client: Any, where: dict[str, str], refusal: str
+) -> None:
     client = await make_client(fakes, RECEIVERS, CHATOPS)
     incident = (await post(client, firing_payload(1, "refuse")))["incidents"][0]
-    _, answer = await command(client, slash(incident, channel_id="C0RANDOM", channel_name="random"))
-    assert answer == {
-        "response_type": "ephemeral",
-        "text": "Sorry, commands are not accepted from this channel (random).",
-    }
+    _, answer = await command(client, slash(incident, **where))
+    assert answer == {"response_type": "ephemeral", "text": refusal}
+    assert await acked_by(client, incident) is None
+    _, answer = await command(client, slash(incident, channel_id="C0DB", channel_name="db"))
+    assert answer["response_type"] == "in_channel"
+
+
+async def test_allowed_users_are_member_ids_not_names(fakes: Fakes, make_client: Any) -> None:
+    client = await make_client(
+        fakes, RECEIVERS, CHATOPS.replace("allowed_users: []", "allowed_users: [U0BOB]")
+    )
+    incident = (await post(client, firing_payload(1, "byid")))["incidents"][0]
+    _, answer = await command(client, slash(incident, user="bob", user_id="U0IMPOSTOR"))
+    assert answer["text"] == (
+        "Sorry, @bob (user id U0IMPOSTOR) is not allowed to acknowledge alerts here."
+    )
+    assert await acked_by(client, incident) is None
+    _, answer = await command(client, slash(incident, user="robert", user_id="U0BOB"))
+    assert answer["text"].startswith(f"✅ #{incident} acknowledged by @robert.")
+
+
+async def test_a_bad_incident_id_is_answered(fakes: Fakes, make_client: Any) -> None:
+    client = await make_client(fakes, RECEIVERS, CHATOPS)
     _, answer = await command(client, slash("not-an-id"))
     assert (
         answer["text"]
         == "'not-an-id' is not an incident id (5 letters and digits, as in the alert message)."
     )
-    assert await acked_by(client, incident) is None
-    # A channel allowed by name works too.
-    _, answer = await command(client, slash(incident, channel_id="C0DB", channel_name="db-alerts"))
-    assert answer["response_type"] == "in_channel"
 
 
 async def test_acknowledge_button(fakes: Fakes, make_client: Any) -> None:
@@ -134,7 +171,8 @@ async def test_acknowledge_button(fakes: Fakes, make_client: Any) -> None:
     ack = posted.payload["attachments"][0]["blocks"][-1]["elements"][0]
     payload = {
         "type": "block_actions",
-        "user": {"id": "UERIN", "username": "erin", "name": "erin"},
+        "team": {"id": "T000", "domain": "example"},
+        "user": {"id": "UERIN", "username": "erin", "name": "erin", "team_id": "T000"},
         "channel": {"id": "C0ALERTS", "name": "alerts"},
         "container": {"type": "message", "message_ts": posted.ts},
         "response_url": fakes.urls["slack"] + "/actions/T000/1/response",

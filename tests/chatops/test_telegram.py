@@ -24,7 +24,7 @@ chatops:
     mode: MODE
     webhook_secret: {SECRET}
     allowed_chats: [1001, -1002]
-    allowed_users: [42, "carol"]
+    allowed_users: [42, 77]
 """
 ALICE = {"id": 42, "is_bot": False, "first_name": "Alice", "username": "alice"}
 MALLORY = {"id": 666, "is_bot": False, "first_name": "Mallory", "username": "mallory"}
@@ -187,12 +187,17 @@ async def test_refusals_change_nothing(fakes: Fakes, make_client: Any) -> None:
     ]
     await deliver(client, command(f"/ack {incident}", MALLORY))
     assert (await reply_to(fakes, -1002, 1)) == [
-        "Sorry, @mallory is not allowed to acknowledge alerts."
+        "Sorry, @mallory (user id 666) is not allowed to acknowledge alerts here."
     ]
+    # A username is no credential: Mallory renamed to carol is still Mallory.
+    await deliver(client, command(f"/ack {incident}", MALLORY | {"username": "carol"}))
+    assert (await reply_to(fakes, -1002, 2))[1] == (
+        "Sorry, @carol (user id 666) is not allowed to acknowledge alerts here."
+    )
     await deliver(client, button(f"ack:{incident}", MALLORY))
     await deliver(client, command("/ack zzzzz", ALICE))
-    assert (await reply_to(fakes, -1002, 2))[
-        1
+    assert (await reply_to(fakes, -1002, 3))[
+        2
     ] == "No incident #zzzzz. /alerts lists the open ones."
     await asyncio.sleep(0.2)
     assert (await incident_state(client, incident))["acked_by"] is None

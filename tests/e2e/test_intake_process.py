@@ -37,7 +37,7 @@ receivers:
                          url: "{fakes.urls["pagerduty"]}/v2/enqueue"}}]
 route: {{receiver: main}}
 chatops:
-  slack: {{signing_secret: {SIGNING}, allowed_channels: [C1]}}
+  slack: {{signing_secret: {SIGNING}, team_id: T1, allowed_channels: [C1]}}
 """)
 
 

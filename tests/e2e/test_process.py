@@ -188,7 +188,7 @@ route: {{receiver: main}}
 chatops:
   telegram: {{bot_token: "{secrets["telegram"]}", api_url: "{refused}", mode: polling,
              webhook_secret: {secrets["tg_hook"]}, allowed_chats: [1]}}
-  slack: {{signing_secret: {secrets["signing"]}, allowed_channels: [C1]}}
+  slack: {{signing_secret: {secrets["signing"]}, team_id: T1, allowed_channels: [C1]}}
 """)
     proc = start(config, "--log-format", "json", "--log-level", "debug")
     try:
