@@ -549,17 +549,19 @@ def parse_config(
         raise ConfigError(doc.problems)
     if not isinstance(data, dict):
         raise ConfigError([ConfigProblem(file, 1, "", "the document must be a mapping of keys")])
-    cross = [doc.problem(loc, msg) for loc, msg in _cross_check(data)]
+    problems = [doc.problem(loc, msg) for loc, msg in _cross_check(data)]
     data = {**data, "source": file, "base_dir": base_dir}
     try:
         cfg = RouterConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        problems = [
+        problems += [
             doc.problem(e["loc"], _message(e, _expected_keys(e["loc"]))) for e in exc.errors()
         ]
-        raise ConfigError(sorted(problems + cross, key=lambda p: p.line or 0)) from None
-    if cross:
-        raise ConfigError(cross)
+    # An unset ${VAR} is listed with the rest, and once: not again for the "" in its place.
+    unset = {p.path for p in doc.unset}
+    problems = [p for p in problems if p.path not in unset] + doc.unset
+    if problems:
+        raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
     return cfg
 
 
@@ -738,6 +740,7 @@ class _YamlDocument:
         self.env = env
         self.lines: dict[tuple[Any, ...], int] = {}
         self.problems: list[ConfigProblem] = []
+        self.unset: list[ConfigProblem] = []  # each unset ${VAR}, where it is used
         self._budget = MAX_YAML_NODES
 
     def problem(self, loc: tuple[Any, ...], message: str) -> ConfigProblem:
@@ -841,7 +844,7 @@ class _YamlDocument:
                 return self.env[name]
             if default is not None:
                 return default
-            self.problems.append(
+            self.unset.append(
                 ConfigProblem(
                     self.file,
                     line,

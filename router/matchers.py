@@ -32,13 +32,23 @@ class MatchType(enum.Enum):
 
 
 def compile_anchored(pattern: str) -> Any:
-    """Compile `pattern` as Alertmanager does: RE2, anchored as ^(?:pattern)$."""
-    try:
-        return re2.compile(f"^(?:{pattern})$", _RE2_OPTIONS)
-    except re2.error as exc:
-        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else str(exc)
-        detail = detail.split(": ^(?:", 1)[0]
-        raise MatcherError(f"invalid regex {_quote(pattern)}: {detail}") from None
+    """Compile `pattern` as Alertmanager does: RE2, anchored as ^(?:pattern)$.
+
+    Raises MatcherError naming the user's pattern and RE2's complaint about it, e.g.
+    `invalid regex "[a-": missing ]`. The pattern is checked alone first: RE2's message about
+    the anchored form would describe the wrapper (`[a-` inside `^(?:[a-)$` is a range `a-)`).
+    """
+    compiled: Any = None
+    for candidate in (pattern, f"^(?:{pattern})$"):
+        try:
+            compiled = re2.compile(candidate, _RE2_OPTIONS)
+        except re2.error as exc:
+            raw = exc.args[0] if exc.args else str(exc)
+            detail = raw.decode() if isinstance(raw, bytes) else str(raw)
+            # RE2 ends most messages with the offending part; the whole pattern is quoted already.
+            detail = detail.removesuffix(f": {candidate}")
+            raise MatcherError(f"invalid regex {_quote(pattern)}: {detail}") from None
+    return compiled
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,11 @@ class Runtime:
     outcomes: Outcomes = field(default_factory=Outcomes)
     config_path: str | None = None
     intake_process: IntakeProcess | None = None  # when webhooks are answered by another process
+    # The config loaded at start: what settings that take effect only at restart still run with.
+    started: RouterConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.config
 
 
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -238,11 +238,11 @@ async def reload_config(rt: Runtime) -> tuple[bool, list[str]]:
         problems = [str(p) for p in exc.problems]
         event(log, logging.ERROR, "config_reload_failed", config=rt.config_path, problems=problems)
         return False, problems
-    old = rt.config
+    # Compared with what runs, not with the previous file: a change undone needs no restart.
     notes = [
         f"{key} changed: it takes effect at the next restart"
         for key in RESTART_ONLY
-        if _section(old, key) != _section(new, key)
+        if _section(rt.started, key) != _section(new, key)
     ]
     await rt.store.use_pipeline(Pipeline(new, rt.store.new_incident_id))
     rt.config, rt.renderer = new, renderer

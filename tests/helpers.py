@@ -19,13 +19,23 @@ DATA = Path(__file__).resolve().parent / "data"
 FIXTURES = DATA / "alertmanager"
 
 
+# The Debian package that ships each binary the suite runs.
+DEBIAN_PACKAGE = {
+    "amtool": "prometheus-alertmanager",
+    "prometheus-alertmanager": "prometheus-alertmanager",
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+}
+
+
 def require_binary(name: str) -> str:
     """The path of a Debian-packaged binary; skip locally if missing, fail under CI=true."""
     path = shutil.which(name)
     if path is None:
+        package = DEBIAN_PACKAGE.get(name, name)
         message = (
-            f"{name} not found: install Debian's prometheus-alertmanager "
-            "(make deps, or apt-get install prometheus-alertmanager)"
+            f"{name} not found: install Debian's {package} "
+            f"(make deps, or apt-get install {package})"
         )
         if os.environ.get("CI") == "true":
             pytest.fail(message)

@@ -49,6 +49,19 @@ EXPECTED = {
         "{f}:3: server.auth.bearer_token: environment variable ALERT_ROUTER_TEST_UNSET_VARIABLE "
         "is not set (write ${ALERT_ROUTER_TEST_UNSET_VARIABLE:-default} for a default)"
     ],
+    "unset-env-and-more.yaml": [
+        "{f}:3: server.auth.bearer_token: environment variable ALERT_ROUTER_TEST_UNSET_VARIABLE "
+        "is not set (write ${ALERT_ROUTER_TEST_UNSET_VARIABLE:-default} for a default)",
+        "{f}:6: receivers[0].repeat_interval: invalid duration 'soon': expected a number and "
+        "unit, e.g. 30s, 5m, 1h30m",
+        "{f}:9: receivers[0].telegram_configs[0].chat_id: environment variable "
+        "ALERT_ROUTER_TEST_UNSET_CHAT is not set (write ${ALERT_ROUTER_TEST_UNSET_CHAT:-default} "
+        "for a default)",
+        "{f}:13: route.routes[0].recevier: unknown key (did you mean 'receiver'?)",
+    ],
+    "bad-regex-class.yaml": [
+        '{f}:7: route.routes[0].matchers[0]: invalid regex "/api/[a-": missing ]: [a-'
+    ],
     "bad-matcher-quote.yaml": [
         '{f}:6: route.routes[0].matchers[0]: matcher value contains unescaped double quote: ="critical"'
     ],

@@ -76,3 +76,25 @@ async def test_reload_switches_only_to_a_valid_config(
         in await (await client.get("/metrics")).text()
     )
     assert (await client.post("/-/reload")).status == 401
+
+
+async def test_restart_notes_compare_with_what_runs(
+    aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path
+) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(CONFIG.format(root="first"))
+    client = await aiohttp_client(create_app(load_config(path), config_path=str(path)))
+
+    async def reload_notes() -> list[str]:
+        resp = await client.post("/-/reload", headers=AUTH)
+        assert resp.status == 200
+        notes: list[str] = (await resp.json())["notes"]
+        return notes
+
+    synchronous = "storage: {path: state.db, synchronous: full}"
+    path.write_text(CONFIG.format(root="first").replace("storage: {path: state.db}", synchronous))
+    note = "storage.synchronous changed: it takes effect at the next restart"
+    assert await reload_notes() == [note]
+    assert await reload_notes() == [note], "still not in effect: the router runs with 'normal'"
+    path.write_text(CONFIG.format(root="first"))  # undone: the file says what runs again
+    assert await reload_notes() == []
