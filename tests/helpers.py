@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,16 @@ def waiting_in_inbox(store_path: Path) -> list[str]:
         return [r[0] for r in rows]
 
 
+def notifications_in_store(store_path: Path) -> tuple[int, list[int], set[str]]:
+    """From a router's store file: (how many incidents, how many notifications each incident
+    has, the states those notifications are in)."""
+    with contextlib.closing(sqlite3.connect(store_path, timeout=5)) as db:
+        (incidents,) = db.execute("SELECT count(*) FROM incidents").fetchone()
+        rows = db.execute("SELECT count(*) FROM outbox GROUP BY incident_id").fetchall()
+        states = {r[0] for r in db.execute("SELECT DISTINCT state FROM outbox")}
+    return int(incidents), [int(r[0]) for r in rows], states
+
+
 def slack_signed(body: bytes, secret: str, age_s: float = 0) -> dict[str, str]:
     """Headers as Slack sends them: v0 HMAC-SHA256 over "v0:<timestamp>:<body>"."""
     ts = str(int(time.time() - age_s))
@@ -107,16 +119,68 @@ async def wait_http(url: str, proc: object = None, timeout_s: float = 15.0) -> N
 
 
 async def planned_outcome(
-    session: Any, base_url: str, correlation_id: str, headers: dict[str, str]
+    session: Any,
+    base_url: str,
+    correlation_id: str,
+    headers: dict[str, str],
+    timeout_s: float = 30.0,
 ) -> dict[str, Any]:
-    """GET /api/v1/payloads/<id> from a running router until the payload is planned (10 s)."""
+    """GET /api/v1/payloads/<id> from a running router until the payload is planned (bounded
+    wait: `timeout_s`, generous: the router plans after the 200, later on a loaded machine)."""
     import asyncio
 
     url = f"{base_url}/api/v1/payloads/{correlation_id}"
-    for _ in range(1000):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
         async with session.get(url, headers=headers) as resp:
             outcome: dict[str, Any] = await resp.json()
         if outcome["state"] != "pending":
             return outcome
+        if loop.time() > deadline:
+            raise AssertionError(f"{correlation_id} not planned in {timeout_s} s")
         await asyncio.sleep(0.01)
-    raise AssertionError(f"{correlation_id} not planned in 10 s")
+
+
+async def post_until_gone(
+    url: str,
+    body: Callable[[int], bytes],
+    headers: dict[str, str],
+    workers: int,
+    stop_when: Callable[[dict[int, dict[str, Any]]], bool],
+    stop: Callable[[], None],
+    max_posts: int = 5000,
+) -> tuple[dict[int, dict[str, Any]], int]:
+    """Load a running router: POST body(0), body(1)... `workers` at a time; once
+    stop_when(accepted) holds, call stop() (a signal to the router) once, and go on posting until
+    the router stops answering, so that the signal surely lands mid-load. Fails if `max_posts`
+    were posted first. Returns (the JSON answers of the accepted posts by number, how many
+    numbers were posted)."""
+    import asyncio
+
+    import aiohttp
+
+    accepted: dict[int, dict[str, Any]] = {}
+    numbers = iter(range(max_posts))
+    posted = 0
+    stopped = False
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal posted, stopped
+        for n in numbers:
+            posted = max(posted, n + 1)
+            try:
+                async with session.post(url, data=body(n), headers=headers) as resp:
+                    if resp.status == 200:
+                        accepted[n] = await resp.json()
+            except (TimeoutError, aiohttp.ClientError):
+                if stopped:
+                    return  # no longer answering
+            if not stopped and stop_when(accepted):
+                stop()
+                stopped = True
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        await asyncio.gather(*(worker(session) for _ in range(workers)))
+    assert stopped and posted < max_posts, f"the router answered all {max_posts} posts"
+    return accepted, posted
