@@ -221,27 +221,37 @@ class Outbox:
     async def _deliver_digest(
         self, dest: Destination, channel: AnyChannel, rows: list[OutboxRow]
     ) -> None:
-        digest: Digest = channel.render_digest([r.view for r in rows])
-        try:
-            result: Delivery = await channel.send_digest(digest)
-        except Exception as exc:
-            log.exception("channel_error")
-            result = RetryLater(None, f"{type(exc).__name__}: {exc}")
-        self._sent_now(dest)
-        event(
-            log,
-            logging.WARNING,
-            "storm_digest",
-            destination=str(dest),
-            notifications=len(rows),
-            result=type(result).__name__,
-        )
-        if isinstance(result, Delivered):
+        """Send the rows as digests, one message each, paced like any message; every incident is
+        named in one of them. A digest's rows are marked sent when it is accepted; on a failure
+        its first row takes the result and the rows not yet sent follow it."""
+        digests: list[Digest] = channel.render_digests([r.view for r in rows])
+        for n, digest in enumerate(digests):
+            if n:
+                await self._pace(dest, channel)
+            try:
+                result: Delivery = await channel.send_digest(digest)
+            except Exception as exc:
+                log.exception("channel_error")
+                result = RetryLater(None, f"{type(exc).__name__}: {exc}")
+            self._sent_now(dest)
+            ids = {v.id for v in digest.views}
+            covered = [r for r in rows if r.view.id in ids]
+            event(
+                log,
+                logging.WARNING,
+                "storm_digest",
+                destination=str(dest),
+                notifications=len(covered),
+                part=n + 1,
+                parts=len(digests),
+                result=type(result).__name__,
+            )
+            if not isinstance(result, Delivered):
+                await self._record(dest, covered[0], result)  # the first row leads
+                return
             self.metrics.digests.labels(dest.receiver, dest.channel).inc()
-            for row in rows:
+            for row in covered:
                 await self._record(dest, row, Delivered(""))
-        else:
-            await self._record(dest, rows[0], result)  # the first row leads; the rest follow it
 
     async def _record(self, dest: Destination, row: OutboxRow, result: Delivery) -> bool:
         now = self.clock()

@@ -230,6 +230,7 @@ class Renderer:
                 mrkdwn_labels=mrkdwn_labels,
                 html_links=html_links,
                 mrkdwn_links=mrkdwn_links,
+                shorten=shorten,
             )
             env.globals.update(
                 html_link=html_link,
@@ -305,7 +306,8 @@ class Renderer:
         try:
             return self.render(kind, incident, **extra), None
         except RenderError as exc:
-            text = fallback_text(incident)
+            incidents = extra.get("incidents")
+            text = digest_fallback_text(incidents) if incidents else fallback_text(incident)
             parts = {}
             for part, name in self.parts(kind).items():
                 env = self._env_for(name)
@@ -333,6 +335,28 @@ def fallback_text(incident: IncidentView) -> str:
         lines.append(f"resolved: {len(incident.resolved)} alert(s)")
     lines.append("(rendered without its template, which failed: see the router's log)")
     return "\n".join(lines)
+
+
+def digest_fallback_text(incidents: list[IncidentView]) -> str:
+    """A digest sent when its template fails: one line per incident, with its /ack."""
+    lines = [f"{len(incidents)} incident(s) at once:"]
+    for i in incidents:
+        state = "RESOLVED" if i.status == "resolved" else (i.severity.upper() or "FIRING")
+        labels = " ".join(f"{k}={shorten(v)}" for k, v in label_pairs(i.group_labels))
+        alerts = len(i.firing) or len(i.resolved)
+        ack = f", /ack {i.id}" if i.status == "firing" and not i.acked_by else ""
+        lines.append(f"- {state}: {shorten(i.title)} {labels} ({alerts} alert(s), #{i.id}{ack})")
+    lines.append("(rendered without its template, which failed: see the router's log)")
+    return "\n".join(lines)
+
+
+def shorten(value: Any, max_len: int = 80) -> str:
+    """A value of at most `max_len` characters, its middle replaced by … if longer."""
+    text = str(value)
+    if len(text) <= max_len:
+        return text
+    half = (max_len - 1) // 2
+    return f"{text[:half]}…{text[len(text) - (max_len - 1 - half) :]}"
 
 
 def utf16_len(text: str) -> int:

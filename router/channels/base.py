@@ -66,7 +66,8 @@ class Message:
 
 @dataclass(frozen=True)
 class Digest:
-    """Several notifications for one destination folded into one message (storm guard)."""
+    """Several notifications for one destination folded into one message (storm guard): the
+    latest view of each incident it names."""
 
     views: list[IncidentView]
     parts: dict[str, str] = field(default_factory=dict)
@@ -91,11 +92,55 @@ class Channel(ABC, Generic[C]):
         parts, error = self.renderer.render_or_fallback(self.kind, view)
         return Message(view, parts, error)
 
-    def render_digest(self, views: list[IncidentView]) -> Digest:
-        parts, _ = self.renderer.render_or_fallback(
-            f"{self.kind}/digest", views[0], incidents=views
+    def render_digests(self, views: list[IncidentView]) -> list[Digest]:
+        """Digests naming every incident of `views` (its latest view, once), in order, each
+        small enough for one message of this channel (see digest_fits): as many as needed."""
+        latest = list({v.id: v for v in views}.values())
+        chunks: list[list[IncidentView]] = []
+        start = 0
+        while start < len(latest):
+            size = self._digest_size(latest[start:], latest)
+            chunks.append(latest[start : start + size])
+            start += size
+        return [
+            Digest(chunk, self._digest_parts(chunk, latest, n + 1, len(chunks)))
+            for n, chunk in enumerate(chunks)
+        ]
+
+    def _digest_size(self, rest: list[IncidentView], storm: list[IncidentView]) -> int:
+        """How many of `rest` one digest message holds (at least 1): doubling, then bisecting."""
+
+        def fits(n: int) -> bool:  # rendered with the widest part numbers it may get
+            return self.digest_fits(self._digest_parts(rest[:n], storm, len(storm), len(storm)))
+
+        if fits(len(rest)):
+            return len(rest)
+        good, bad = 1, len(rest)
+        while good * 2 < bad and fits(good * 2):
+            good *= 2
+        bad = min(bad, good * 2)
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            good, bad = (mid, bad) if fits(mid) else (good, mid)
+        return good
+
+    def _digest_parts(
+        self, chunk: list[IncidentView], storm: list[IncidentView], part: int, parts: int
+    ) -> dict[str, str]:
+        rendered, _ = self.renderer.render_or_fallback(
+            f"{self.kind}/digest",
+            chunk[0],
+            incidents=chunk,
+            storm_incidents=len(storm),
+            storm_alerts=sum(len(v.firing) for v in storm),
+            part=part,
+            parts=parts,
         )
-        return Digest(views, parts)
+        return rendered
+
+    def digest_fits(self, parts: dict[str, str]) -> bool:
+        """Whether a rendered digest goes out as one message of this channel whole."""
+        return True
 
     @abstractmethod
     async def send(self, msg: Message) -> Delivery: ...

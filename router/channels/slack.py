@@ -56,12 +56,7 @@ def sections(text: str) -> list[str]:
     """Section texts of at most SECTION_MAX characters: a paragraph each, a longer paragraph in
     several, never cut inside a `<link|text>`; past MAX_SECTIONS, paragraphs from the end of the
     body are left out, with a line saying how many, and the last (id and /ack) is kept."""
-    paragraphs = [
-        piece
-        for paragraph in sanitize_mrkdwn(text).split("\n\n")
-        for piece in (p.strip() for p in split_mrkdwn(paragraph, SECTION_MAX))
-        if piece
-    ]
+    paragraphs = _section_texts(text)
     if len(paragraphs) > MAX_SECTIONS:
         dropped = len(paragraphs) - MAX_SECTIONS + 1
         paragraphs = [
@@ -70,6 +65,15 @@ def sections(text: str) -> list[str]:
             paragraphs[-1],
         ]
     return paragraphs
+
+
+def _section_texts(text: str) -> list[str]:
+    return [
+        piece
+        for paragraph in sanitize_mrkdwn(text).split("\n\n")
+        for piece in (p.strip() for p in split_mrkdwn(paragraph, SECTION_MAX))
+        if piece
+    ]
 
 
 def blocks_for(view: IncidentView, text: str) -> list[dict[str, Any]]:
@@ -139,6 +143,9 @@ class SlackChannel(Channel[SlackConfig]):
             session=self._session,
             retry_handlers=[],
         )
+
+    def digest_fits(self, parts: dict[str, str]) -> bool:
+        return len(_section_texts(parts["message"])) <= MAX_SECTIONS
 
     def _webhook(self) -> AsyncWebhookClient:
         if self._session is None:

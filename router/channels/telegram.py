@@ -23,7 +23,7 @@ from telegram.request import HTTPXRequest
 
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
 from router.config import TelegramConfig
-from router.render import fit_html
+from router.render import fit_html, read_html, utf16_len
 
 MAX_TEXT = 4096  # UTF-16 code units of the text after entity parsing (Bot API sendMessage)
 
@@ -54,6 +54,9 @@ class TelegramChannel(Channel[TelegramConfig]):
     def _text(self, msg: Message) -> str:
         """The message as sent: Telegram HTML, balanced, at most MAX_TEXT visible characters."""
         return fit_html(msg.parts["message"], MAX_TEXT)
+
+    def digest_fits(self, parts: dict[str, str]) -> bool:
+        return utf16_len(read_html(parts["message"]).text) <= MAX_TEXT
 
     def _markup(self, msg: Message) -> InlineKeyboardMarkup | None:
         view = msg.view

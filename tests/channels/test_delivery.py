@@ -221,7 +221,7 @@ async def test_storm_is_folded_into_a_digest_without_429_loops(
     assert len(notes) == 30 and {n["state"] for n in notes} == {"sent"}
     sends = fakes.telegram.sent()
     assert len(sends) < 10, "30 incidents should not be 30 messages"
-    assert any("notifications at once" in s["text"] for s in sends)
+    assert any("incidents at once" in s["text"] for s in sends)
     assert len(fakes.telegram.messages) == len(sends), "a 429 was answered: pacing failed"
 
 
