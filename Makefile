@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 RUN_STAMP := $(VENV)/.installed-run-stamp
 
-.PHONY: help install run test check fmt golden bench deps clean
+.PHONY: help install run test image-test check fmt golden bench deps clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ run: $(RUN_STAMP) ## install the package, then serve routes.yaml on SQLite in --
 
 test: check ## install, run the checks, then the whole test suite
 	$(PY) -m pytest
+
+image-test: $(STAMP) ## build the image from the Dockerfile and run it with podman (root; apt-get install podman buildah mmdebstrap runc; ~3 min)
+	$(PY) -m pytest -m image tests/test_package.py
 
 check: $(STAMP) ## ruff format --check, ruff check, mypy --strict
 	$(VENV)/bin/ruff format --check router tests setup.py
