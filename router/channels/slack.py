@@ -12,7 +12,14 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
 from router.config import SlackConfig
 from router.models import IncidentView, Reason
-from router.render import LINK_MAX, Renderer, http_url, sanitize_mrkdwn, split_mrkdwn
+from router.render import (
+    LINK_MAX,
+    Renderer,
+    http_url,
+    sanitize_mrkdwn,
+    slack_escape,
+    split_mrkdwn,
+)
 
 SECTION_MAX = 3000  # characters in one section block's text
 MAX_SECTIONS = 45  # of Slack's 50 blocks, leaving room for the actions
@@ -237,7 +244,8 @@ def _thread_note(view: IncidentView) -> str:
         return f"✅ #{view.id} resolved"
     if view.reason is Reason.ACKED:
         silence = f", silenced (silence {view.silence_id})" if view.silence_id else ""
-        return f"👤 #{view.id} acknowledged by {view.acked_by}{silence}"
+        # The name is a chat user's: escaped, so that `<!channel>` is shown, never a mention.
+        return f"👤 #{view.id} acknowledged by {slack_escape(view.acked_by)}{slack_escape(silence)}"
     if view.reason is Reason.UNACKED:
         return f"↩️ #{view.id} is no longer acknowledged"
     if view.reason is Reason.ESCALATED:

@@ -325,7 +325,7 @@ class Commands:
         lines = [f"{len(shown)} open incident(s):"]
         for i in shown[:30]:
             name = i.common_labels.get("alertname") or i.group_labels.get("alertname") or "alerts"
-            sev = i.common_labels.get("severity", "")
+            name, sev = bounded(name, MAX_ECHO), bounded(i.common_labels.get("severity", ""), 20)
             state = f"acked by {i.acked_by}" if i.acked_by else "NOT acked"
             lines.append(
                 f"#{i.id} {name}{f' ({sev})' if sev else ''} ×{len(i.alerts)} · {i.receiver} · {state}"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
+import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,6 +24,36 @@ from router.render import slack_escape
 
 log = logging.getLogger("router.chatops.slack")
 MAX_BODY = 64 * 1024
+# slack-sdk's SignatureVerifier accepts a timestamp up to 5 minutes either side of now.
+WINDOW_S = 5 * 60
+MAX_SEEN = 10_000  # signed requests remembered at once (10 minutes' worth at ~16/s)
+
+
+class SeenRequests:
+    """The (timestamp, signature) of each verified request, kept while the timestamp is inside
+    the verifier's window, so that a replayed request is refused (api.slack.com/authentication/
+    verifying-requests-from-slack: the timestamp check limits replays to the window; this closes
+    it). Memory is bounded: entries expire with their timestamp, and at MAX_SEEN new ones wait."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._expiry: list[tuple[int, str]] = []  # heap of (timestamp + window, key)
+        self._keys: set[str] = set()
+
+    def add(self, timestamp: int, signature: str) -> bool | None:
+        """True if this request is new (now remembered); False if it was seen: a replay; None if
+        MAX_SEEN requests are remembered already (refuse for now: too many)."""
+        now = self.clock()
+        while self._expiry and self._expiry[0][0] < now:
+            self._keys.discard(heapq.heappop(self._expiry)[1])
+        key = f"{timestamp}:{signature}"
+        if key in self._keys:
+            return False
+        if len(self._keys) >= MAX_SEEN:
+            return None
+        self._keys.add(key)
+        heapq.heappush(self._expiry, (timestamp + WINDOW_S, key))
+        return True
 
 
 class SlackApp:
@@ -30,6 +63,7 @@ class SlackApp:
         self.policy = slack_policy(config)
         # slack-sdk checks v0 HMAC-SHA256 of "v0:<timestamp>:<body>" and a timestamp within 5 minutes.
         self.verifier = SignatureVerifier(config.signing_secret.get_secret_value())
+        self.seen = SeenRequests()
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -58,6 +92,21 @@ class SlackApp:
                 peer=client_address(request),
             )
             return web.json_response({"error": "invalid signature"}, status=401)
+        new = self.seen.add(int(timestamp), signature)
+        if not new:
+            reason = "replayed" if new is False else "too many signed requests in 5 minutes"
+            event(
+                log,
+                logging.WARNING,
+                "slack_request_rejected",
+                reason=reason,
+                peer=client_address(request),
+            )
+            if new is None:
+                return web.json_response({"error": reason}, status=429)
+            return web.json_response(
+                {"error": "replayed request: this timestamp and signature were used"}, status=401
+            )
         try:
             return {k: v[0] for k, v in parse_qs(body.decode(), strict_parsing=False).items()}
         except UnicodeDecodeError:

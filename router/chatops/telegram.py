@@ -30,6 +30,23 @@ from router.store import Store
 
 log = logging.getLogger("router.chatops.telegram")
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+# Bot API limits (core.telegram.org/bots/api): sendMessage text 1-4096 characters after entity
+# parsing, counted in UTF-16 code units; answerCallbackQuery text 0-200 characters.
+MAX_TEXT = 4096
+MAX_ANSWER = 200
+
+
+def fit(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` UTF-16 code units (as Telegram counts), "…" marking a cut."""
+    if len(text.encode("utf-16-le")) // 2 <= limit:
+        return text
+    units, out = 1, []  # the "…" is one unit
+    for char in text:
+        units += 2 if ord(char) > 0xFFFF else 1
+        if units > limit:
+            break
+        out.append(char)
+    return "".join(out) + "…"
 
 
 class TelegramBot:
@@ -140,7 +157,7 @@ class TelegramBot:
         first, _, rest = message.text.partition(" ")
         name = first.lstrip("/").split("@", 1)[0]
         if refusal is not None:
-            await message.reply_text(refusal)
+            await message.reply_text(fit(refusal, MAX_TEXT))
             return
         command = parse("help" if name == "start" else name, rest)
         if (
@@ -157,7 +174,7 @@ class TelegramBot:
             if isinstance(command, str)
             else await self.commands.run(command, actor, self.policy)
         )
-        await message.reply_text(reply)
+        await message.reply_text(fit(reply, MAX_TEXT))
 
     async def _on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         query = update.callback_query
@@ -166,11 +183,11 @@ class TelegramBot:
             return
         refusal = self.commands.authorize(actor, self.policy)
         if refusal is not None:
-            await query.answer(refusal, show_alert=True)
+            await query.answer(fit(refusal, MAX_ANSWER), show_alert=True)
             return
         incident_id = (query.data or "").removeprefix("ack:")
         reply = await self.commands.run(Command("ack", incident_id), actor, self.policy)
-        await query.answer(reply[:200])
+        await query.answer(fit(reply, MAX_ANSWER))
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         event(log, logging.ERROR, "telegram_chatops_error", error=repr(context.error))
