@@ -3,10 +3,15 @@ runbook links point at runbooks that exist."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
+import pytest
 import yaml
 
 from router.cli import main
@@ -80,32 +85,124 @@ def test_rule_unit_tests_pass_and_make_every_rule_fire() -> None:
     assert fired == {a["alert"] for a in shipped_alerts()}
 
 
-def test_router_config_of_the_kit_is_valid(tmp_path: Path) -> None:
+KIT_CONFIGS = [
+    (DEPLOY / "alert-router" / "routes.yaml", "/run/secrets/alert_router_token"),
+    (DEPLOY / "kubernetes" / "routes.yaml", "/run/secrets/alert-router/alert_router_token"),
+]
+
+
+@pytest.mark.parametrize(("path", "token_path"), KIT_CONFIGS, ids=["compose", "kubernetes"])
+def test_router_config_of_the_kit_is_valid(
+    path: Path, token_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The token file exists only inside the container: point that one path at a temporary file.
     token = tmp_path / "alert_router_token"
     token.write_text("kit-token\n")
-    text = (DEPLOY / "alert-router" / "routes.yaml").read_text()
-    assert "/run/secrets/alert_router_token" in text
+    for name, value in CHANNEL_SECRETS.items():  # as the Secret alert-router-channels sets them
+        monkeypatch.setenv(name, value)
+    text = path.read_text()
+    assert token_path in text
     copy = tmp_path / "routes.yaml"
-    copy.write_text(text.replace("/run/secrets/alert_router_token", str(token)))
+    copy.write_text(text.replace(token_path, str(token)))
     assert main(["check-config", str(copy)]) == 0
     config = load_config(copy)
     assert config.server.auth.bearer_token is not None
     assert config.server.auth.bearer_token.get_secret_value() == "kit-token"
 
 
-def test_kubernetes_base_probes_and_manifests() -> None:
-    docs = [
-        d
-        for f in sorted((DEPLOY / "kubernetes").glob("*.yaml"))
-        for d in yaml.safe_load_all(f.read_text())
-    ]
-    kinds = {d["kind"] for d in docs if d}
-    assert {"Kustomization", "Deployment", "Service", "PersistentVolumeClaim", "Secret"} <= kinds
-    deployment = next(d for d in docs if d and d["kind"] == "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+def kustomize_build() -> list[dict[str, Any]]:
+    """`kubectl kustomize deploy/kubernetes`, as `kubectl apply -k` builds it."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        message = "kubectl not found (it carries kustomize): install kubectl"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    done = run(kubectl, "kustomize", str(DEPLOY / "kubernetes"))
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+CHANNEL_SECRETS = next(
+    d["stringData"]
+    for d in yaml.safe_load_all((DEPLOY / "kubernetes" / "secret.yaml").read_text())
+    if d["metadata"]["name"] == "alert-router-channels"
+)
+
+
+@pytest.fixture(scope="module")
+def kit() -> dict[tuple[str, str], dict[str, Any]]:
+    """The built objects by (kind, name)."""
+    return {(d["kind"], d["metadata"]["name"]): d for d in kustomize_build()}
+
+
+def test_kustomize_builds_objects_valid_for_kubernetes() -> None:
+    """Every object against Kubernetes' own OpenAPI schema (strict: no unknown field), for the
+    oldest and newest versions kubernetes-validate ships."""
+    docs = kustomize_build()
+    assert {d["kind"] for d in docs} == {
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Service",
+        "PersistentVolumeClaim",
+        "Deployment",
+    }
+    versions = sorted(
+        set(kubernetes_validate.utils.all_versions()), key=lambda v: tuple(map(int, v.split(".")))
+    )
+    for version in (versions[0], versions[-1]):
+        for doc in docs:
+            kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_kustomize_output_runs_as_documented(kit: dict[tuple[str, str], dict[str, Any]]) -> None:
+    assert ("Namespace", "monitoring") in kit
+    deployment = kit["Deployment", "alert-router"]
+    assert deployment["metadata"]["namespace"] == "monitoring"
     assert (
         deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
     )
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["image"] == "alert-router:latest"  # README: docker build -t alert-router .
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+
+    # The config: the generated ConfigMap (name with its hash) holds the kit's routes.yaml.
+    [config_map] = [d for (kind, _), d in kit.items() if kind == "ConfigMap"]
+    assert (
+        volumes[mounts["/etc/alert-router"]["name"]]["configMap"]["name"]
+        == (config_map["metadata"]["name"])
+    )
+    routes = config_map["data"]["routes.yaml"]
+    assert routes == (DEPLOY / "kubernetes" / "routes.yaml").read_text()
+    assert container["args"][:2] == ["--config", "/etc/alert-router/routes.yaml"]
+
+    # The token: a folder mount (no subPath, which never sees a rotated Secret), and the
+    # config's bearer_token_file is the Secret's key inside it.
+    assert not any("subPath" in m for m in container["volumeMounts"])
+    token_dir = next(p for p, m in mounts.items() if "secret" in volumes[m["name"]])
+    secret = kit["Secret", volumes[mounts[token_dir]["name"]]["secret"]["secretName"]]
+    [key] = secret["stringData"]
+    token_file = yaml.safe_load(routes)["server"]["auth"]["bearer_token_file"]
+    assert token_file == f"{token_dir}/{key}"
+    env_secret = container["envFrom"][0]["secretRef"]["name"]
+    assert kit["Secret", env_secret]["stringData"] == CHANNEL_SECRETS
+
+    # The private socket folder (tempfile's default, /tmp) is an emptyDir, not the state volume.
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    assert "persistentVolumeClaim" in volumes[mounts["/var/lib/alert-router"]["name"]]
+
+    # The memory limit is above the README's own peak RSS (router + intake process), with margin.
+    readme = (ROOT / "README.md").read_text()
+    peak = re.search(r"Peak RSS ([\d,]+) MiB \(router\)[^.]*? and ([\d,]+) MiB \(intake", readme)
+    assert peak is not None, "the README's benchmark section no longer gives the peak RSS"
+    peak_mib = sum(int(g.replace(",", "")) for g in peak.groups())
+    limit = container["resources"]["limits"]["memory"]
+    assert limit.endswith("Gi") or limit.endswith("Mi"), limit
+    limit_mib = int(limit[:-2]) * (1024 if limit.endswith("Gi") else 1)
+    assert limit_mib >= 1.2 * peak_mib, (limit, peak_mib)
