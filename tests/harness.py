@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,10 +52,26 @@ class Mailbox:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
+        problem = smtp_problem(content)
+        if problem:
+            return f"554 5.6.0 {problem}"
         parsed = email.message_from_bytes(content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
         return "250 Message accepted for delivery"
+
+
+def smtp_problem(content: bytes) -> str:
+    """What a strict MTA refuses in a message's bytes: a bare CR or LF (RFC 5321 2.3.8; Postfix
+    `smtpd_forbid_bare_newline`), a NUL, or a header line over 998 octets (RFC 5322 2.1.1)."""
+    if re.search(rb"\r(?!\n)|(?<!\r)\n", content):
+        return "bare CR or LF in the message"
+    head = content.split(b"\r\n\r\n", 1)[0]
+    if b"\x00" in head:
+        return "NUL in the header"
+    if any(len(line) > 998 for line in head.split(b"\r\n")):
+        return "header line longer than 998 octets"
+    return ""
 
 
 @dataclass

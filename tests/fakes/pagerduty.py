@@ -3,7 +3,10 @@
 202 `{"status": "success", "message": "Event processed", "dedup_key": ...}`; 400
 `{"status": "invalid event", "message": "Event object is invalid", "errors": [...]}` for a
 missing routing key, bad event_action, or a trigger without payload.summary/source/severity or
-with a summary over 1024 characters; 429 and 5xx when a test queues them.
+with a summary over 1024 characters (the limits of developer.pagerduty.com "Send an Alert
+Event"); 413 for an event over 512 KB ("Events API v2 Overview", Size Limits: "Events API
+payloads are limited to 512 KB"; the status the real API answers is not documented, any 4xx is
+final there); 429 and 5xx when a test queues them.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 SEVERITIES = {"critical", "error", "warning", "info"}
+MAX_EVENT_BYTES = 512 * 1024
 
 
 @dataclass
@@ -23,7 +27,9 @@ class FakePagerDuty:
     delay_s: float = 0.0  # answer this late, like a slow network
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(
+            client_max_size=4 * MAX_EVENT_BYTES
+        )  # so that we answer 413 ourselves
         app.router.add_post("/v2/enqueue", self.enqueue)
         return app
 
@@ -48,6 +54,15 @@ class FakePagerDuty:
             status, headers = self.fail_next.pop(0)
             return web.Response(
                 status=status, headers=headers, text="" if status == 429 else "error"
+            )
+        raw = await request.read()
+        if len(raw) > MAX_EVENT_BYTES:
+            return web.json_response(
+                {
+                    "status": "invalid event",
+                    "message": f"Event is {len(raw)} bytes, over the 512 KB limit",
+                },
+                status=413,
             )
         try:
             event = await request.json()
