@@ -205,12 +205,16 @@ class SlackChannel(Channel[SlackConfig]):
 
         return await _classified(do)
 
-    async def send_digest(self, digest: Digest) -> Delivery:
+    def digest_payload(self, digest: Digest) -> dict[str, Any]:
+        """chat.postMessage arguments for a digest: its preview text and section blocks."""
         text = digest.parts["message"]
-        payload: dict[str, Any] = {
+        return {
             "text": fallback_text(text),
             "blocks": [b for b in blocks_for(digest.views[0], text) if b["type"] == "section"],
         }
+
+    async def send_digest(self, digest: Digest) -> Delivery:
+        payload = self.digest_payload(digest)
         if self.config.webhook_url is not None:
             return await self._post_webhook(payload)
 
