@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from router.channels import channel_class
 from router.config import parse_config
 from router.models import IncidentView, WebhookPayload
 from router.pipeline import Pipeline, State
@@ -221,3 +222,22 @@ def test_every_fallback_is_escaped_for_its_channel(kind: str, tmp_path: Path) ->
     elif kind == "email":
         assert "&lt;b&gt;x &amp; @alice_ops" in parts["html"] and "<b>" not in parts["html"]
         assert "<b>x & @alice_ops" in parts["text"]  # plain text: as it is
+
+
+@pytest.mark.parametrize("kind", ["telegram", "slack", "email"])
+def test_golden_digest(kind: str) -> None:
+    """A storm of the captured incidents (each case's last view, ids made distinct)."""
+    config = parse_config(CONFIG)
+    [(_, _, channel_config)] = [c for c in config.receivers[0].channels() if c[0] == kind]
+    channel = channel_class(kind)(channel_config, Renderer())
+    views = [
+        incident_for(fixtures).model_copy(update={"id": f"k{n}x7m"})
+        for n, fixtures in enumerate(CASES.values())
+    ]
+    [digest] = channel.render_digests(views)
+    text = "".join(f"===== {part}\n{body}\n" for part, body in sorted(digest.parts.items()))
+    path = GOLDEN / kind / "digest.txt"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert path.exists(), f"{path} missing: run make golden and review it"
+    assert text == path.read_text()
