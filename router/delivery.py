@@ -75,8 +75,9 @@ class Outbox:
         self._refs: dict[
             tuple[str, str, str, int], str
         ] = {}  # messages sent since rows were claimed
-        # Acceptances not yet written: workers go on while one store call records many.
-        self._marks: list[tuple[OutboxRow, str, datetime]] = []
+        # Acceptances not yet written: one store call records those of many destinations, and
+        # each destination's worker waits for its own before it sends the next (see _record).
+        self._marks: list[tuple[OutboxRow, str, datetime, asyncio.Future[None]]] = []
         self._mark_task: asyncio.Task[None] | None = None
         self._retired: list[AnyChannel] = []  # replaced by a reload; closed at shutdown
 
@@ -250,15 +251,24 @@ class Outbox:
                 await self._record(dest, covered[0], result)  # the first row leads
                 return
             self.metrics.digests.labels(dest.receiver, dest.channel).inc()
-            for row in covered:
-                await self._record(dest, row, Delivered(""))
+            for row in covered:  # written together: waiting for the last waits for them all
+                await self._record(dest, row, Delivered(""), settle=row is covered[-1])
 
-    async def _record(self, dest: Destination, row: OutboxRow, result: Delivery) -> bool:
+    async def _record(
+        self, dest: Destination, row: OutboxRow, result: Delivery, settle: bool = True
+    ) -> bool:
+        """Record what the channel answered; False if the destination must wait (retry).
+
+        An acceptance is written before this returns (unless `settle` is False), so that the
+        destination's next row is sent only once this one is recorded: a crash (SIGKILL) sends
+        at most one notification per destination again after the restart.
+        """
         now = self.clock()
         if isinstance(result, RetryLater | Failed):  # stored and served by the API: no secrets
             result = replace(result, reason=redact(result.reason))
         if isinstance(result, Delivered):
-            self._marks.append((row, result.ref, now))
+            recorded = asyncio.get_running_loop().create_future()
+            self._marks.append((row, result.ref, now, recorded))
             if self._mark_task is None or self._mark_task.done():
                 self._mark_task = asyncio.create_task(self._write_marks(), name="outbox marks")
             if result.ref:
@@ -279,6 +289,8 @@ class Outbox:
                 attempt=row.attempts + 1,
                 correlation_id=row.correlation_id,
             )
+            if settle:
+                await asyncio.shield(recorded)  # a cancelled worker leaves the write to drain()
             return True
         if isinstance(result, Failed):
             await self._dead(row, result.reason)
@@ -315,13 +327,17 @@ class Outbox:
         while self._marks:
             batch, self._marks = self._marks, []
             try:
-                await self.store.mark_sent_many(batch)
+                await self.store.mark_sent_many([(row, ref, now) for row, ref, now, _ in batch])
             except StoreError as exc:
                 event(
                     log, logging.ERROR, "outbox_store_error", error=str(exc), unrecorded=len(batch)
                 )
                 self._marks[:0] = batch
                 await asyncio.sleep(1.0)
+                continue
+            for *_, recorded in batch:
+                if not recorded.done():
+                    recorded.set_result(None)
 
     async def _dead(self, row: OutboxRow, reason: str) -> None:
         await self.store.mark_dead(row, reason)

@@ -70,23 +70,24 @@ def payload(n: int) -> bytes:
     )
 
 
-def start(config: Path) -> subprocess.Popen[bytes]:
+def start(config: Path, *, dry_run: bool = True) -> subprocess.Popen[bytes]:
+    """`alert-router serve` logging warnings to router.log; --dry-run unless told otherwise."""
     with open(config.parent / "router.log", "ab") as log:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "router",
-                "serve",
-                "--config",
-                str(config),
-                "--dry-run",
-                "--log-level",
-                "warning",
-            ],
+            [sys.executable, "-m", "router", "serve", "--config", str(config)]
+            + ["--log-level", "warning"]
+            + (["--dry-run"] if dry_run else []),
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def planning_started(db: Path) -> bool:
@@ -187,9 +188,85 @@ async def test_sigkill_under_load_loses_nothing(tmp_path: Path) -> None:
         assert per_incident == [2] * posted, "each incident: one Telegram and one Slack message"
         assert states == {"sent"}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     assert os.path.exists(db)
+
+
+DESTINATIONS = 4
+PD_CONFIG = """
+server: {{listen: "127.0.0.1:{port}", auth: {{bearer_token: t0ken}}}}
+storage: {{path: "{db}"}}
+receivers:
+  - name: pager
+    pagerduty_configs:
+{destinations}
+route: {{receiver: pager}}
+"""
+
+
+async def test_sigkill_while_delivering_sends_at_most_one_again_per_destination(
+    tmp_path: Path,
+) -> None:
+    """Full speed (PagerDuty has no per-destination pace): SIGKILL while notifications go out,
+    restart, let everything be delivered; each (destination, incident) reached the service
+    twice at most once per destination, as the README promises."""
+    from aiohttp import web
+
+    from ..fakes.pagerduty import FakePagerDuty
+
+    sink = FakePagerDuty()
+    runner = web.AppRunner(sink.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    sink_port = runner.addresses[0][1]
+    port = free_port()
+    db = tmp_path / "state.db"
+    config = tmp_path / "routes.yaml"
+    destinations = "\n".join(
+        f'      - {{routing_key: "key-{d}", url: "http://127.0.0.1:{sink_port}/v2/enqueue"}}'
+        for d in range(DESTINATIONS)
+    )
+    config.write_text(PD_CONFIG.format(port=port, db=db, destinations=destinations))
+    url = f"http://127.0.0.1:{port}/webhook"
+    count = 300
+    try:
+        proc = start(config, dry_run=False)
+        try:
+            await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+            accepted = await send_all(url, list(range(count)))
+            assert len(accepted) == count
+            # Kill once a good part, not all, of the notifications went out.
+            for _ in range(600):
+                if len(sink.events) >= count * DESTINATIONS // 3:
+                    break
+                await asyncio.sleep(0.01)
+            proc.send_signal(signal.SIGKILL)
+            assert proc.wait(timeout=10) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert len(sink.events) < count * DESTINATIONS, "the kill should land mid-delivery"
+
+        proc = start(config, dry_run=False)
+        try:
+            await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+            for _ in range(600):  # 60 s at most
+                seen = {(e["routing_key"], e["dedup_key"]) for e in sink.events}
+                if len(seen) >= count * DESTINATIONS:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            stop(proc)
+    finally:
+        await runner.cleanup()
+    sent: dict[tuple[str, str], int] = {}
+    for e in sink.events:
+        assert e["event_action"] == "trigger"
+        key = (e["routing_key"], e["dedup_key"])
+        sent[key] = sent.get(key, 0) + 1
+    assert len(sent) == count * DESTINATIONS, "every incident reached every destination"
+    again = {f"key-{d}": 0 for d in range(DESTINATIONS)}
+    for (routing_key, _), times in sent.items():
+        again[routing_key] += times - 1
+    assert all(n <= 1 for n in again.values()), f"sent again per destination: {again}"
