@@ -87,6 +87,10 @@ async def handle_readyz(request: web.Request) -> web.Response:
         await asyncio.wait_for(rt.store.check_writable(), 2.0)
     except (StoreError, TimeoutError) as exc:
         problems.append(f"store not writable: {exc or 'locked for more than 2s'}")
+    problems += rt.store.files_lost()
+    cannot_accept = rt.store.inbox.problem() if rt.store.inbox is not None else None
+    if cannot_accept is not None and cannot_accept not in problems:
+        problems.append(f"cannot accept webhooks: {cannot_accept}")
     if problems:
         return web.json_response({"status": "not ready", "reasons": problems}, status=503)
     return _json({"status": "ready", "config": rt.config.source})

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from router import __version__, heap
 from router.config import RouterConfig, config_notes, load_config
-from router.errors import ConfigError, MatcherError
+from router.errors import ConfigError, MatcherError, StoreError
 from router.logs import configure, event
 from router.matchers import MatchType, parse_matcher
 from router.routing import Route, explain, match_receivers
@@ -76,17 +76,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sys.setswitchinterval(0.0005)
     heap.install()  # full garbage collections walk only what is new (see router/heap.py)
     grace_s = config.server.shutdown_grace.total_seconds()
-    if intake_process:
-        return _serve_with_intake_process(args, app, host, int(port), grace_s)
-    # SIGTERM/SIGINT: stop accepting, let deliveries in flight finish (server.shutdown_grace).
-    web.run_app(
-        app,
-        host=host or "0.0.0.0",
-        port=int(port),
-        print=None,
-        access_log=None,
-        shutdown_timeout=grace_s,
-    )
+    try:
+        if intake_process:
+            return _serve_with_intake_process(args, app, host, int(port), grace_s)
+        # SIGTERM/SIGINT: stop accepting, let deliveries in flight finish (server.shutdown_grace).
+        web.run_app(
+            app,
+            host=host or "0.0.0.0",
+            port=int(port),
+            print=None,
+            access_log=None,
+            shutdown_timeout=grace_s,
+        )
+    except StoreError as exc:  # the state files: unreadable, locked by another router...
+        event(log, logging.ERROR, "startup_failed", error=str(exc))
+        return 1
     return 0
 
 

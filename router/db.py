@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
+import logging
+import os
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+
+from router.errors import StoreError
+from router.logs import event
+
+log = logging.getLogger("router.store")
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
@@ -40,3 +49,85 @@ def transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 def ts(value: datetime | None) -> str | None:
     """A timestamp as stored: ISO 8601 in UTC."""
     return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+class FileIdentity:
+    """Which file a path named when it was opened (device and inode), to notice it go.
+
+    A state file deleted (or replaced) under a running router keeps working through the open
+    descriptor, but whatever is written to it is gone at the next start. `lost()` compares the
+    path with the file opened: it says why they differ, or None while they are the same. The
+    first time it differs is logged, as an error, once.
+    """
+
+    def __init__(self, path: str) -> None:
+        """Remember the file at `path` now; raises StoreError if it cannot be read."""
+        self.path = path
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise StoreError(f"{path}: {exc.strerror}") from exc
+        self._id = (st.st_dev, st.st_ino)
+        self._reported = False
+
+    def lost(self) -> str | None:
+        """None if `path` is still the file opened; else what happened to it (one line)."""
+        problem = self._compare()
+        if problem is not None and not self._reported:
+            self._reported = True
+            event(
+                log,
+                logging.ERROR,
+                "state_file_lost",
+                error=problem,
+                detail="webhooks are refused (503) and /readyz is not ready until alert-router"
+                " is restarted; what was written to the lost file since it went is lost with it",
+            )
+        return problem
+
+    def _compare(self) -> str | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return f"{self.path} was deleted while alert-router had it open"
+        except OSError as exc:
+            return f"{self.path}: {exc.strerror}"
+        if (st.st_dev, st.st_ino) != self._id:
+            return f"{self.path} was replaced by another file while alert-router had it open"
+        return None
+
+
+class ProcessLock:
+    """An exclusive lock on `<store>.lock` for the life of this process (flock(2)).
+
+    Two routers on one SQLite store would both plan and both deliver: the second refuses to
+    start instead. The kernel lets the lock go when the process ends, even by SIGKILL.
+    """
+
+    def __init__(self, store_path: str) -> None:
+        self.path = f"{store_path}.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise StoreError naming the process that holds it."""
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StoreError(f"{self.path}: cannot lock: {exc.strerror}") from exc
+            raise StoreError(
+                f"{self.path}: another alert-router (pid {holder}) uses this store; stop it"
+                " first, or give this one its own storage.path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None

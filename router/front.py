@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aiohttp
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
@@ -97,6 +98,7 @@ class Front:
         )
         app.router.add_post("/webhook", handle_webhook)
         app.router.add_get("/metrics", self.handle_metrics)
+        app.router.add_get("/readyz", self.handle_readyz)
         app.router.add_route("*", "/{tail:.*}", self.handle_other)
         app.cleanup_ctx.append(self._lifecycle)
         return app
@@ -183,6 +185,20 @@ class Front:
 
     async def handle_other(self, request: web.Request) -> web.Response:
         return await self._forward(request, await request.read())
+
+    async def handle_readyz(self, request: web.Request) -> web.Response:
+        """The router's readiness, and not ready while this process cannot accept webhooks."""
+        resp = await self._forward(request, b"")
+        problem = self.inbox.problem()
+        if problem is None or not isinstance(resp.body, bytes):
+            return resp
+        try:
+            reasons = list(orjson.loads(resp.body).get("reasons", []))
+        except (orjson.JSONDecodeError, AttributeError):
+            reasons = []
+        if problem not in reasons:
+            reasons.append(f"cannot accept webhooks: {problem}")
+        return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
 
     async def handle_metrics(self, request: web.Request) -> web.Response:
         """The router's metrics, and this process's intake counters after them."""

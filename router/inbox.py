@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
 from datetime import datetime
 
 from router.checkpoint import Checkpointer
+from router.db import FileIdentity, transaction, ts
 from router.db import connect as db_connect
-from router.db import transaction, ts
 from router.errors import StoreError
 from router.logs import event
 
@@ -30,6 +31,7 @@ BUSY_RETRY_S = 0.01  # another connection holds the write lock: try again this s
 BUSY_TIMEOUT_S = 5.0  # ... and refuse the payloads (503) after this long
 WATERMARK_TTL_S = 0.1  # how stale the store's watermark may be when a commit counts the backlog
 INSERT_ROWS = 500  # per INSERT statement (SQLite allows 32,766 bound values; 3 per row here)
+PROBE_BYTES = 64 * 1024  # written (and deleted) by the probe that sees a full disk recover
 
 Pending = tuple[bytes, str, datetime, "asyncio.Future[None]"]  # body, correlation id, received
 
@@ -37,6 +39,12 @@ Pending = tuple[bytes, str, datetime, "asyncio.Future[None]"]  # body, correlati
 def inbox_path(store_path: str) -> str:
     """Where the inbox of the store at `store_path` lives: beside it, `<store>.inbox`."""
     return f"{store_path}.inbox"
+
+
+def store_path_of(path: str) -> str | None:
+    """The store file beside the inbox at `path` (see inbox_path), if it is named so."""
+    suffix = inbox_path("")
+    return path[: -len(suffix)] if path.endswith(suffix) else None
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
@@ -63,6 +71,12 @@ class Inbox:
     another connection holds it (a checkpoint cutting the WAL, a backup tool), the batch is
     tried again every BUSY_RETRY_S, later payloads join it, and after BUSY_TIMEOUT_S they are
     refused (503: Alertmanager retries).
+
+    Nothing is accepted into a file that is lost: before each commit, the inbox file and the
+    store's file beside it are checked to be the files opened (a deleted one would take what
+    is written to it away at the next start). `problem()` says why intake cannot accept now:
+    a lost file, or a commit that failed (disk full, I/O error) and no commit or probe since
+    has succeeded; a probe is tried every PRUNE_INTERVAL_S while it fails.
     """
 
     def __init__(self, path: str, synchronous: str, planned_through: Callable[[], int]) -> None:
@@ -75,6 +89,8 @@ class Inbox:
         self._through = 0  # the store's watermark, as last read
         self._through_read_at = -WATERMARK_TTL_S
         self._db: sqlite3.Connection | None = None
+        self._files: list[FileIdentity] = []
+        self._failing: str | None = None  # the last commit's error, until a commit succeeds
         self._checkpointer = Checkpointer(path)
         self._pending: list[Pending] = []
         self._pending_since = 0.0  # when the oldest pending payload arrived (monotonic)
@@ -89,7 +105,11 @@ class Inbox:
             self.last_id = last[0] if last else 0  # from here on, each commit sets it
             self._count(fresh=True)
         except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: {exc}") from exc
+            raise StoreError(
+                f"{self.path}: {exc}: the inbox (payloads accepted and not planned yet) cannot"
+                " be read; move it aside to start without those payloads"
+            ) from exc
+        self._files = _watched(self.path)
         self._checkpointer.start()
         self._pruner = asyncio.create_task(self._prune_forever(), name="inbox prune")
 
@@ -127,10 +147,14 @@ class Inbox:
         try:
             if self._db is None:
                 raise StoreError(f"{self.path}: the inbox is not open")
+            lost = self.files_lost()
+            if lost:
+                raise StoreError(lost[0])
             with transaction(self._db) as db:
                 for start in range(0, len(self._pending), INSERT_ROWS):
                     last = _insert(db, self._pending[start : start + INSERT_ROWS])
             self.last_id = last  # only once committed
+            self._failing = None
             self._count(fresh=False)
         except sqlite3.Error as exc:
             waited = time.monotonic() - self._pending_since
@@ -139,6 +163,8 @@ class Inbox:
                 self._flush_handle = loop.call_later(BUSY_RETRY_S, self._flush)
                 return
             error = StoreError(f"{self.path}: {exc}")
+            if not _locked(exc):
+                self._failing = f"the last commit to the inbox failed: {error}"
         except StoreError as exc:
             error = exc
         batch, self._pending = self._pending, []
@@ -151,6 +177,29 @@ class Inbox:
                 future.set_result(None)
         if error is None and self.on_committed is not None:
             self.on_committed()
+
+    def files_lost(self) -> list[str]:
+        """Why the inbox's or the store's file is no longer the one opened; empty if both are."""
+        return [p for p in (f.lost() for f in self._files) if p is not None]
+
+    def problem(self) -> str | None:
+        """Why a payload cannot be accepted now (one line), or None if it can."""
+        lost = self.files_lost()
+        return lost[0] if lost else self._failing
+
+    def _probe(self) -> None:
+        """After a failed commit: commit (and delete) PROBE_BYTES; success clears the failure."""
+        if self._db is None:
+            return
+        try:
+            with transaction(self._db) as db:
+                db.execute("CREATE TABLE IF NOT EXISTS probe (data BLOB)")
+                db.execute("INSERT INTO probe VALUES (zeroblob(?))", (PROBE_BYTES,))
+                db.execute("DELETE FROM probe")
+        except sqlite3.Error:
+            return
+        event(log, logging.INFO, "inbox_writable_again", path=self.path)
+        self._failing = None
 
     def _count(self, fresh: bool) -> None:
         """backlog = the last id written - the store's watermark (ids only grow).
@@ -170,6 +219,8 @@ class Inbox:
     async def _prune_forever(self) -> None:
         while True:
             await asyncio.sleep(PRUNE_INTERVAL_S)
+            if self._failing is not None:
+                self._probe()
             try:
                 await self._prune()
             except sqlite3.Error as exc:  # planned rows stay a little longer; no harm
@@ -189,6 +240,13 @@ class Inbox:
             upto = min(self._through, first + PRUNE_ROWS - 1)
             self._db.execute("DELETE FROM inbox WHERE id<=?", (upto,))
             await asyncio.sleep(0)
+
+
+def _watched(path: str) -> list[FileIdentity]:
+    """The inbox file at `path`, and the store's file beside it if there is one."""
+    store = store_path_of(path)
+    paths = [path] + ([store] if store is not None and os.path.exists(store) else [])
+    return [FileIdentity(p) for p in paths]
 
 
 def _locked(exc: sqlite3.Error) -> bool:

@@ -22,7 +22,7 @@ import orjson
 
 from router import inbox
 from router.checkpoint import Checkpointer
-from router.db import connect, transaction, ts
+from router.db import FileIdentity, ProcessLock, connect, transaction, ts
 from router.errors import StoreError
 from router.models import IncidentView, WebhookPayload
 from router.pipeline import AlertState, IncidentState, Pipeline, Plan, State
@@ -206,10 +206,13 @@ class Store:
         self._pipeline: Pipeline | None = None
         self._db: sqlite3.Connection | None = None
         self._inbox_db: sqlite3.Connection | None = None  # read here; written by the Inbox
+        self._inbox_reader: sqlite3.Connection | None = None  # for `backlog`, on the event loop
         self._thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="store", initializer=_lower_priority
         )
         self._checkpointer = Checkpointer(self.path)
+        self._lock = ProcessLock(self.path)
+        self._files: list[FileIdentity] = []  # the store's file and the inbox's, as opened
         self.inbox = (
             inbox.Inbox(inbox.inbox_path(self.path), synchronous, lambda: self.watermark)
             if accepts
@@ -228,9 +231,29 @@ class Store:
 
     @property
     def backlog(self) -> int:
-        """Payloads accepted and not planned yet."""
+        """Payloads accepted and not planned yet.
+
+        With an intake process, the inbox's last id is read from its file (planning reads
+        PLAN_BATCH rows at a time, so the last id it has read says little of what waits).
+        """
         last = self._inbox_last if self.inbox is None else max(self._inbox_last, self.inbox.last_id)
+        if self.inbox is None:
+            last = max(last, self._inbox_written())
         return max(0, last - self.watermark)
+
+    def _inbox_written(self) -> int:
+        """The id of the last payload committed to the inbox file; 0 if it cannot be read now."""
+        try:
+            if self._inbox_reader is None:
+                self._inbox_reader = sqlite3.connect(
+                    inbox.inbox_path(self.path), timeout=0, check_same_thread=False
+                )
+            rows = self._inbox_reader.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name='inbox'"
+            ).fetchall()  # all: the read ends here, and holds no checkpoint back
+        except sqlite3.Error:
+            return 0
+        return int(rows[0][0]) if rows else 0
 
     # ------------------------------------------------------------ lifecycle
 
@@ -263,8 +286,16 @@ class Store:
         for db in (self._db, self._inbox_db):
             if db is not None:
                 await self._run(db.close)
-        self._db = self._inbox_db = None
+        if self._inbox_reader is not None:
+            self._inbox_reader.close()
+        self._db = self._inbox_db = self._inbox_reader = None
         self._thread.shutdown(wait=True)
+        self._lock.release()
+
+    def files_lost(self) -> list[str]:
+        """Why the store's or the inbox's file is no longer the one opened (deleted, replaced);
+        empty while both are in place."""
+        return [p for p in (f.lost() for f in self._files) if p is not None]
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -276,6 +307,20 @@ class Store:
         return StoreError(f"{self.path}: {exc}")
 
     def _open_sync(self) -> None:
+        self._lock.acquire()
+        try:
+            self._open_files()
+        except sqlite3.Error as exc:
+            self._lock.release()
+            raise StoreError(
+                f"{self.path}: {exc}: the store (alerts, incidents, notifications) cannot be"
+                " read; restore it from a backup, or move it aside to start with an empty state"
+            ) from exc
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open_files(self) -> None:
         db = connect(self.path, self.synchronous)
         db.execute("PRAGMA foreign_keys=ON")
         version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -284,7 +329,15 @@ class Store:
                 f"{self.path}: schema version {version} is newer than this alert-router knows "
                 f"({len(SCHEMA)}); upgrade alert-router or use another storage.path"
             )
-        self._inbox_db = inbox.connect(inbox.inbox_path(self.path), self.synchronous)
+        inbox_file = inbox.inbox_path(self.path)
+        try:
+            self._inbox_db = inbox.connect(inbox_file, self.synchronous)
+        except sqlite3.Error as exc:
+            raise StoreError(
+                f"{inbox_file}: {exc}: the inbox (payloads accepted and not planned yet) cannot"
+                " be read; move it aside to start without those payloads"
+            ) from exc
+        self._files = [FileIdentity(self.path), FileIdentity(inbox_file)]
         if version == 4:
             self._move_inbox_out(db)
         for number, script in enumerate(SCHEMA[version:], start=version + 1):
