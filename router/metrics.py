@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 from router import __version__
+from router.models import Reason
 
 if TYPE_CHECKING:
     from router.config import RouterConfig
@@ -159,18 +160,23 @@ class Metrics:
             self.reload_time.set(timestamp)
 
     def declare(self, config: RouterConfig) -> None:
-        """Create every labelled series of the config's receivers and channels at 0 (at start
-        and at each reload). Without this a destination that never delivered has no
-        `notifications_sent_total` series to compare with, and one whose first notification is
-        dead-lettered gets a series born at 1, which `increase()` does not see. Series of a
-        receiver removed by a reload stay, as counters do."""
+        """Create every labelled series of the config's receivers and channels (and of its
+        chat-ops platforms) at 0, at start and at each reload. Without this a destination that
+        never delivered has no `notifications_sent_total` series to compare with, and one whose
+        first notification is dead-lettered gets a series born at 1, which `increase()` does not
+        see. Series of a receiver removed by a reload stay, as counters do."""
         for receiver in config.receivers:
             self.routed.labels(receiver.name)
             self.deduplicated.labels(receiver.name)
+            for reason in Reason:
+                self.decisions.labels(receiver.name, reason.value)
             for kind, _, _ in receiver.channels():
                 for counter in (self.queued, self.sent, self.retried, self.dead, self.digests):
                     counter.labels(receiver.name, kind)
                 self.latency.labels(kind)
+        for chat in ("telegram", "slack"):
+            if getattr(config.chatops, chat) is not None:
+                self.acks.labels(chat)
 
     def observe_plan(self, plan: Plan) -> None:
         """Count what one payload or sweep decided."""

@@ -36,6 +36,9 @@ async def scrape(client: Client) -> dict[tuple[str, tuple[tuple[str, str], ...]]
 
 async def test_counters_follow_the_traffic(fakes: Fakes, make_client: Any) -> None:
     client = await make_client(fakes, RECEIVERS, CHATOPS)
+    m = await scrape(client)  # before any traffic: the configured platform's acks at 0
+    assert m[("alert_router_acks_total", (("platform", "slack"),))] == 0
+    assert ("alert_router_acks_total", (("platform", "telegram"),)) not in m
     fakes.pagerduty.fail_next.append((500, {}))
     incident = (await post(client, fixture_body("firing-group-3-alerts")))["incidents"][0]
     await post(client, fixture_body("firing-group-3-alerts"))  # an Alertmanager re-send
@@ -135,6 +138,8 @@ async def test_every_destination_has_its_series_at_zero_from_start_and_reload(
             assert m[(name, (("channel", channel), ("receiver", "main")))] == 0, name
         assert m[("alert_router_delivery_latency_seconds_count", (("channel", channel),))] == 0
     assert m[("alert_router_alerts_routed_total", (("receiver", "main"),))] == 0
+    for reason in ("first", "unchanged", "resolved", "escalated"):
+        assert m[("alert_router_decisions_total", (("reason", reason), ("receiver", "main")))] == 0
     assert m[("alert_router_notifications_deduplicated_total", (("receiver", "main"),))] == 0
     assert m[("alert_router_alerts_received_total", (("status", "firing"),))] == 0
     assert m[("alert_router_alerts_received_total", (("status", "resolved"),))] == 0
