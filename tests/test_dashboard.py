@@ -8,6 +8,7 @@ import asyncio
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -84,6 +85,14 @@ def test_dashboard_covers_the_router_and_is_well_formed() -> None:
     ):
         assert f"alert_router_{metric}" in exprs, metric
     assert "by (receiver, channel)" in exprs
+
+
+def test_runbooks_name_panels_that_exist() -> None:
+    titles = {p["title"] for p in panels()}
+    for runbook in sorted((ROOT / "docs" / "runbooks").glob("*.md")):
+        [line] = [x for x in runbook.read_text().splitlines() if x.startswith("**Dashboard.**")]
+        named = re.findall(r'"([^"]+)"', line)
+        assert named and set(named) <= titles, (runbook.name, set(named) - titles)
 
 
 def test_provisioning_matches_the_compose_stack() -> None:
