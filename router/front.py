@@ -113,10 +113,13 @@ class Front:
             timeout=aiohttp.ClientTimeout(total=PROXY_TIMEOUT_S),
         )
         loop.add_reader(self.parent_fd, self._parent_gone)
-        loop.add_signal_handler(signal.SIGHUP, self._reload)
+        # SIGUSR1: the router's process has reloaded (SIGHUP here is passed to it, see
+        # router/supervisor.py); ignored again once stopping rather than ending this process.
+        loop.add_signal_handler(signal.SIGUSR1, self._reload)
         event(log, logging.INFO, "intake_process_ready", pid=os.getpid())
         yield
-        loop.remove_signal_handler(signal.SIGHUP)
+        loop.remove_signal_handler(signal.SIGUSR1)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         loop.remove_reader(self.parent_fd)
         await self.inbox.aclose()  # after the last handler: every 200 given is committed
         await self.session.close()

@@ -6,9 +6,14 @@ The router's process binds the public port, then, before any thread or event loo
 forks the supervisor: a copy of itself with every module imported, that waits. Once the
 router's store is open (a schema upgrade is done before intake starts) the supervisor forks the
 intake process from that copy, restarts it when it dies (after 1 s, doubling up to 30 s), passes
-SIGHUP (reload) and SIGTERM (stop) on to it, and exits when the router's process is gone, even
-by SIGKILL: the intake process and the supervisor both hold the read end of a pipe whose write
-end only the router's process has, and read EOF when it goes.
+SIGTERM (stop) on to it, and exits when the router's process is gone, even by SIGKILL: the
+intake process and the supervisor both hold the read end of a pipe whose write end only the
+router's process has, and read EOF when it goes. The last one out removes the private folder of
+the router's Unix socket: the router's process, or the supervisor after it if it was killed.
+
+Reload: the router's process is the one place that reloads. SIGHUP sent to the supervisor or to
+the intake process is passed to the router's process; when the router has loaded the new file
+it sends SIGUSR1 to the supervisor, which passes it to the intake process (auth, limits).
 
 Why fork and not exec: the three processes share the pages of the modules they imported
 (aiohttp, pydantic, the config...) instead of loading them twice (idle, bench config: 98 MiB
@@ -162,7 +167,7 @@ class IntakeProcess:
     def reload(self) -> None:
         """The router loaded a new config: the intake process loads it too (auth, limits)."""
         if self.running:
-            os.kill(self.pid, signal.SIGHUP)
+            os.kill(self.pid, signal.SIGUSR1)
 
     async def stop(self, grace_s: float) -> None:
         """Stop the intake process first at shutdown: it stops listening, finishes its commits."""
@@ -200,6 +205,7 @@ class _Supervisor:
         self.router_pid = os.getppid()
         self.child = 0
         self.stopping = False
+        self.router_ready = False  # its store is open and it reloads on SIGHUP
         for fd in (go_w, handle._wake_r, handle._alive_w):
             os.close(fd)
         self._sig_r, self._sig_w = os.pipe()  # signals wake select() (signal.set_wakeup_fd)
@@ -208,19 +214,34 @@ class _Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGTERM:
             self.stopping = True
-        if self.child:
+        if self.child:  # SIGTERM, and SIGUSR1 (the router reloaded)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.child, signum)
 
+    def _forward_reload(self, signum: int, frame: FrameType | None) -> None:
+        """SIGHUP here or in the intake process: the router's process reloads (and then us)."""
+        if self.router_ready and not _gone(self.handle._alive_r):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.router_pid, signal.SIGHUP)
+
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            if _gone(self.handle._alive_r):  # killed: nobody else removes its socket's folder
+                self.handle.remove_private()
+
+    def _run(self) -> int:
         setproctitle(f"alert-router: intake supervisor (router {self.router_pid})")
         signal.set_wakeup_fd(self._sig_w)
         signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGHUP, self._on_signal)
+        signal.signal(signal.SIGUSR1, self._on_signal)
+        signal.signal(signal.SIGHUP, self._forward_reload)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the router's process stops us
         if os.read(self.handle._go_r, 1) != b"g":
             return 0  # the router's process stopped (or died) before its store opened
         os.close(self.handle._go_r)
+        self.router_ready = True
         delay = RESTART_MIN_S
         while not self.stopping:
             started = time.monotonic()
@@ -269,17 +290,24 @@ class _Supervisor:
     def _intake(self) -> NoReturn:
         """In the intake process, just forked: undo the supervisor's signals, run, exit.
         SIGINT stays ignored: Ctrl-C in a terminal reaches the whole process group, and the
-        router's process stops the intake process through us (SIGTERM). SIGHUP is ignored until
-        the intake process listens for it (a reload then would otherwise kill it)."""
+        router's process stops the intake process through us (SIGTERM). SIGHUP is still passed
+        to the router's process (the handler stays). SIGUSR1 (reload) is ignored until the
+        intake process listens for it: it reads the file as it starts anyway."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         for fd in (self._sig_r, self._sig_w):
             os.close(fd)
         setproctitle(f"alert-router: intake (router {self.router_pid})")
         handle = self.handle
         wiring = Wiring(handle.listen, handle.router_socket, handle._wake_w, handle._alive_r)
         _run_and_exit(functools.partial(self.run_intake, wiring), "intake process")
+
+
+def _gone(alive_r: int) -> bool:
+    """True once the router's process is gone: its end of this pipe is closed (EOF)."""
+    readable, _, _ = select.select([alive_r], [], [], 0)
+    return bool(readable)
 
 
 async def serve(

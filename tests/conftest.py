@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,26 @@ from aiohttp.test_utils import TestServer
 
 from .harness import Client, Fakes, client_factory, start_fakes
 from .helpers import require_binary
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temp_dir_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """TMPDIR for everything the suite starts, one folder of this run (so that runs beside it
+    do not count), and the run fails if a router left its socket's private folder in it."""
+    folder = tmp_path_factory.mktemp("tmpdir")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    try:
+        yield folder
+    finally:
+        if before is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = before
+        tempfile.tempdir = None
+    left = sorted(p.name for p in folder.glob("alert-router-*"))
+    assert not left, f"routers left their private socket folders behind: {left}"
 
 
 @pytest.fixture(scope="session")

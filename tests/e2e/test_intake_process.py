@@ -236,3 +236,82 @@ async def test_a_killed_supervisor_stops_the_router_with_an_error(
         await assert_gone(intake_process=child)
     log = (tmp_path / "router.log").read_text()
     assert "intake_supervisor_exited" in log and "code=-9" in log
+
+
+@pytest.mark.parametrize("target", ["router", "supervisor", "intake process"])
+async def test_sighup_to_any_of_the_three_processes_reloads_the_whole_router(
+    fakes: Fakes, tmp_path: Path, target: str
+) -> None:
+    """`kill -HUP` may reach any of them (pkill, a service manager's reload, a person using
+    ps): the router's process reloads and the intake process after it, never one alone."""
+    new_headers = {**HEADERS, "Authorization": "Bearer rotated-bearer-token-789"}
+    async with running(fakes, tmp_path) as (proc, base, port):
+        pids = {
+            "router": proc.pid,
+            "supervisor": supervisor(proc.pid),
+            "intake process": await intake_child(proc.pid),
+        }
+        write_config(tmp_path / "routes.yaml", port, fakes, token="rotated-bearer-token-789")
+        os.kill(pids[target], signal.SIGHUP)
+        statuses: dict[str, int] = {}
+        async with aiohttp.ClientSession() as session:
+            for n in range(100):  # bounded: 10 s for both processes to load the file
+                for name, method, path, headers in [
+                    ("webhook (intake process), new token", "POST", "/webhook", new_headers),
+                    ("webhook (intake process), old token", "POST", "/webhook", HEADERS),
+                    ("API (router), new token", "GET", "/api/v1/incidents", new_headers),
+                    ("API (router), old token", "GET", "/api/v1/incidents", HEADERS),
+                ]:
+                    body = firing_payload(1, f"hup{n}") if method == "POST" else None
+                    async with session.request(
+                        method, f"{base}{path}", data=body, headers=headers
+                    ) as resp:
+                        statuses[name] = resp.status
+                if sorted(statuses.values()) == [200, 200, 401, 401] and all(
+                    code == (200 if "new" in name else 401) for name, code in statuses.items()
+                ):
+                    break
+                await asyncio.sleep(0.1)
+        assert statuses == {
+            "webhook (intake process), new token": 200,
+            "webhook (intake process), old token": 401,
+            "API (router), new token": 200,
+            "API (router), old token": 401,
+        }
+        assert set(children(pids["supervisor"])) == {pids["intake process"]}, "none restarted"
+        assert proc.poll() is None
+
+
+def socket_folder(pid: int) -> Path:
+    """The private folder of the Unix socket the router's process `pid` listens on."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) == 8 and fields[6] in inodes and fields[7].endswith("/router.sock"):
+            return Path(fields[7]).parent
+    raise AssertionError(f"process {pid} listens on no router.sock")
+
+
+@pytest.mark.parametrize("end", ["SIGTERM", "router killed", "supervisor killed"])
+async def test_the_socket_folder_is_removed_however_the_router_ends(
+    fakes: Fakes, tmp_path: Path, end: str
+) -> None:
+    async with running(fakes, tmp_path) as (proc, _, _):
+        folder = socket_folder(proc.pid)
+        assert folder.name.startswith("alert-router-") and (folder / "router.sock").exists()
+        middle, child = supervisor(proc.pid), await intake_child(proc.pid)
+        if end == "SIGTERM":
+            assert stop(proc) == 0
+        elif end == "router killed":  # the supervisor, the last one out, removes it
+            proc.kill()
+            proc.wait(timeout=10)
+        else:
+            os.kill(middle, signal.SIGKILL)
+            assert proc.wait(timeout=20) == 1
+        await assert_gone(intake_process=child, supervisor=middle)
+        assert not folder.exists()
