@@ -412,6 +412,22 @@ TELEGRAM_TAGS: dict[str, frozenset[str]] = {
     "blockquote": frozenset({"expandable"}),
     "tg-emoji": frozenset({"emoji-id"}),
 }
+# Entities that may contain, and be inside, any other but pre and code (Bot API, "Formatting
+# options"); the others may not contain each other, except <pre><code class="language-…">.
+TELEGRAM_FORMATTING = frozenset(
+    {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "tg-spoiler", "span"}
+)
+
+
+def telegram_may_nest(tag: str, open_tags: list[str]) -> bool:
+    """Whether Telegram takes a `tag` opened inside `open_tags` (outermost first)."""
+    if tag == "code" and open_tags[-1:] == ["pre"]:
+        return True
+    if any(t in ("pre", "code") for t in open_tags):
+        return False
+    return tag in TELEGRAM_FORMATTING or all(t in TELEGRAM_FORMATTING for t in open_tags)
+
+
 VOID_TAGS = frozenset(
     {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
 )
@@ -489,6 +505,8 @@ class _HtmlReader(HTMLParser):
                 return None
             if tag == "br":  # not Telegram HTML: a line break is a newline there
                 self.handle_data("\n")
+                return None
+            if not telegram_may_nest(tag, self.stack):
                 return None
             kept = [(k, v) for k, v in attrs if k in self.allowed[tag]]
             if tag == "a":

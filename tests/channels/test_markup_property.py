@@ -22,8 +22,8 @@ from router.render import VOID_TAGS, Renderer, http_url
 
 from ..fakes.slack import content_problem, half_links, texts
 from ..fakes.slack import mentions as slack_mentions
+from ..fakes.telegram import html_problem, text_problem, visible_text
 from ..fakes.telegram import mentions as tg_mentions
-from ..fakes.telegram import text_problem
 from ..incidents import alert, incident
 
 MARKUP = [
@@ -226,3 +226,60 @@ def telegram_fit(text: str) -> str:
     from router.render import fit_html
 
     return fit_html(text, MAX_TEXT)
+
+
+TAGS = [
+    "<b>",
+    "</b>",
+    "<i>",
+    "</i>",
+    "<code>",
+    "</code>",
+    "<pre>",
+    "</pre>",
+    "<blockquote>",
+    "</blockquote>",
+    '<a href="https://x.example/?a=1&amp;b=2">',
+    "</a>",
+    "<a href=see>",
+    "<p>",
+    "</p>",
+    "<br>",
+    "<br/>",
+    "<tg-spoiler>",
+    "</tg-spoiler>",
+    "<span class=x>",
+    "</span>",
+    "<!-- c -->",
+    "<!DOCTYPE html>",
+    "<script>",
+    "</script>",
+    "<b",
+    "</",
+    "&#128293;",
+    "&#x;",
+]
+template_output = st.lists(
+    st.one_of(st.text(max_size=20), st.sampled_from(MARKUP + TAGS)), max_size=60
+).map("".join)
+
+
+@settings(max_examples=150, deadline=None)
+@given(html=template_output, limit=st.integers(200, 5000))
+def test_any_template_output_is_sent_as_html_telegram_accepts(html: str, limit: int) -> None:
+    from router.render import fit_html, read_html, split_html, utf16_len
+
+    fitted = fit_html(html, limit)
+    assert html_problem(fitted) == "" and utf16_len(visible_text(fitted)) <= limit
+    pieces = split_html(html, limit)
+    assert all(html_problem(p) == "" and utf16_len(visible_text(p)) <= limit for p in pieces)
+    assert "".join(visible_text(p) for p in pieces) == read_html(html).text
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=template_output, limit=st.integers(50, 3000))
+def test_any_template_output_is_split_into_whole_slack_mrkdwn(text: str, limit: int) -> None:
+    from router.render import split_mrkdwn
+
+    pieces = split_mrkdwn(text, limit)
+    assert all(len(p) <= limit and half_links(p) == [] for p in pieces)

@@ -294,6 +294,8 @@ class _Checker(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in ALLOWED_TAGS and not self.problem:
             self.problem = f'unsupported start tag "{tag}"'
+        if not self.problem and not _may_nest(tag, self.stack):
+            self.problem = f'"{tag}" can\'t be inside "{self.stack[-1]}"'
         self.stack.append(tag)
 
     def handle_endtag(self, tag: str) -> None:
@@ -309,6 +311,21 @@ class _Checker(HTMLParser):
     def handle_data(self, data: str) -> None:
         if "&" in data and not self.problem:
             self.problem = 'unexpected "&": escape it as &amp;'
+
+
+FORMATTING = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "tg-spoiler", "span"}
+
+
+def _may_nest(tag: str, stack: list[str]) -> bool:
+    """The Bot API's nesting rules ("Formatting options"): bold, italic, underline,
+    strikethrough and spoiler may contain and be inside anything but pre and code; blockquote is
+    never nested; other entities never contain each other (<pre><code class> is one entity).
+    How Telegram answers a breach is not documented: this fake refuses it."""
+    if tag == "code" and stack[-1:] == ["pre"]:
+        return True
+    if any(t in ("pre", "code") for t in stack):
+        return False
+    return tag in FORMATTING or all(t in FORMATTING for t in stack)
 
 
 def html_problem(text: str) -> str:
