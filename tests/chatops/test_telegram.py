@@ -7,6 +7,8 @@ import asyncio
 import time
 from typing import Any
 
+from router.chatops.commands import HELP
+
 from ..harness import AUTH, Client, Fakes, firing_payload, post, settled
 
 SECRET = "hook-s3cret"
@@ -228,3 +230,16 @@ async def test_telegram_down_at_start_does_not_block_intake(fakes: Fakes, make_c
     assert (
         await deliver(client, command(f"/ack {answer['incidents'][0]}", ALICE)) == 503
     )  # Telegram retries
+
+
+async def test_ack_alone_and_ack_help_answer_the_usage(fakes: Fakes, make_client: Any) -> None:
+    fakes.telegram.flood_interval_s = 0
+    client = await make_client(fakes, RECEIVERS, CHATOPS.replace("MODE", "webhook"))
+    for _ in range(200):  # 503 until the bot has started (bounded: 5 s)
+        if await deliver(client, command("/ack", ALICE)) == 200:
+            break
+        await asyncio.sleep(0.025)
+    await deliver(client, command("/ack help", ALICE))
+    bare, help_ = await reply_to(fakes, -1002, 2)
+    assert bare.startswith("/ack needs an incident id") and bare.endswith(HELP)
+    assert help_ == HELP
