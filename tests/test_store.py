@@ -199,3 +199,51 @@ async def test_a_schema_4_inbox_is_moved_to_its_own_file_and_planned(tmp_path: P
     with sqlite3.connect(tmp_path / "s.db") as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == len(SCHEMA)
         assert db.execute("SELECT name FROM sqlite_master WHERE name='inbox'").fetchone() is None
+
+
+async def test_a_second_store_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    first = await opened(tmp_path / "s.db")
+    second = Store(tmp_path / "s.db")
+    with pytest.raises(StoreError, match=r"s\.db\.lock: another alert-router \(pid \d+\)"):
+        await second.open(lambda new_id: Pipeline(CONFIG, new_id))
+    await second.aclose()
+    await first.aclose()
+    third = await opened(tmp_path / "s.db")  # free once the first is closed
+    await third.aclose()
+
+
+@pytest.mark.parametrize("which", ["s.db", "s.db.inbox"])
+async def test_nothing_is_accepted_into_a_deleted_file(tmp_path: Path, which: str) -> None:
+    store = await opened(tmp_path / "s.db")
+    try:
+        await ingest(store, "firing-group-3-alerts", T0, "before")
+        assert store.inbox is not None and store.inbox.problem() is None
+        (tmp_path / which).unlink()
+        lost = f"{tmp_path / which} was deleted while alert-router had it open"
+        with pytest.raises(StoreError, match=lost):
+            await store.accept(fixture_body("firing-group-3-alerts"), T0, "after")
+        assert store.inbox.problem() == lost
+        assert store.files_lost() == [lost]
+    finally:
+        await store.aclose()
+
+
+async def test_a_failed_inbox_commit_is_a_problem_until_a_commit_works(tmp_path: Path) -> None:
+    """SQLITE_FULL, as a full disk gives it: the inbox's connection may grow no further."""
+    store = await opened(tmp_path / "s.db")
+    try:
+        inbox = store.inbox
+        assert inbox is not None and inbox._db is not None
+        (pages,) = inbox._db.execute("PRAGMA page_count").fetchone()
+        inbox._db.execute(f"PRAGMA max_page_count={pages}")
+        big = orjson.loads(fixture_body("firing-group-3-alerts"))
+        big["commonAnnotations"] = {"filler": "x" * 100_000}
+        with pytest.raises(StoreError, match="full"):
+            await store.accept(orjson.dumps(big), T0, "too-big")
+        problem = inbox.problem()
+        assert problem is not None and "the last commit to the inbox failed" in problem
+        inbox._db.execute("PRAGMA max_page_count=1000000")
+        await store.accept(fixture_body("firing-group-3-alerts"), T0, "fits")
+        assert inbox.problem() is None
+    finally:
+        await store.aclose()

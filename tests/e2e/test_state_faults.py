@@ -27,7 +27,7 @@ from ..helpers import free_port, wait_http
 pytestmark = pytest.mark.slow
 HEADERS = {"Authorization": "Bearer t0ken", "Content-Type": "application/json"}
 CONFIG = """
-server: {{listen: "127.0.0.1:{port}", auth: {{bearer_token: t0ken}}}}
+server: {{listen: "127.0.0.1:{port}", auth: {{bearer_token: t0ken}}, intake_process: {intake}}}
 storage: {{path: "{db}"}}
 receivers:
   - name: chat
@@ -39,11 +39,14 @@ route: {{receiver: chat}}
 class Router:
     """One `alert-router serve` process on its own port, logging JSON to router.log."""
 
-    def __init__(self, tmp: Path, db: Path, name: str = "routes") -> None:
+    def __init__(
+        self, tmp: Path, db: Path, name: str = "routes", intake_process: bool = True
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.config = tmp / f"{name}.yaml"
-        self.config.write_text(CONFIG.format(port=self.port, db=db))
+        intake = "true" if intake_process else "false"
+        self.config.write_text(CONFIG.format(port=self.port, db=db, intake=intake))
         self.log = tmp / f"{name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -85,9 +88,9 @@ class Router:
         return out
 
 
-@pytest.fixture
-async def router(tmp_path: Path) -> AsyncIterator[Router]:
-    r = Router(tmp_path, tmp_path / "state" / "state.db")
+@pytest.fixture(params=[True, False], ids=["intake_process", "one_process"])
+async def router(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Router]:
+    r = Router(tmp_path, tmp_path / "state" / "state.db", intake_process=request.param)
     r.start()
     try:
         await wait_http(f"{r.base}/readyz", r.proc, timeout_s=30)
@@ -233,8 +236,11 @@ def fill(path: Path) -> None:
                 pass
 
 
-async def test_full_disk_is_not_ready_and_recovers(tmp_path: Path, small_disk: Path) -> None:
-    r = Router(tmp_path, small_disk / "state.db")
+@pytest.mark.parametrize("intake_process", [True, False], ids=["intake_process", "one_process"])
+async def test_full_disk_is_not_ready_and_recovers(
+    tmp_path: Path, small_disk: Path, intake_process: bool
+) -> None:
+    r = Router(tmp_path, small_disk / "state.db", intake_process=intake_process)
     r.start()
     try:
         await wait_http(f"{r.base}/readyz", r.proc, timeout_s=30)
