@@ -200,6 +200,11 @@ class Commands:
             event(log, logging.ERROR, "chatops_store_error", error=str(exc))
             return "Sorry, the router could not record that just now (its store is busy or failing). Try again."
 
+    async def press_ack(self, value: str, actor: Actor, policy: Policy) -> str:
+        """The Ack button, whose value is the incident id: checked as a typed `/ack <id>` is."""
+        command = parse("ack", value)
+        return command if isinstance(command, str) else await self.run(command, actor, policy)
+
     async def _change_ack(self, command: Command, actor: Actor, policy: Policy) -> str:
         """Ack or unack, one at a time per incident: a silence is created before the ack is
         stored, so a second engineer must not create one too while the first one's is made."""

@@ -16,7 +16,7 @@ from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
 from router.channels.slack import ACK_ACTION
-from router.chatops.commands import Actor, Allow, Command, Commands, Policy, display_name, parse
+from router.chatops.commands import Actor, Allow, Commands, Policy, display_name, parse
 from router.chatops.peer import client_address
 from router.config import SlackChatops
 from router.logs import event
@@ -160,8 +160,8 @@ class SlackApp:
             str(user.get("username") or user.get("name") or ""),
             str(channel.get("id", "")),
         )
-        reply = self.commands.authorize(actor, self.policy) or await self.commands.run(
-            Command("ack", str(actions[0].get("value", ""))), actor, self.policy
+        reply = self.commands.authorize(actor, self.policy) or await self.commands.press_ack(
+            str(actions[0].get("value", "")), actor, self.policy
         )
         response_url = payload.get("response_url")
         if isinstance(response_url, str) and response_url.startswith(("https://", "http://")):

@@ -186,7 +186,7 @@ class TelegramBot:
             await query.answer(fit(refusal, MAX_ANSWER), show_alert=True)
             return
         incident_id = (query.data or "").removeprefix("ack:")
-        reply = await self.commands.run(Command("ack", incident_id), actor, self.policy)
+        reply = await self.commands.press_ack(incident_id, actor, self.policy)
         await query.answer(fit(reply, MAX_ANSWER))
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -4,6 +4,7 @@ refused."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ from ..harness import Client, Fakes, firing_payload, post, settled
 from . import test_slack
 from .test_race import BOTH, RECEIVERS
 from .test_slack import acked_by, command, slash
-from .test_telegram import ALICE, deliver, incident_state, reply_to
+from .test_telegram import ALICE, button, deliver, incident_state, reply_to
 from .test_telegram import command as telegram_command
 
 TELEGRAM_TOO = (
@@ -102,3 +103,17 @@ async def test_a_long_alerts_list_still_reaches_telegram(fakes: Fakes, make_clie
     [answer] = await reply_to(fakes, -1002, 1)
     assert answer.startswith("32 open incident(s):\n#") and answer.endswith("…")
     assert len(answer.encode("utf-16-le")) // 2 == 4096
+
+
+async def test_a_button_value_is_checked_as_a_typed_id(fakes: Fakes, make_client: Any) -> None:
+    client, incident = await started(fakes, make_client, "button")
+    await deliver(client, button("ack:" + "<z>" * 100, ALICE, chat_id=-1002))
+    for _ in range(200):  # bounded: 5 s
+        if fakes.telegram.callback_answers:
+            break
+        await asyncio.sleep(0.025)
+    [answer] = fakes.telegram.callback_answers
+    assert answer["text"] == (
+        f"'{'<z>' * 13}…' is not an incident id (5 letters and digits, as in the alert message)."
+    )
+    assert (await incident_state(client, incident))["acked_by"] is None
