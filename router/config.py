@@ -357,10 +357,19 @@ TelegramUserId = Annotated[
 ]
 
 
+def _some_places(places: list[Any] | None) -> list[Any] | None:
+    if places == []:
+        raise ValueError(
+            "empty: nobody could ack this receiver's incidents; list ids, or leave the key out"
+            " to use the global list"
+        )
+    return places
+
+
 class TelegramScope(Strict):
     """Who may ack one receiver's incidents from Telegram; an unset key takes the global one."""
 
-    allowed_chats: list[TelegramChatId] | None = None
+    allowed_chats: Annotated[list[TelegramChatId] | None, AfterValidator(_some_places)] = None
     allowed_users: list[TelegramUserId] | None = None
 
 
@@ -389,7 +398,7 @@ class TelegramChatops(WithSecrets):
 class SlackScope(Strict):
     """Who may ack one receiver's incidents from Slack; an unset key takes the global one."""
 
-    allowed_channels: list[SlackChannelId] | None = None
+    allowed_channels: Annotated[list[SlackChannelId] | None, AfterValidator(_some_places)] = None
     allowed_users: list[SlackUserId] | None = None
 
 

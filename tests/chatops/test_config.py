@@ -105,3 +105,15 @@ def test_the_deploy_kits_chatops_block_is_valid_once_uncommented(
     (tmp_path / "tok").write_text("t")
     cfg = load_config(tmp_path / "routes.yaml")
     assert cfg.chatops.slack is not None and cfg.chatops.slack.receivers["oncall"].allowed_users
+
+
+def test_an_empty_per_receiver_place_list_is_refused() -> None:
+    assert problems("""  slack:
+    signing_secret: s
+    team_id: T1
+    allowed_channels: [C1]
+    receivers: {db: {allowed_channels: []}}
+""") == [
+        "r.yaml:8: chatops.slack.receivers.db.allowed_channels: empty: nobody could ack this"
+        " receiver's incidents; list ids, or leave the key out to use the global list"
+    ]
