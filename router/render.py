@@ -40,6 +40,7 @@ SEVERITY_ICONS = {"critical": "🔴", "error": "🔴", "warning": "🟠", "info"
 RESOLVED_ICON = "✅"
 # Labels every alert has or that the heading already shows: not repeated in the body.
 HEADLINE_LABELS = frozenset({"alertname", "severity"})
+BODY_PARTS = frozenset({"message", "text"})  # a message's body: never sent empty
 _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # at most one blank line in a row
 
 
@@ -284,7 +285,8 @@ class Renderer:
         return self._envs.get(mode, self._envs["txt"])
 
     def render(self, kind: str, incident: IncidentView, **extra: Any) -> dict[str, str]:
-        """Every part of the message; raises RenderError if a template fails."""
+        """Every part of the message; raises RenderError if a template fails, or if a message
+        body (part "message" or "text") has no visible text: a service refuses an empty one."""
         context = {"incident": incident, "now": incident.notified_at, **extra}
         out = {}
         for part, name in self.parts(kind).items():
@@ -294,6 +296,9 @@ class Renderer:
                 out[part] = balanced_html(text) if env is self._envs["html"] else text
             except Exception as exc:  # a user template can raise anything; none may lose a page
                 raise RenderError(f"template {name} failed: {exc}") from exc
+            shown = read_html(text, None).text if env is self._envs["telegram"] else text
+            if part in BODY_PARTS and not shown.strip():
+                raise RenderError(f"template {name} rendered no text")
         return out
 
     def render_or_fallback(

@@ -266,3 +266,24 @@ def test_golden_digest(kind: str) -> None:
 def test_telegram_entities_are_nested_only_as_the_bot_api_allows(html: str, sent: str) -> None:
     assert (html_problem(html) == "") == (html == sent)  # the fake refuses what is changed
     assert split_html(html, 4096) == [sent] and html_problem(sent) == ""
+
+
+@pytest.mark.parametrize(
+    ("kind", "template"),
+    [("telegram", "message.html.j2"), ("slack", "message.mrkdwn.j2"), ("email", "text.txt.j2")],
+)
+@pytest.mark.parametrize("body", ["", "  \n\n ", "{% if false %}x{% endif %}", "<b> </b><i></i>"])
+def test_a_template_that_renders_no_text_falls_back(
+    kind: str, template: str, body: str, tmp_path: Path
+) -> None:
+    (tmp_path / kind).mkdir()
+    (tmp_path / kind / template).write_text(body)
+    parts, error = Renderer(tmp_path).render_or_fallback(
+        kind, incident_for(["firing-group-3-alerts"])
+    )
+    part = template.split(".")[0]
+    if kind != "telegram" and "<b>" in body:  # mrkdwn, plain text: tags are text there
+        assert error is None
+    else:
+        assert error is not None and "rendered no text" in error
+        assert parts[part].startswith("WARNING: HighLatency (#k2x7m, oncall)")
