@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -47,6 +48,12 @@ class DeliverySettings:
     poll_s: float = 1.0
     claim_batch: int = 200
     max_in_memory: int = 400  # claimed rows held by workers: beyond this, leave them in the store
+    unexpected_attempts: int = 3  # attempts that raised an unclassified error, then dead letter
+
+
+@dataclass(frozen=True)
+class Raised(Failed):
+    """A render or send raised an exception no channel classified (reason: its type and text)."""
 
 
 class Outbox:
@@ -80,11 +87,17 @@ class Outbox:
         self._marks: list[tuple[OutboxRow, str, datetime, asyncio.Future[None]]] = []
         self._mark_task: asyncio.Task[None] | None = None
         self._retired: list[AnyChannel] = []  # replaced by a reload; closed at shutdown
+        self._moves: dict[str, dict[str, str]] = {}  # kind -> {old id: new id}, see _moved
+        self._moves_loaded = False
+        for dest, channel in channels.items():
+            self._bind(dest, channel)
 
     # ------------------------------------------------------------ dispatcher
 
     async def run(self) -> None:
         while True:
+            if not self._moves_loaded:
+                await self._load_moves()
             rows: list[OutboxRow] = []
             kinds = sorted({d.channel for d in self.channels})  # a reload may change them
             room = self.settings.max_in_memory - sum(len(q) for q in self._queues.values())
@@ -111,7 +124,10 @@ class Outbox:
         held = self._held_until.get(dest)
         if held is not None and held > self.clock():
             await self.store.defer(
-                row, "waiting: an earlier notification to this destination is retrying", held
+                row,
+                "waiting: an earlier notification to this destination is retrying",
+                held,
+                attempted=False,
             )
             return
         self._queues.setdefault(dest, []).append(row)
@@ -123,6 +139,54 @@ class Outbox:
         flight finishes with the channel it started with."""
         self._retired += [c for c in self.channels.values() if c not in channels.values()]
         self.channels = channels
+        for dest, channel in channels.items():
+            self._bind(dest, channel)
+            self._warn_if_moved(dest, channel)
+
+    # ------------------------------------------------------------ moved destinations
+
+    def _bind(self, dest: Destination, channel: AnyChannel) -> None:
+        channel.moves = self._moves.setdefault(dest.channel, {})
+        channel.on_moved = functools.partial(self._moved, dest)
+
+    async def _load_moves(self) -> None:
+        """The moves a previous run saw (Telegram chat migrations), shared with the channels."""
+        try:
+            stored = await self.store.moved_chats()
+        except StoreError as exc:
+            event(log, logging.ERROR, "outbox_store_error", error=str(exc))
+            return
+        for kind, moves in stored.items():
+            self._moves.setdefault(kind, {}).update(moves)
+        self._moves_loaded = True
+        for dest, channel in self.channels.items():
+            self._bind(dest, channel)
+            self._warn_if_moved(dest, channel)
+
+    def _warn_if_moved(self, dest: Destination, channel: AnyChannel) -> None:
+        configured = str(getattr(channel.config, "chat_id", ""))
+        if configured in channel.moves:
+            self._warn_moved(dest, configured, channel.moves[configured])
+
+    def _warn_moved(self, dest: Destination, old: str, new: str) -> None:
+        event(
+            log,
+            logging.WARNING,
+            "destination_moved",
+            destination=str(dest),
+            old_id=old,
+            new_id=new,
+            action=f"sending to {new}; update chat_id in the config to {new}",
+        )
+
+    async def _moved(self, dest: Destination, old: str, new: str) -> None:
+        """A channel was told its destination moved (Telegram ChatMigrated): keep it, loudly."""
+        self._moves.setdefault(dest.channel, {})[old] = new
+        self._warn_moved(dest, old, new)
+        try:
+            await self.store.save_moved_chat(dest.channel, old, new, self.clock())
+        except StoreError as exc:  # kept in memory: followed until the next start anyway
+            event(log, logging.ERROR, "outbox_store_error", error=str(exc))
 
     async def drain(self, grace_s: float) -> None:
         """Stop taking work; let deliveries in flight finish for up to grace_s; keep the rest queued."""
@@ -197,35 +261,81 @@ class Outbox:
         self._last_sent[dest] = asyncio.get_running_loop().time()
 
     async def _deliver(self, dest: Destination, channel: AnyChannel, row: OutboxRow) -> bool:
-        """Send one row; False if the destination must wait before anything else is sent."""
-        msg = channel.render(row.view)
-        if msg.template_error:
-            event(
-                log,
-                logging.ERROR,
-                "template_failed",
-                destination=str(dest),
-                incident=row.incident_id,
-                error=msg.template_error,
-            )
+        """Send one row; False if the destination must wait before anything else is sent.
+
+        A Failed answer (or an exception) to the rendered message is followed at once by one try
+        with the built-in plain text; if that fails too, the row is dead-lettered with both
+        reasons, unless an exception was raised: that is retried, `unexpected_attempts` times
+        in all, then dead-lettered (an unknown error may be transient, or may come every time).
+        """
         ref = self._refs.get(row.message_key) or row.ref
         if ref is None and row.view.reason is not Reason.FIRST:
             ref = await self.store.message_ref(row)  # sent after this row was claimed, cache pruned
-        try:
-            result: Delivery = await (channel.update(msg, ref) if ref else channel.send(msg))
-        except Exception as exc:  # a channel bug must not stop delivery: retry it with backoff
-            log.exception("channel_error")
-            result = RetryLater(None, f"{type(exc).__name__}: {exc}")
+        result = await self._attempt(dest, channel, row, ref, plain=False)
+        if isinstance(result, Failed):
+            plain = await self._attempt(dest, channel, row, ref, plain=True)
+            event(
+                log,
+                logging.WARNING,
+                "plain_text_fallback",
+                destination=str(dest),
+                incident=row.incident_id,
+                refused=result.reason,
+                result=type(plain).__name__,
+            )
+            if isinstance(plain, Failed):
+                reason = f"{result.reason}; as plain text: {plain.reason}"
+                if (
+                    isinstance(plain, Raised)
+                    and row.attempts + 1 < self.settings.unexpected_attempts
+                ):
+                    plain = RetryLater(None, reason)
+                else:
+                    plain = Failed(reason)
+            result = plain
         self._sent_now(dest)
         return await self._record(dest, row, result)
+
+    async def _attempt(
+        self,
+        dest: Destination,
+        channel: AnyChannel,
+        row: OutboxRow,
+        ref: str | None,
+        *,
+        plain: bool,
+    ) -> Delivery:
+        """Render and send (or edit) once; what any step raised comes back as `Raised`."""
+        try:
+            msg = channel.render_plain(row.view) if plain else channel.render(row.view)
+            if msg.template_error:
+                event(
+                    log,
+                    logging.ERROR,
+                    "template_failed",
+                    destination=str(dest),
+                    incident=row.incident_id,
+                    error=msg.template_error,
+                )
+            return await (channel.update(msg, ref) if ref else channel.send(msg))
+        except Exception as exc:  # a channel bug or an unclassified error must not stop delivery
+            log.exception("channel_error")
+            return Raised(f"{type(exc).__name__}: {exc}")
 
     async def _deliver_digest(
         self, dest: Destination, channel: AnyChannel, rows: list[OutboxRow]
     ) -> None:
         """Send the rows as digests, one message each, paced like any message; every incident is
-        named in one of them. A digest's rows are marked sent when it is accepted; on a failure
-        its first row takes the result and the rows not yet sent follow it."""
-        digests: list[Digest] = channel.render_digests([r.view for r in rows])
+        named in one of them. A digest's rows are marked sent when it is accepted. If one is
+        refused for good (or raises), the rows not sent yet go one by one, each with its own
+        plain-text fallback; on RetryLater the first of them waits and the rest follow it."""
+        left = list(rows)
+        try:
+            digests: list[Digest] = channel.render_digests([r.view for r in rows])
+        except Exception:
+            log.exception("channel_error")
+            digests = []
+            await self._deliver_each(dest, channel, left)
         for n, digest in enumerate(digests):
             if n:
                 await self._pace(dest, channel)
@@ -233,7 +343,7 @@ class Outbox:
                 result: Delivery = await channel.send_digest(digest)
             except Exception as exc:
                 log.exception("channel_error")
-                result = RetryLater(None, f"{type(exc).__name__}: {exc}")
+                result = Raised(f"{type(exc).__name__}: {exc}")
             self._sent_now(dest)
             ids = {v.id for v in digest.views}
             covered = [r for r in rows if r.view.id in ids]
@@ -247,12 +357,25 @@ class Outbox:
                 parts=len(digests),
                 result=type(result).__name__,
             )
-            if not isinstance(result, Delivered):
-                await self._record(dest, covered[0], result)  # the first row leads
+            if isinstance(result, Failed):
+                await self._deliver_each(dest, channel, left)
+                return
+            if isinstance(result, RetryLater):
+                await self._record(dest, min(left, key=lambda r: r.id), result)  # it leads
                 return
             self.metrics.digests.labels(dest.receiver, dest.channel).inc()
             for row in covered:  # written together: waiting for the last waits for them all
                 await self._record(dest, row, Delivered(""), settle=row is covered[-1])
+            left = [r for r in left if r.view.id not in ids]
+
+    async def _deliver_each(
+        self, dest: Destination, channel: AnyChannel, rows: list[OutboxRow]
+    ) -> None:
+        """Deliver `rows` one at a time, paced, until one must wait (the rest follow it)."""
+        for row in rows:
+            await self._pace(dest, channel)
+            if not await self._deliver(dest, channel, row):
+                return
 
     async def _record(
         self, dest: Destination, row: OutboxRow, result: Delivery, settle: bool = True

@@ -311,20 +311,25 @@ class Renderer:
         try:
             return self.render(kind, incident, **extra), None
         except RenderError as exc:
-            incidents = extra.get("incidents")
-            text = digest_fallback_text(incidents) if incidents else fallback_text(incident)
-            parts = {}
-            for part, name in self.parts(kind).items():
-                env = self._env_for(name)
-                if env is self._envs["telegram"]:
-                    parts[part] = str(Markup.escape(no_mentions(text)))
-                elif env is self._envs["html"]:
-                    parts[part] = str(Markup.escape(text))
-                elif env is self._envs["mrkdwn"]:
-                    parts[part] = slack_escape(text)
-                else:
-                    parts[part] = text
-            return parts, str(exc)
+            return self.fallback(kind, incident, **extra), str(exc)
+
+    def fallback(self, kind: str, incident: IncidentView, **extra: Any) -> dict[str, str]:
+        """Every part of the built-in plain message, escaped for each part's markup: what is sent
+        when a template fails, or when the service refused the rendered message for good."""
+        incidents = extra.get("incidents")
+        text = digest_fallback_text(incidents) if incidents else fallback_text(incident)
+        parts = {}
+        for part, name in self.parts(kind).items():
+            env = self._env_for(name)
+            if env is self._envs["telegram"]:
+                parts[part] = str(Markup.escape(no_mentions(text)))
+            elif env is self._envs["html"]:
+                parts[part] = str(Markup.escape(text))
+            elif env is self._envs["mrkdwn"]:
+                parts[part] = slack_escape(text)
+            else:
+                parts[part] = text
+        return parts
 
 
 def fallback_text(incident: IncidentView) -> str:

@@ -158,6 +158,17 @@ SCHEMA = [
         SELECT body, correlation_id, received_at, failed FROM inbox WHERE failed IS NOT NULL;
     DROP TABLE inbox;
     """,
+    # version 6: destinations the service moved (a Telegram group upgraded to a supergroup),
+    # so that messages go to the new id across restarts until the config names it
+    """
+    CREATE TABLE moved_chats (
+        channel TEXT NOT NULL,
+        old_id TEXT NOT NULL,
+        new_id TEXT NOT NULL,
+        moved_at TEXT NOT NULL,
+        PRIMARY KEY (channel, old_id)
+    );
+    """,
 ]
 
 
@@ -813,6 +824,24 @@ class Store:
             "UPDATE outbox SET state='dead', last_error=?, attempts=attempts+1 WHERE id=?",
             (error, row.id),
         )
+
+    async def save_moved_chat(self, channel: str, old_id: str, new_id: str, now: datetime) -> None:
+        """Remember that `channel`'s destination `old_id` is now `new_id` (replacing a move of
+        the same id). Raises StoreError if it cannot be written."""
+        await self._run(
+            self._exec,
+            "INSERT OR REPLACE INTO moved_chats VALUES (?,?,?,?)",
+            (channel, old_id, new_id, ts(now)),
+        )
+
+    async def moved_chats(self) -> dict[str, dict[str, str]]:
+        """Every move remembered: channel kind -> {old id: new id}."""
+        moved: dict[str, dict[str, str]] = {}
+        for channel, old_id, new_id in await self._run(
+            self._query, "SELECT channel, old_id, new_id FROM moved_chats", ()
+        ):
+            moved.setdefault(channel, {})[old_id] = new_id
+        return moved
 
     def _exec(self, sql: str, args: tuple[Any, ...]) -> None:
         self._conn().execute(sql, args)

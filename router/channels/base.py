@@ -8,6 +8,7 @@ Retrying, waiting, ordering and rate limiting belong to delivery.py, for every c
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
@@ -58,6 +59,7 @@ class Message:
     view: IncidentView
     parts: dict[str, str]
     template_error: str | None = None
+    plain: bool = False  # the built-in plain text, not the templates' rendering
 
     @property
     def alerting(self) -> bool:
@@ -83,6 +85,11 @@ class Channel(ABC, Generic[C]):
     def __init__(self, config: C, renderer: Renderer) -> None:
         self.config = config
         self.renderer = renderer
+        # Destinations the service moved (a Telegram group upgraded to a supergroup): old id ->
+        # new id, shared by every channel of this kind and kept in the store by delivery.py,
+        # which also sets on_moved to record a move the moment a channel sees one.
+        self.moves: dict[str, str] = {}
+        self.on_moved: Callable[[str, str], Awaitable[None]] | None = None
 
     def min_interval_s(self) -> float:
         """Least time between two messages to this destination (the service's published limit)."""
@@ -91,6 +98,11 @@ class Channel(ABC, Generic[C]):
     def render(self, view: IncidentView) -> Message:
         parts, error = self.renderer.render_or_fallback(self.kind, view)
         return Message(view, parts, error)
+
+    def render_plain(self, view: IncidentView) -> Message:
+        """The built-in plain message: what delivery.py sends once when the service refused the
+        rendered one for good (Failed), before it gives up."""
+        return Message(view, self.renderer.fallback(self.kind, view), plain=True)
 
     def render_digests(self, views: list[IncidentView]) -> list[Digest]:
         """Digests naming every incident of `views` (its latest view, once), in order, each

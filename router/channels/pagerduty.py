@@ -127,7 +127,7 @@ class PagerDutyChannel(Channel[PagerDutyConfig]):
                         float(after) if after and after.isdigit() else None,
                         "pagerduty: 429 rate limited",
                     )
-                if resp.status >= 500:
+                if resp.status >= 500 or resp.status == 408:
                     return RetryLater(None, f"pagerduty: {resp.status} {text[:200]}")
                 return Failed(f"pagerduty: {resp.status} {text[:500]}")
         except (TimeoutError, aiohttp.ClientError) as exc:

@@ -1,8 +1,26 @@
-"""Telegram: python-telegram-bot's Bot, HTML messages edited in place, an inline Ack button."""
+"""Telegram: python-telegram-bot's Bot, HTML messages edited in place, an inline Ack button.
+
+Bot API errors (core.telegram.org/bots/api, "Making requests": `ok: false`, `error_code`,
+`description`, and `parameters` with `retry_after` or `migrate_to_chat_id`), as
+python-telegram-bot raises them (`telegram/request/_baserequest.py`), classified once here:
+
+| error | result |
+|---|---|
+| `RetryAfter` (429 `parameters.retry_after`) | RetryLater(retry_after) |
+| `ChatMigrated` (400 `parameters.migrate_to_chat_id`: a group became a supergroup) | sent to the new chat, which is remembered |
+| `TimedOut`, `NetworkError` (5xx, 429 without retry_after, connection errors) | RetryLater(backoff) |
+| `InvalidToken` (401, 404), `Forbidden` (403: bot kicked or blocked) | Failed |
+| `BadRequest` (400: chat not found, can't parse entities, message is too long...) | Failed |
+| on an edit: "message is not modified" | Delivered (it already reads so) |
+| on an edit: "message to edit not found", "message can't be edited" | sent anew |
+
+Any other error propagates to delivery.py, which retries it a bounded number of times.
+"""
 
 from __future__ import annotations
 
-import warnings
+import os
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from telegram import (
@@ -14,18 +32,25 @@ from telegram import (
 )
 from telegram.error import (
     BadRequest,
+    ChatMigrated,
     Forbidden,
     InvalidToken,
+    NetworkError,
     RetryAfter,
     TelegramError,
 )
 from telegram.request import HTTPXRequest
+
+# python-telegram-bot 22.2+: RetryAfter.retry_after as a timedelta (its documented opt-in); else
+# reading it, or building the exception, warns (PTBDeprecationWarning) on every 429.
+os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
 from router.config import TelegramConfig
 from router.render import fit_html, read_html, utf16_len
 
 MAX_TEXT = 4096  # UTF-16 code units of the text after entity parsing (Bot API sendMessage)
+GONE = ("message to edit not found", "message can't be edited", "message_id_invalid")
 
 
 def ack_callback(incident_id: str) -> str:
@@ -66,24 +91,40 @@ class TelegramChannel(Channel[TelegramConfig]):
             [[InlineKeyboardButton("✅ Ack", callback_data=ack_callback(view.id))]]
         )
 
-    async def _call(self, coro_factory: object) -> Delivery:
+    def _chat(self) -> str:
+        """The chat to post in: the configured one, or where Telegram said it moved."""
+        chat = str(self.config.chat_id)
+        for _ in range(len(self.moves)):  # a chain of moves, bounded
+            if chat not in self.moves:
+                break
+            chat = self.moves[chat]
+        return chat
+
+    async def _call(self, do: Callable[[], Awaitable[Delivery]], chat: str) -> Delivery:
+        """Run `do` (a Bot API call for `chat`) and classify what it raised (module docstring)."""
         try:
             if not self._ready:
                 await self._bot.initialize()
                 self._ready = True
-            result: Delivery = await coro_factory()  # type: ignore[operator]
-            return result
+            try:
+                return await do()
+            except ChatMigrated as exc:
+                # A group upgraded to a supergroup: every later message goes to the new id.
+                self.moves[chat] = str(exc.new_chat_id)
+                if self.on_moved is not None:
+                    await self.on_moved(chat, str(exc.new_chat_id))
+                return await do()  # `do` reads the move; a second move in one attempt raises
         except RetryAfter as exc:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                wait = exc.retry_after
+            wait = exc.retry_after
             seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
             return RetryLater(seconds, self._say(exc))
+        except ChatMigrated as exc:
+            return Failed(f"{self._say(exc)} (moved again at once)")
         except InvalidToken:
             return Failed("telegram: Unauthorized: the bot token was rejected")
-        except (Forbidden, BadRequest) as exc:
+        except (Forbidden, BadRequest) as exc:  # BadRequest is a NetworkError: caught first
             return Failed(self._say(exc))
-        except TelegramError as exc:  # TimedOut, NetworkError, 5xx: worth another try
+        except NetworkError as exc:  # TimedOut, 5xx, connection errors: worth another try
             return RetryLater(None, self._say(exc))
 
     def _say(self, exc: TelegramError) -> str:
@@ -94,7 +135,7 @@ class TelegramChannel(Channel[TelegramConfig]):
     async def send(self, msg: Message) -> Delivery:
         async def do() -> Delivery:
             sent = await self._bot.send_message(
-                chat_id=self.config.chat_id,
+                chat_id=self._chat(),
                 text=self._text(msg),
                 parse_mode="HTML",
                 message_thread_id=self.config.message_thread_id,
@@ -105,12 +146,14 @@ class TelegramChannel(Channel[TelegramConfig]):
             )
             return Delivered(f"{sent.chat_id}:{sent.message_id}")
 
-        return await self._call(do)
+        return await self._call(do, self._chat())
 
     async def update(self, msg: Message, ref: str) -> Delivery:
         chat_id, _, message_id = ref.rpartition(":")
 
         async def do() -> Delivery:
+            if chat_id in self.moves:  # the chat moved: its messages stay in the old group
+                return await self.send(msg)
             try:
                 await self._bot.edit_message_text(
                     chat_id=chat_id,
@@ -122,7 +165,7 @@ class TelegramChannel(Channel[TelegramConfig]):
                 )
             except BadRequest as exc:
                 text = exc.message.lower()
-                if "message to edit not found" in text or "message can't be edited" in text:
+                if any(gone in text for gone in GONE):
                     return await self.send(msg)  # gone or too old: post it again
                 if "message is not modified" not in text:
                     raise
@@ -140,12 +183,12 @@ class TelegramChannel(Channel[TelegramConfig]):
                 )
             return Delivered(ref)
 
-        return await self._call(do)
+        return await self._call(do, chat_id)
 
     async def send_digest(self, digest: Digest) -> Delivery:
         async def do() -> Delivery:
             await self._bot.send_message(
-                chat_id=self.config.chat_id,
+                chat_id=self._chat(),
                 text=fit_html(digest.parts["message"], MAX_TEXT),
                 parse_mode="HTML",
                 message_thread_id=self.config.message_thread_id,
@@ -154,7 +197,7 @@ class TelegramChannel(Channel[TelegramConfig]):
             )
             return Delivered("")
 
-        return await self._call(do)
+        return await self._call(do, self._chat())
 
     async def aclose(self) -> None:
         await self._bot.shutdown()  # also when initialize() failed half-way: it closes the client

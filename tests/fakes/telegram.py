@@ -7,7 +7,9 @@ only Telegram's tags and entities (core.telegram.org/bots/api#html-style: "can't
 url button takes an http(s) or tg:// URL: BUTTON_URL_INVALID; callback_data is 1-64 bytes:
 BUTTON_DATA_INVALID), "message is not modified", "message to edit not found", and per-chat flood
 control (one message per second in a private chat answers 429 with parameters.retry_after).
-Tests queue failures with `fail_next`. `mentions()` lists the @username mentions Telegram would
+A group upgraded to a supergroup (`migrate()`) answers every call for its old id 400 "group chat
+was upgraded to a supergroup chat" with `parameters.migrate_to_chat_id`, as the Bot API does
+(core.telegram.org/bots/api#responseparameters). Tests queue failures with `fail_next`. `mentions()` lists the @username mentions Telegram would
 find in a sent text.
 """
 
@@ -59,6 +61,7 @@ class SentMessage:
 class FakeTelegram:
     tokens: set[str] = field(default_factory=lambda: {"123456:good-token"})
     chats: set[int] = field(default_factory=lambda: {1001, -1002})
+    migrated: dict[int, int] = field(default_factory=dict)  # old group id -> supergroup id
     messages: dict[tuple[int, int], SentMessage] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
     flood_interval_s: float = 1.0  # per chat, for sendMessage; 0 disables flood control
@@ -77,6 +80,12 @@ class FakeTelegram:
 
     def sent(self, method: str = "sendMessage") -> list[dict[str, Any]]:
         return [params for m, params, _ in self.calls if m == method]
+
+    def migrate(self, old: int, new: int) -> None:
+        """Upgrade group `old` to supergroup `new`: the old id is refused from now on."""
+        self.chats.discard(old)
+        self.chats.add(new)
+        self.migrated[old] = new
 
     def flood(self, retry_after: int, times: int = 1) -> None:
         for _ in range(times):
@@ -169,6 +178,12 @@ class FakeTelegram:
             chat_id = int(params.get("chat_id", ""))
         except ValueError:
             return _error(400, "Bad Request: chat not found")
+        if chat_id in self.migrated:
+            return _error(
+                400,
+                "Bad Request: group chat was upgraded to a supergroup chat",
+                {"migrate_to_chat_id": self.migrated[chat_id]},
+            )
         if chat_id not in self.chats:
             return _error(400, "Bad Request: chat not found")
         return chat_id
