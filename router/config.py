@@ -810,6 +810,8 @@ class _YamlDocument:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     continue
                 key = loader.construct_object(key_node)
+                if not isinstance(key, str | int | float | bool):
+                    continue  # reported below ("a key must be a plain value")
                 if key in own:
                     self.problems.append(
                         ConfigProblem(
