@@ -629,15 +629,16 @@ _SLACK_ANGLE = re.compile(r"<[^<>]{1,1500}>")  # longer ones are shown as text
 
 
 def sanitize_mrkdwn(text: str) -> str:
-    """Slack mrkdwn with every `<…>` complete: a `<` or `>` outside one is escaped, newlines
-    inside one become spaces (Slack reads `<url|text>`, `<!here>`, `<@U…>` only whole)."""
+    """Slack mrkdwn with every `<…>` complete: a `<` outside one is escaped, newlines inside one
+    become spaces (Slack reads `<url|text>`, `<!here>`, `<@U…>` only whole). A `>` outside one
+    stays: at a line's start it is a quote."""
     out: list[str] = []
     pos = 0
     for m in _SLACK_ANGLE.finditer(text):
-        out.append(text[pos : m.start()].replace("<", "&lt;").replace(">", "&gt;"))
+        out.append(text[pos : m.start()].replace("<", "&lt;"))
         out.append(m.group().replace("\n", " "))
         pos = m.end()
-    out.append(text[pos:].replace("<", "&lt;").replace(">", "&gt;"))
+    out.append(text[pos:].replace("<", "&lt;"))
     return "".join(out)
 
 

@@ -132,3 +132,11 @@ async def test_over_fifty_paragraphs_say_how_many_are_not_shown(
     assert len(blocks) <= 50
     assert any("section(s) not shown: a Slack message holds 45" in t for t in texts(payload))
     assert "/ack k2x7m" in blocks[-2]["text"]["text"]
+
+
+async def test_a_template_quote_stays_a_quote(slack: tuple[FakeSlack, str], tmp_path: Path) -> None:
+    _, url = slack
+    (tmp_path / "slack").mkdir()
+    (tmp_path / "slack" / "message.mrkdwn.j2").write_text("> {{ incident.title }} 1 > 0")
+    payload = await send(url, incident(alert({"alertname": "a>b<c", "severity": "x"})), tmp_path)
+    assert texts(payload)[1] == "> a&gt;b&lt;c 1 > 0"
