@@ -91,6 +91,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StoreError as exc:  # the state files: unreadable, locked by another router...
         event(log, logging.ERROR, "startup_failed", error=str(exc))
         return 1
+    except OSError as exc:  # the port (in use, not allowed): web.run_app binds it
+        event(log, logging.ERROR, "startup_failed", error=f"cannot listen on {listen}: {exc}")
+        return 1
     return 0
 
 
@@ -108,7 +111,7 @@ def _serve_with_intake_process(
     try:
         listen = supervisor.bind(host, port)
     except OSError as exc:
-        _err(f"cannot listen on {host}:{port}: {exc}")
+        event(log, logging.ERROR, "startup_failed", error=f"cannot listen on {host}:{port}: {exc}")
         return 1
     # Forked now, while this process has one thread (see router/supervisor.py).
     rt.intake_process = supervisor.IntakeProcess(listen, functools.partial(front.run, args.config))

@@ -110,8 +110,15 @@ class ProcessLock:
 
     def acquire(self) -> None:
         """Take the lock or raise StoreError naming the process that holds it."""
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        folder = Path(self.path).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(
+                f"{exc.filename or self.path}: {exc.strerror}: storage.path must be in a folder"
+                " that alert-router's user can write"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -311,18 +311,25 @@ class Store:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:  # OSError: making the folder, the lock file
             raise self._failure(exc) from exc
 
-    def _failure(self, exc: sqlite3.Error) -> StoreError:
+    def _failure(self, exc: sqlite3.Error | OSError) -> StoreError:
+        if isinstance(exc, OSError):
+            return StoreError(f"{exc.filename or self.path}: {exc.strerror}")
         return StoreError(f"{self.path}: {exc}")
 
     def _open_sync(self) -> None:
         self._lock.acquire()
         try:
             self._open_files()
-        except sqlite3.Error as exc:
+        except sqlite3.DatabaseError as exc:
             self._lock.release()
+            if isinstance(exc, sqlite3.OperationalError):  # could not open, locked, read-only
+                raise StoreError(
+                    f"{self.path}: {exc}: check that alert-router's user can write this file"
+                    " and its folder"
+                ) from exc
             raise StoreError(
                 f"{self.path}: {exc}: the store (alerts, incidents, notifications) cannot be"
                 " read; restore it from a backup, or move it aside to start with an empty state"

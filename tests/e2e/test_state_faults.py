@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -176,6 +177,32 @@ async def test_corrupt_file_names_itself_in_one_event_and_exit_1(
     assert failed["level"] == "error"
     assert failed["error"].startswith(f"{tmp_path / which}: file is not a database")
     assert "move it aside" in failed["error"]
+
+
+@pytest.mark.parametrize("intake_process", [True, False], ids=["intake_process", "one_process"])
+async def test_port_in_use_is_one_event_and_exit_1(tmp_path: Path, intake_process: bool) -> None:
+    r = Router(tmp_path, tmp_path / "state.db", intake_process=intake_process)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", r.port))
+        taken.listen()
+        proc = r.start()
+        try:
+            assert proc.wait(timeout=60) == 1
+        finally:
+            r.stop()
+    (failed,) = r.events("startup_failed")
+    assert failed["error"].startswith(f"cannot listen on 127.0.0.1:{r.port}: ")
+    assert "Traceback" not in r.log.read_text()
+
+
+async def test_storage_folder_that_cannot_be_made_is_named(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    r = Router(tmp_path, tmp_path / "a-file" / "state.db")
+    proc = r.start()
+    assert proc.wait(timeout=60) == 1
+    (failed,) = r.events("startup_failed")
+    assert failed["error"].startswith(f"{tmp_path}/a-file: File exists: storage.path must be")
+    assert "Traceback" not in r.log.read_text()
 
 
 # ------------------------------------------------------------------ a file deleted under it
