@@ -86,6 +86,7 @@ def test_every_rule_links_an_existing_runbook() -> None:
         "AlertRouterOutboxBacklog",
         "AlertRouterDeadLetters",
         "AlertRouterConfigReloadFailed",
+        "AlertRouterWebhookRejected",
     }
     for a in alerts:
         url = a["annotations"]["runbook_url"]
