@@ -36,6 +36,8 @@ class Mailbox:
     """A real SMTP server (aiosmtpd) that keeps what it accepts; refuses @invalid recipients."""
 
     messages: list[EmailMessage] = field(default_factory=list)
+    refuse_next: list[str] = field(default_factory=list)  # SMTP replies to DATA, in turn
+    attempts: list[float] = field(default_factory=list)  # time.monotonic() of each DATA
 
     async def handle_RCPT(
         self,
@@ -52,6 +54,9 @@ class Mailbox:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
+        self.attempts.append(time.monotonic())
+        if self.refuse_next:
+            return self.refuse_next.pop(0)
         problem = smtp_problem(content)
         if problem:
             return f"554 5.6.0 {problem}"

@@ -1,146 +1,150 @@
-"""Telegram errors classified as the Bot API documents them, against the fake Bot API: chat
-migration followed and remembered across restarts, permanent errors dead-lettered at once
-(after one plain-text try) without holding back the next message, transient ones retried."""
+"""The Telegram channel's messages against the fake Bot API, which refuses what Telegram refuses:
+HTML cut inside a tag, unknown tags or entities, over 4,096 visible UTF-16 units, bad buttons."""
 
 from __future__ import annotations
 
-import logging
-import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestServer
 
-from ..harness import Fakes, firing_payload, post, settled
-from ..helpers import fixture_body
+from router.channels.base import Delivered
+from router.channels.telegram import MAX_TEXT, TelegramChannel
+from router.config import TelegramConfig
+from router.render import Renderer
 
-GROUP = """
-  - name: main
-    telegram_configs: [{bot_token: "123456:good-token", chat_id: -1002, api_url: TELEGRAM}]
-"""
-NEW_ID = -1003
-PRIVATE = GROUP.replace("-1002", "1001")  # paced at 1 message/s, not one per 3 s
-
-
-def sent_to(fakes: Fakes) -> list[int]:
-    """The chat id of every sendMessage call, accepted or not."""
-    return [int(p["chat_id"]) for p in fakes.telegram.sent()]
+from ..fakes.telegram import FakeTelegram, mentions, text_problem, visible_text
+from ..incidents import alert, incident
 
 
-async def test_a_migrated_group_is_followed_remembered_and_reported(
-    fakes: Fakes, make_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.fixture
+async def telegram(
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+) -> AsyncIterator[tuple[FakeTelegram, str]]:
+    fake = FakeTelegram(flood_interval_s=0)
+    server = await aiohttp_server(fake.app())
+    yield fake, str(server.make_url("")).rstrip("/")
+
+
+def channel(url: str, templates: Path | None = None) -> TelegramChannel:
+    config = TelegramConfig(bot_token="123456:good-token", chat_id=1001, api_url=url)  # type: ignore[arg-type]
+    return TelegramChannel(config, Renderer(templates))
+
+
+def units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+async def send(fake_url: str, view: object, templates: Path | None = None) -> str:
+    ch = channel(fake_url, templates)
+    try:
+        result = await ch.send(ch.render(view))  # type: ignore[arg-type]
+    finally:
+        await ch.aclose()
+    assert isinstance(result, Delivered), result
+    return result.ref
+
+
+async def test_a_blank_line_inside_bold_and_a_long_description_are_sent_balanced(
+    telegram: tuple[FakeTelegram, str],
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="router.delivery")
-    fakes.telegram.flood_interval_s = 0
-    fakes.telegram.migrate(-1002, NEW_ID)
-    client = await make_client(fakes, GROUP)
-    await post(client, firing_payload(1, "mig1"))
-    [note] = await settled(client)
-    assert (note["state"], note["attempts"]) == ("sent", 1), note
-    assert sent_to(fakes) == [-1002, NEW_ID]
-    [msg] = fakes.telegram.messages.values()
-    assert msg.chat_id == NEW_ID
-    [warning] = [r for r in caplog.records if r.getMessage() == "destination_moved"]
-    fields = warning.__dict__["fields"]
-    assert (fields["old_id"], fields["new_id"]) == ("-1002", str(NEW_ID))
-    assert "update chat_id in the config" in fields["action"]
-    with sqlite3.connect(tmp_path / "state.db") as db:
-        rows = db.execute("SELECT channel, old_id, new_id FROM moved_chats").fetchall()
-    assert rows == [("telegram", "-1002", str(NEW_ID))]
-
-    # A restart: the config still says -1002; the store's move is followed at once, and said.
-    await client.close()
-    caplog.clear()
-    client = await make_client(fakes, GROUP)
-    await post(client, firing_payload(1, "mig2"))
-    notes = await settled(client)
-    assert [n["state"] for n in notes] == ["sent", "sent"]
-    assert sent_to(fakes) == [-1002, NEW_ID, NEW_ID]
-    assert [r for r in caplog.records if r.getMessage() == "destination_moved"]
+    fake, url = telegram
+    view = incident(alert(annotations={"summary": "a\n\nb", "description": "d" * 4100}))
+    await send(url, view)
+    [msg] = fake.messages.values()
+    shown = visible_text(msg.text)
+    assert units(shown) <= MAX_TEXT and text_problem(msg.text) == ""
+    assert "▶ a\n\nb" in shown and "d" * 3000 in shown
+    assert "/ack k2x7m" in shown  # the footer is always kept
+    assert "paragraph(s) not shown: the message is limited to 4096 characters" in shown
 
 
-async def test_an_edit_in_a_migrated_group_is_sent_anew_in_the_supergroup(
-    fakes: Fakes, make_client: Any
+async def test_a_user_template_wrapping_an_annotation_in_italics_is_cut_balanced(
+    telegram: tuple[FakeTelegram, str], tmp_path: Path
 ) -> None:
-    fakes.telegram.flood_interval_s = 0
-    client = await make_client(fakes, GROUP)
-    await post(client, fixture_body("firing-group-3-alerts"))
-    await settled(client)
-    fakes.telegram.migrate(-1002, NEW_ID)
-    await post(client, fixture_body("resolved-group"))
-    notes = await settled(client)
-    assert [(n["state"], n["attempts"]) for n in notes] == [("sent", 1), ("sent", 1)]
-    old, new = sorted(fakes.telegram.messages.values(), key=lambda m: m.message_id)
-    assert (old.chat_id, old.edits, new.chat_id) == (-1002, 0, NEW_ID)
-    assert "RESOLVED" in new.text
+    fake, url = telegram
+    (tmp_path / "telegram").mkdir()
+    (tmp_path / "telegram" / "message.html.j2").write_text(
+        "{% for a in incident.firing %}<i>{{ a.annotations.description }}</i>\n\n{% endfor %}"
+        "<b>#{{ incident.id }}</b> <div>not Telegram</div> <br> &nbsp;"
+    )
+    view = incident(alert(annotations={"description": "x\n\ny " * 1500}))
+    await send(url, view, tmp_path)
+    [msg] = fake.messages.values()
+    assert text_problem(msg.text) == ""
+    assert msg.text.startswith("<i>x\n\ny x") and "<div>" not in msg.text
+    assert "#k2x7m" in visible_text(msg.text)
 
 
-KICKED = (403, {"description": "Forbidden: bot was kicked from the group chat"})
-PARSE = (400, {"description": "Bad Request: can't parse entities: unsupported start tag"})
-CONFLICT = (409, {"description": "Conflict: terminated by other getUpdates request"})
+async def test_length_is_counted_on_the_visible_text_not_the_html(
+    telegram: tuple[FakeTelegram, str],
+) -> None:
+    # Each alert: ~1,250 visible characters but ~6,200 of HTML source (&amp; is one character):
+    # counted on the source, not even one alert would fit.
+    fake, url = telegram
+    alerts = [
+        alert(
+            {"alertname": "DiskFull", "severity": "critical", "instance": f"db-{n}"},
+            {"summary": f"disk {n}", "description": "&" * 1200},
+            n=n,
+        )
+        for n in range(3)
+    ]
+    await send(url, incident(*alerts))
+    [msg] = fake.messages.values()
+    shown = visible_text(msg.text)
+    assert len(msg.text) > 3 * MAX_TEXT and units(shown) <= MAX_TEXT
+    assert all(f"disk {n}" in shown for n in range(3)) and "not shown" not in shown
 
 
 @pytest.mark.parametrize(
-    ("failures", "state", "attempts", "error"),
-    [
-        (
-            [(429, {"description": "Too Many Requests", "parameters": {"retry_after": 1}})],
-            "sent",
-            2,
-            "",
-        ),
-        ([(500, {"description": "Internal Server Error"})], "sent", 2, ""),
-        ([(502, {"description": "Bad Gateway"})], "sent", 2, ""),
-        ([(429, {"description": "Too Many Requests"})], "sent", 2, ""),  # no retry_after: backoff
-        ([KICKED, KICKED], "dead", 1, "telegram: Forbidden: bot was kicked from the group chat;"),
-        ([PARSE], "sent", 1, ""),  # refused rich text: the plain text goes instead
-        ([PARSE, PARSE], "dead", 1, "telegram: Can't parse entities"),
-        ([(401, {"description": "Unauthorized"})] * 2, "dead", 1, "telegram: Unauthorized"),
-        ([CONFLICT] * 6, "dead", 3, "Conflict"),  # unclassified: 3 attempts, then dead
-    ],
-    ids=["429", "500", "502", "429-bare", "kicked", "parse-once", "parse", "401", "unclassified"],
+    ("text", "shown_units"),
+    [("🔥" * 2100, 4200), ("é" * 4100, 4100), ("x" * 4096, 4096)],
 )
-async def test_bot_api_errors_are_classified(
-    fakes: Fakes,
-    make_client: Any,
-    failures: list[tuple[int, dict[str, Any]]],
-    state: str,
-    attempts: int,
-    error: str,
+def test_utf16_units_are_what_telegram_counts(text: str, shown_units: int) -> None:
+    assert units(text) == shown_units
+    assert (text_problem(text, None) == "message is too long") == (shown_units > MAX_TEXT)
+
+
+async def test_emoji_count_twice_towards_the_limit(telegram: tuple[FakeTelegram, str]) -> None:
+    fake, url = telegram
+    view = incident(alert(annotations={"description": "🔥" * 1500 + "\n\n" + "🔥" * 1500}))
+    await send(url, view)
+    [msg] = fake.messages.values()
+    assert text_problem(msg.text) == "" and "🔥" * 1500 in msg.text
+
+
+async def test_alert_data_mentions_nobody_but_the_template_may(
+    telegram: tuple[FakeTelegram, str], tmp_path: Path
 ) -> None:
-    fakes.telegram.flood_interval_s = 0
-    fakes.telegram.fail_next += failures
-    client = await make_client(fakes, PRIVATE)
-    await post(client, firing_payload(1, "first"))
-    await post(client, firing_payload(1, "second"))  # queued behind it, for the same chat
-    notes = await settled(client)
-    by_group = {n["incident"]: n for n in notes}
-    first, second = sorted(by_group.values(), key=lambda n: n["id"])
-    assert (first["state"], first["attempts"]) == (state, attempts), first
-    assert (first["last_error"] or "").startswith(error), first
-    assert (second["state"], second["attempts"]) == ("sent", 1), "the next one was held back"
-    if failures == [PARSE]:
-        plain = [m.text for m in fakes.telegram.messages.values()]
-        assert any("rendered without its template" in t for t in plain), plain
-
-
-async def test_edit_answers_not_modified_and_not_found(fakes: Fakes, make_client: Any) -> None:
-    fakes.telegram.flood_interval_s = 0
-    client = await make_client(fakes, PRIVATE)
-    await post(client, fixture_body("firing-group-3-alerts"))
-    await settled(client)
-    fakes.telegram.fail_next.append(
-        (
-            400,
-            {"description": "Bad Request: message is not modified: specified new message content"},
+    fake, url = telegram
+    view = incident(
+        alert(
+            {"alertname": "@channel_admin", "severity": "critical", "owner": "@alice_ops"},
+            {"summary": "ping @alice_ops", "description": "and @bob_the_sre"},
+            runbook_url="ask @carol_admin",
         )
     )
-    await post(client, fixture_body("mixed-firing-resolved"))
-    notes = await settled(client)
-    assert [n["state"] for n in notes] == ["sent", "sent"]
-    fakes.telegram.messages.clear()  # deleted by someone in the chat
-    await post(client, fixture_body("resolved-group"))
-    notes = await settled(client)
-    assert [(n["state"], n["attempts"]) for n in notes] == [("sent", 1)] * 3
-    [anew] = fakes.telegram.messages.values()
-    assert "RESOLVED" in anew.text
+    await send(url, view)
+    (tmp_path / "telegram").mkdir()
+    (tmp_path / "telegram" / "message.html.j2").write_text(
+        "cc @oncall_lead: {{ incident.firing[0].annotations.summary }}"
+    )
+    await send(url, view, tmp_path)
+    shipped, custom = fake.messages.values()
+    assert mentions(shipped.text) == [] and "alice_ops" in visible_text(shipped.text)
+    assert mentions(custom.text) == ["@oncall_lead"]
+
+
+async def test_the_fallback_of_a_failing_template_is_escaped_and_mentions_nobody(
+    telegram: tuple[FakeTelegram, str], tmp_path: Path
+) -> None:
+    fake, url = telegram
+    (tmp_path / "telegram").mkdir()
+    (tmp_path / "telegram" / "message.html.j2").write_text("{{ 1 / 0 }}")
+    view = incident(alert(annotations={"summary": "<b>unclosed & @alice_ops"}))
+    await send(url, view, tmp_path)
+    [msg] = fake.messages.values()
+    assert text_problem(msg.text) == "" and mentions(msg.text) == []
+    assert "- <b>unclosed & @" in visible_text(msg.text)

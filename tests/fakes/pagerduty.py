@@ -11,6 +11,7 @@ final there); 429 and 5xx when a test queues them.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ class FakePagerDuty:
     events: list[dict[str, Any]] = field(default_factory=list)
     fail_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     delay_s: float = 0.0  # answer this late, like a slow network
+    attempts: list[float] = field(default_factory=list)  # time.monotonic() of each request
 
     def app(self) -> web.Application:
         app = web.Application(
@@ -46,6 +48,7 @@ class FakePagerDuty:
         return state
 
     async def enqueue(self, request: web.Request) -> web.Response:
+        self.attempts.append(time.monotonic())
         if self.delay_s:
             import asyncio
 
