@@ -11,6 +11,17 @@ from aiohttp import web
 from router.config import AuthConfig
 
 
+def _raw(value: str) -> bytes:
+    """A header's bytes as they came: aiohttp decodes header bytes that are not UTF-8 as lone
+    surrogates (surrogateescape), which a plain .encode() refuses."""
+    return value.encode("utf-8", "surrogateescape")
+
+
+def secret_matches(given: str, expected: str) -> bool:
+    """A secret from a request header equals `expected`, compared in constant time; any bytes."""
+    return hmac.compare_digest(_raw(given), expected.encode())
+
+
 def authorized(auth: AuthConfig, header: str | None) -> bool:
     """True if no auth is configured, or the Authorization header carries a configured credential."""
     if auth.bearer_token is None and auth.basic_auth is None:
@@ -22,18 +33,17 @@ def authorized(auth: AuthConfig, header: str | None) -> bool:
     value = value.strip()
     ok = False
     if auth.bearer_token is not None and scheme == "bearer":
-        ok = hmac.compare_digest(value.encode(), auth.bearer_token.get_secret_value().encode())
+        ok = secret_matches(value, auth.bearer_token.get_secret_value())
     if auth.basic_auth is not None and scheme == "basic":
         try:
-            user, sep, password = base64.b64decode(value, validate=True).decode().partition(":")
+            decoded = base64.b64decode(_raw(value), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return False
+        user, sep, password = decoded.partition(":")
         expected = auth.basic_auth
         # Both compared, always, so timing does not tell which one was wrong.
-        user_ok = hmac.compare_digest(user.encode(), expected.username.encode())
-        pass_ok = hmac.compare_digest(
-            password.encode(), expected.password.get_secret_value().encode()
-        )
+        user_ok = secret_matches(user, expected.username)
+        pass_ok = secret_matches(password, expected.password.get_secret_value())
         ok = bool(sep) and user_ok and pass_ok
     return ok
 

@@ -42,6 +42,7 @@ def _load(path: str) -> RouterConfig | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from router import serving
     from router.web import create_app
 
     configure(args.log_format, args.log_level)
@@ -87,6 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print=None,
             access_log=None,
             shutdown_timeout=grace_s,
+            **serving.SERVER_SETTINGS,
         )
     except StoreError as exc:  # the state files: unreadable, locked by another router...
         event(log, logging.ERROR, "startup_failed", error=str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -714,11 +715,26 @@ def _message(err: Mapping[str, Any], expected: list[str]) -> str:
     if kind == "list_type":
         return f"expected a list, got {_kind_of(value)}"
     msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if err["loc"] and str(err["loc"][-1]) in _secret_keys():
+        # Never the value of a secret, whatever its type (a password YAML read as a number).
+        return f"{msg} (value not shown: a secret; quote it in YAML to keep it a string)"
     if kind not in ("value_error", "assertion_error") and isinstance(
         value, str | int | float | bool
     ):
         return f"{msg}, got {value!r}"
     return msg
+
+
+@functools.cache
+def _secret_keys() -> frozenset[str]:
+    """The key names of every secret in the config, inline and as `<key>_file`."""
+    found: set[str] = set()
+    todo: list[type[WithSecrets]] = [WithSecrets]
+    while todo:
+        cls = todo.pop()
+        found.update(cls.secret_keys)
+        todo.extend(cls.__subclasses__())
+    return frozenset(found | {f"{k}_file" for k in found})
 
 
 def _kind_of(value: Any) -> str:

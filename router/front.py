@@ -31,7 +31,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from router import heap
+from router import heap, serving
 from router.config import RouterConfig, load_config, secret_values
 from router.errors import ConfigError, StoreError
 from router.inbox import Inbox, inbox_path
@@ -88,7 +88,10 @@ class Front:
         self.stop = asyncio.Event()  # SIGTERM, or the router's process is gone
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.config.server.max_body_bytes)
+        app = web.Application(
+            client_max_size=self.config.server.max_body_bytes,
+            middlewares=[serving.bounded_bodies()],
+        )
         app[INTAKE] = Intake(
             config=lambda: self.config,
             accept=self.inbox.accept,
@@ -97,6 +100,7 @@ class Front:
             clock=lambda: datetime.now(UTC),
         )
         app.router.add_post("/webhook", handle_webhook)
+        app.router.add_route("*", "/webhook", _webhook_method_not_allowed)
         app.router.add_get("/metrics", self.handle_metrics)
         app.router.add_get("/readyz", self.handle_readyz)
         app.router.add_route("*", "/{tail:.*}", self.handle_other)
@@ -212,6 +216,11 @@ class Front:
         return resp
 
 
+async def _webhook_method_not_allowed(request: web.Request) -> web.Response:
+    """Any method but POST on /webhook: 405, as a server with only that route answers."""
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
 def run(config_path: str, wiring: Wiring) -> int:
     """The intake process's main, in a process forked by the supervisor (logging, the GIL
     switch interval and the garbage collector are set as in the router's process)."""
@@ -236,7 +245,9 @@ async def _serve(front: Front, listen: socket.socket, grace_s: float) -> None:
     """Answer on `listen` until SIGTERM or the router's process goes; then stop taking
     connections, finish the requests in flight (up to `grace_s`) and their commits."""
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, front.stop.set)
-    runner = web.AppRunner(front.app(), access_log=None, shutdown_timeout=grace_s)
+    runner = web.AppRunner(
+        front.app(), access_log=None, shutdown_timeout=grace_s, **serving.SERVER_SETTINGS
+    )
     await runner.setup()
     try:
         await web.SockSite(runner, listen).start()

@@ -7,7 +7,6 @@ outbox) follows in the router's process (router/store.py).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -27,9 +26,9 @@ from router.errors import PayloadError, StoreError
 from router.logs import event
 from router.metrics import IntakeMetrics
 from router.models import WebhookPayload
+from router.serving import BodyRefused, read_body, refusal
 
 log = logging.getLogger("router.intake")
-BODY_TIMEOUT_S = 10.0
 # Correlation ids: 64 random bits name a payload in logs and the API; they need to be unique,
 # not secret, so a seeded PRNG does (uuid4 asked the kernel for 16 bytes per webhook).
 _ids = random.Random()
@@ -62,8 +61,9 @@ def _refuse(
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    body = {"status": "error", "reason": reason, "error": message, **(extra or {})}
-    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+    resp = refusal(status, reason, message, extra)
+    resp.headers.update(headers or {})
+    return resp
 
 
 def parse_payload(content_type: str, body: bytes) -> WebhookPayload:
@@ -74,12 +74,15 @@ def parse_payload(content_type: str, body: bytes) -> WebhookPayload:
             "content_type",
             f"expected Content-Type application/json, got {content_type or 'none'!r}",
         )
+    # Standard JSON only, as the store reads it back (orjson): NaN, Infinity, invalid UTF-8
+    # and lone surrogates are refused here rather than accepted and unreadable later.
     try:
-        return WebhookPayload.model_validate_json(body)
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PayloadError(400, "invalid_json", f"invalid JSON: {exc}") from None
+    try:
+        return WebhookPayload.model_validate(data)
     except ValidationError as exc:
-        first_error = exc.errors(include_url=False)[0]
-        if first_error["type"] == "json_invalid":
-            raise PayloadError(400, "invalid_json", f"invalid JSON: {first_error['msg']}") from None
         problems = [
             {"path": format_path(tuple(e["loc"])) or "(body)", "error": e["msg"]}
             for e in exc.errors(include_url=False)[:20]
@@ -103,17 +106,11 @@ async def handle_webhook(request: web.Request) -> web.Response:
         event(log, logging.WARNING, "webhook_rejected", reason="unauthorized", peer=request.remote)
         raise
     try:
-        # A client that trickles its body (slowloris) is cut off instead of holding a slot.
-        async with asyncio.timeout(BODY_TIMEOUT_S):
-            body = await request.read()
-    except TimeoutError:
-        metrics.rejected.labels("timeout").inc()
-        return _refuse(408, "timeout", f"the body did not arrive within {BODY_TIMEOUT_S:.0f}s")
-    except web.HTTPRequestEntityTooLarge:
-        limit = config.server.max_body_bytes
-        metrics.rejected.labels("too_large").inc()
-        event(log, logging.WARNING, "webhook_rejected", reason="too_large", limit=limit)
-        return _refuse(413, "too_large", f"body larger than server.max_body_bytes ({limit} bytes)")
+        body = await read_body(request, config.server.max_body_bytes, "server.max_body_bytes")
+    except BodyRefused as exc:
+        metrics.rejected.labels(exc.reason).inc()
+        event(log, logging.WARNING, "webhook_rejected", reason=exc.reason, error=str(exc))
+        return _refuse(exc.status, exc.reason, str(exc))
     try:
         content_type = request.content_type if "Content-Type" in request.headers else ""
         payload = parse_payload(content_type, body)

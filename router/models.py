@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
 LabelSet = dict[str, str]
+# Alertmanager sends truncatedAlerts as a Go uint64; no group comes near this many alerts, and
+# every count stays far within SQLite's signed 64-bit integers (sums included).
+MAX_COUNT = 2**31 - 1
 
 
 class WireAlert(BaseModel):
@@ -42,7 +45,7 @@ class WebhookPayload(BaseModel):
     commonAnnotations: LabelSet = Field(default_factory=dict)
     externalURL: str = ""
     groupKey: str = Field(min_length=1)
-    truncatedAlerts: int = Field(default=0, ge=0)
+    truncatedAlerts: int = Field(default=0, ge=0, le=MAX_COUNT)
 
 
 class Reason(enum.StrEnum):

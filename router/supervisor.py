@@ -48,6 +48,7 @@ from typing import NoReturn
 from aiohttp import web
 from setproctitle import setproctitle
 
+from router import serving
 from router.front import Wiring
 from router.logs import event
 
@@ -328,7 +329,9 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     intake.on_failed = supervisor_failed
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=grace_s)
+    runner = web.AppRunner(
+        app, access_log=None, shutdown_timeout=grace_s, **serving.SERVER_SETTINGS
+    )
     try:
         await runner.setup()  # opens the store: a schema upgrade is done before intake starts
         try:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from router import api, auth, heap, intake
+from router import api, auth, heap, intake, serving
 from router.alertmanager import Alertmanager
 from router.channels import CHANNELS, build_channels, channel_class, kinds_used
 from router.chatops.commands import Commands
@@ -64,7 +64,10 @@ def create_app(
         synchronous=config.storage.synchronous,
         accepts=not intake_process,
     )
-    app = web.Application(client_max_size=config.server.max_body_bytes)
+    middlewares = [serving.bounded_bodies()]
+    if intake_process:  # reached only through the intake process's private Unix socket
+        middlewares.insert(0, _forwarded_peer)
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
     rt = app[RUNTIME] = Runtime(config, store, renderer, dry_run, clock, config_path=config_path)
     if intake_process:
         rt.metrics.intake_here = False
@@ -89,6 +92,13 @@ def create_app(
     app.cleanup_ctx.append(_workers_ctx)
     _add_chatops(app, config)
     return app
+
+
+@web.middleware
+async def _forwarded_peer(request: web.Request, handler: serving.Handler) -> web.StreamResponse:
+    """The client's address, as the intake process forwards it (X-Forwarded-For, which it sets
+    itself): a Unix socket has none, and logs of refused requests name the peer."""
+    return await handler(request.clone(remote=request.headers.get("X-Forwarded-For", "")))
 
 
 def _add_chatops(app: web.Application, config: RouterConfig) -> None:

@@ -5,12 +5,15 @@ raises ConfigError. Slow and idle clients do not stop Alertmanager's deliveries.
 from __future__ import annotations
 
 import asyncio
+import base64
+import gzip
 import json
 import socket
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from router import serving
 from router.config import parse_config
 from router.errors import ConfigError
 from router.web import create_app
@@ -53,7 +57,7 @@ class LiveRouter:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.runner = web.AppRunner(create_app(self.config))
+        self.runner = web.AppRunner(create_app(self.config), **serving.SERVER_SETTINGS)
         self.loop.run_until_complete(self.runner.setup())
         self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
         self.ready.set()
@@ -240,6 +244,90 @@ def first_time(headers: dict[str, str]) -> bool:
     new = key not in SIGNED_SENT
     SIGNED_SENT.add(key)
     return new
+
+
+def gzip_bomb(inflated: int) -> bytes:
+    """A gzip body of a few KB that inflates to `inflated` bytes."""
+    return gzip.compress(b"\0" * inflated, 9)
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/slack/commands", {"Content-Type": "application/x-www-form-urlencoded"}),
+        ("/slack/interactions", {}),
+        ("/-/reload", {}),
+        ("/api/v1/alerts", {}),
+        ("/no/such/path", {}),
+        ("/webhook", WEBHOOK_HEADERS),
+    ],
+)
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_compressed_bodies_are_counted_decoded_on_every_path(
+    live: LiveRouter, path: str, headers: dict[str, str], encoding: str
+) -> None:
+    # 50 MiB of zeros, 50 KB on the wire: refused once the decoded size passes the path's limit
+    # (the webhook's max_body_bytes, 1 MiB elsewhere), before any auth, never inflated whole.
+    raw = b"\0" * (50 * 1024 * 1024)
+    body = gzip.compress(raw, 9) if encoding == "gzip" else zlib.compress(raw, 9)
+    assert len(body) < 100_000
+    status, answer = live.post(path, body, {**headers, "Content-Encoding": encoding})
+    assert status == 413, answer[:300]
+    refused = orjson.loads(answer)
+    assert refused["reason"] == "too_large" and "counted decoded" in refused["error"]
+
+
+def test_compressed_webhook_within_the_limit_is_accepted(live: LiveRouter) -> None:
+    body = gzip.compress(fixture_body("firing-group-3-alerts"))
+    status, answer = live.post("/webhook", body, {**WEBHOOK_HEADERS, "Content-Encoding": "gzip"})
+    assert status == 200 and orjson.loads(answer)["alerts"] == 3
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "status", "error"),
+    [
+        ("br", b"x", 415, "Content-Encoding 'br' is not supported (gzip, deflate or none)"),
+        ("gzip", gzip.compress(b'{"a": 1}')[:-6], 400, "cannot decode the body: "),
+        ("gzip", b"not gzip at all", 400, "cannot decode the body: "),
+        ("gzip, gzip", b"x", 415, "Content-Encoding 'gzip, gzip' is not supported"),
+    ],
+)
+def test_bad_content_encoding_is_a_clear_4xx(
+    live: LiveRouter, encoding: str, body: bytes, status: int, error: str
+) -> None:
+    for path, headers in (("/webhook", WEBHOOK_HEADERS), ("/slack/commands", {})):
+        got, answer = live.post(path, body, {**headers, "Content-Encoding": encoding})
+        assert got == status, answer[:300]
+        assert orjson.loads(answer)["error"].startswith(error)
+
+
+def raw_request(port: int, request: bytes) -> bytes:
+    """Send bytes as they are (headers that are not UTF-8...); the answer's first line."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        return s.makefile("rb").readline()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        b"Bearer \xff\xfe",
+        b"Basic \xff\xfe",
+        "Basic ".encode() + "w6k6w6k=".encode(),  # base64 of "é:é"
+        "Basic é:é".encode(),
+        "Basic ".encode() + base64.b64encode(b"\xff:\xfe"),
+        b"\xff",
+    ],
+)
+def test_any_authorization_bytes_are_401(live: LiveRouter, authorization: bytes) -> None:
+    for method_path in (b"GET /api/v1/alerts", b"POST /webhook", b"POST /-/reload"):
+        request = (
+            method_path
+            + b" HTTP/1.1\r\nHost: x\r\nAuthorization: "
+            + authorization
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        )
+        assert raw_request(live.port, request).startswith(b"HTTP/1.1 401 "), authorization
 
 
 def test_telegram_webhook_is_absent_without_telegram(live: LiveRouter) -> None:

@@ -148,7 +148,24 @@ async def test_oversized_body_is_413(client: Client) -> None:
     data["alerts"][0]["annotations"]["description"] = "x" * 70_000
     status, body = await post(client, orjson.dumps(data))
     assert status == 413
-    assert body["error"] == "body larger than server.max_body_bytes (65536 bytes)"
+    assert body["error"] == "body larger than server.max_body_bytes (65536 bytes), counted decoded"
+
+
+async def test_only_what_can_be_read_back_is_accepted(client: Client) -> None:
+    # Non-standard JSON in a field alert-router ignores, or a count the store cannot hold:
+    # refused with a reason, not accepted and then unreadable or set aside.
+    body = fixture_body("firing-group-3-alerts")
+    for bad in (b'"x": NaN, "externalURL"', b'"x": -Infinity, "externalURL"'):
+        got, answer = await post(client, body.replace(b'"externalURL"', bad, 1))
+        assert (got, answer["reason"]) == (400, "invalid_json"), answer
+        assert answer["error"].startswith("invalid JSON: ") and "Invalid" not in answer["error"]
+    data = orjson.loads(body) | {"truncatedAlerts": 2**63}  # a Go uint64 may be this large
+    got, answer = await post(client, orjson.dumps(data))
+    assert (got, answer["reason"]) == (422, "schema")
+    assert answer["error"] == (
+        "not an Alertmanager v4 payload: truncatedAlerts: Input should be less than or equal"
+        " to 2147483647"
+    )
 
 
 async def test_the_same_payload_twice_queues_one_notification(client: Client) -> None:

@@ -68,7 +68,7 @@ class SlackApp:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _verified_form(self, request: web.Request) -> dict[str, str] | web.Response:
-        body = await request.content.read(MAX_BODY + 1)
+        body = await request.read()  # bounded already (router/serving.py)
         if len(body) > MAX_BODY:
             return web.json_response({"error": "body too large"}, status=413)
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 
 import orjson
@@ -13,6 +12,7 @@ from telegram import Update
 from telegram.error import TelegramError
 from telegram.ext import Application, CallbackQueryHandler, CommandHandler, ContextTypes
 
+from router.auth import secret_matches
 from router.chatops.commands import (
     NAMES,
     Actor,
@@ -116,7 +116,7 @@ class TelegramBot:
             )
         secret = self.config.webhook_secret.get_secret_value() if self.config.webhook_secret else ""
         given = request.headers.get(SECRET_HEADER, "")
-        if not hmac.compare_digest(given.encode(), secret.encode()):
+        if not secret_matches(given, secret):  # any bytes: a header need not be UTF-8
             event(
                 log,
                 logging.WARNING,

@@ -1,0 +1,192 @@
+"""HTTP serving shared by every app: request bodies read once, decoded and bounded; timeouts.
+
+Every server of alert-router (the intake process's, the router's, the one-process `serve`)
+runs with SERVER_SETTINGS and the `bounded_bodies` middleware, so that no client, signed in or
+not, makes a request cost more memory than its path's body limit:
+
+- A body is counted as decoded: `Content-Encoding: gzip` or `deflate` is inflated here, in
+  steps that never produce more than the limit (a 200 KB gzip bomb that inflates to 200 MiB is
+  refused after `limit` bytes of output). aiohttp's own decompression is off
+  (`auto_decompress=False`): a refused request's unread rest is then discarded as it came, not
+  inflated. Other codings are refused (415).
+- POST /webhook reads its body after its auth check (the Authorization header), with the limit
+  `server.max_body_bytes`; every other path (chat-ops, /-/reload, the read API, unknown paths)
+  reads at most OTHER_BODY_BYTES, before any handler or auth runs.
+- A connection must complete a request's headers within KEEPALIVE_S of opening or of its
+  previous answer (aiohttp's keep-alive timer also runs before the first request), and a body
+  must arrive within BODY_TIMEOUT_S.
+- A malformed request (aiohttp's parser refuses it with 400) is logged as one debug line, not
+  as an error with a traceback: anyone can send one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from router.logs import event
+
+log = logging.getLogger("router.http")
+
+OTHER_BODY_BYTES = 1024 * 1024  # chat-ops updates, Slack forms: a few KB; nothing else has one
+BODY_TIMEOUT_S = 10.0
+# Go's HTTP client (Alertmanager) retries a request on a kept-alive connection the server has
+# just closed, so a short idle timeout costs it nothing.
+KEEPALIVE_S = 15.0
+LINGER_S = 2.0  # after refusing a body, read (and discard) its rest this long, then close
+
+
+class _QuietMalformed(logging.Filter):
+    """aiohttp logs a request its parser refused as an error with a traceback; make it one
+    debug line (`http_request_malformed`), shown only at --log-level debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not log.isEnabledFor(logging.DEBUG):
+            return False
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.msg, record.args = "http_request_malformed", ()
+        record.exc_info, record.exc_text = None, None
+        record.fields = {"peer": peer, "status": exc.code, "error": " ".join(exc.message.split())}
+        return True
+
+
+log.addFilter(_QuietMalformed())
+
+# Passed to every web.AppRunner / web.run_app that serves alert-router's apps.
+SERVER_SETTINGS: dict[str, Any] = {
+    "keepalive_timeout": KEEPALIVE_S,
+    "lingering_time": LINGER_S,
+    "auto_decompress": False,
+    "logger": log,
+}
+
+
+BODY = web.RequestKey("body", bytes)  # the decoded body, once read
+
+
+class BodyRefused(Exception):
+    """A request body that is not read: `status` (408, 413, 415, 400), `reason`, `message`."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+def refusal(
+    status: int, reason: str, message: str, extra: dict[str, Any] | None = None
+) -> web.Response:
+    """The JSON error body of alert-router's refusals: status, reason, error (and `extra`)."""
+    body = {"status": "error", "reason": reason, "error": message, **(extra or {})}
+    return web.json_response(body, status=status, dumps=lambda o: orjson.dumps(o).decode())
+
+
+def _decoder(request: web.Request) -> Callable[[bytes, int], bytes] | None:
+    """How to decode the body's Content-Encoding in steps of at most n bytes of output, or None
+    if it is not encoded (or aiohttp decodes it already); raises BodyRefused (415)."""
+    coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    if coding in ("", "identity") or request.content.total_compressed_bytes is not None:
+        return None
+    if coding in ("gzip", "x-gzip"):
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif coding == "deflate":  # zlib-wrapped (RFC 9110 8.4.1.2); some clients send it raw
+        inflate = None
+    else:
+        raise BodyRefused(
+            415,
+            "content_encoding",
+            f"Content-Encoding {coding[:40]!r} is not supported (gzip, deflate or none)",
+        )
+
+    def decode(chunk: bytes, room: int) -> bytes:
+        nonlocal inflate
+        if inflate is None:
+            raw = bool(chunk) and chunk[0] & 0x0F != 8
+            inflate = zlib.decompressobj(-zlib.MAX_WBITS if raw else zlib.MAX_WBITS)
+        if not chunk:  # the end of the body
+            if not inflate.eof:
+                raise zlib.error("the compressed body ends early")
+            return b""
+        if inflate.eof:
+            raise zlib.error("data after the end of the compressed body")
+        # Output stops at `room`; input is left over only then, and the caller refuses.
+        return inflate.decompress(chunk, room)
+
+    return decode
+
+
+async def read_body(request: web.Request, limit: int, limit_name: str = "") -> bytes:
+    """The request's body, decoded, of at most `limit` bytes, read within BODY_TIMEOUT_S.
+
+    Read once: later calls (and `await request.read()` in any handler) return the same bytes.
+    Raises BodyRefused: 413 too large (counted after decoding), 415 unsupported coding,
+    400 undecodable, 408 too slow. Memory used: at most `limit` + one network read.
+    """
+    cached = request.get(BODY)
+    if cached is not None:
+        return cached
+    length = request.content_length
+    what = f"{limit_name} ({limit} bytes)" if limit_name else f"{limit} bytes"
+    too_large = BodyRefused(413, "too_large", f"body larger than {what}, counted decoded")
+    if length is not None and length > limit:
+        raise too_large
+    decode = _decoder(request)
+    body = bytearray()
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            while True:
+                chunk = await request.content.readany()
+                room = limit + 1 - len(body)
+                body += decode(chunk, room) if decode is not None else chunk
+                if len(body) > limit:
+                    raise too_large
+                if not chunk:
+                    break
+    except TimeoutError:
+        raise BodyRefused(
+            408, "timeout", f"the body did not arrive within {BODY_TIMEOUT_S:.0f}s"
+        ) from None
+    except zlib.error as exc:
+        raise BodyRefused(400, "content_encoding", f"cannot decode the body: {exc}") from None
+    data = request[BODY] = bytes(body)
+    request._read_bytes = data  # aiohttp's cache: request.read()/text()/post() return it
+    return data
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def bounded_bodies(own_readers: frozenset[str] = frozenset({"/webhook"})) -> Any:
+    """Middleware: read every body (but those of `own_readers` paths, which call read_body
+    themselves after their auth) with the limit OTHER_BODY_BYTES before the handler runs.
+    A refused body is answered here (JSON error) and logged at debug with the peer."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.body_exists and request.path not in own_readers:
+            try:
+                await read_body(request, OTHER_BODY_BYTES)
+            except BodyRefused as exc:
+                event(
+                    log,
+                    logging.DEBUG,  # anyone can send one: not worth a line at info
+                    "http_body_refused",
+                    path=request.path[:200],
+                    reason=exc.reason,
+                    peer=request.remote,
+                )
+                return refusal(exc.status, exc.reason, str(exc))
+        return await handler(request)
+
+    return middleware
