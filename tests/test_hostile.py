@@ -313,9 +313,9 @@ def raw_request(port: int, request: bytes) -> bytes:
     [
         b"Bearer \xff\xfe",
         b"Basic \xff\xfe",
-        "Basic ".encode() + "w6k6w6k=".encode(),  # base64 of "é:é"
+        b"Basic " + b"w6k6w6k=",  # base64 of "é:é"
         "Basic é:é".encode(),
-        "Basic ".encode() + base64.b64encode(b"\xff:\xfe"),
+        b"Basic " + base64.b64encode(b"\xff:\xfe"),
         b"\xff",
     ],
 )
