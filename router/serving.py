@@ -133,9 +133,8 @@ async def read_body(request: web.Request, limit: int, limit_name: str = "") -> b
     Raises BodyRefused: 413 too large (counted after decoding), 415 unsupported coding,
     400 undecodable, 408 too slow. Memory used: at most `limit` + one network read.
     """
-    cached = request.get(BODY)
-    if cached is not None:
-        return cached
+    if BODY in request:
+        return request[BODY]
     length = request.content_length
     what = f"{limit_name} ({limit} bytes)" if limit_name else f"{limit} bytes"
     too_large = BodyRefused(413, "too_large", f"body larger than {what}, counted decoded")
