@@ -544,7 +544,7 @@ async def storm(quick: bool) -> dict[str, Any]:
             async with aiohttp.ClientSession() as s:
                 for _ in range(1200):  # bounded: 120 s
                     async with s.get(
-                        f"http://127.0.0.1:{port}/api/v1/incidents",
+                        f"http://127.0.0.1:{port}/api/v1/incidents?limit=10000",
                         headers={"Authorization": f"Bearer {TOKEN}"},
                     ) as resp:
                         notes = [

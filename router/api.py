@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 
 import orjson
@@ -18,16 +19,72 @@ def _json(data: object) -> web.Response:
     return web.json_response(data, dumps=lambda o: orjson.dumps(o).decode())
 
 
+DEFAULT_LIMIT = 1_000
+MAX_LIMIT = 10_000
+STATUSES = ("firing", "resolved")
+
+
+class _BadQuery(web.HTTPBadRequest):
+    def __init__(self, message: str) -> None:
+        body = {"status": "error", "reason": "bad_query", "error": message}
+        super().__init__(text=orjson.dumps(body).decode(), content_type="application/json")
+
+
+def _page_query(request: web.Request) -> tuple[int, list[str] | None, str, str]:
+    """(limit, cursor key or None, status, receiver) from ?limit=&cursor=&status=&receiver=;
+    raises a 400 that says which parameter is wrong."""
+    q = request.query
+    try:
+        limit = int(q.get("limit", DEFAULT_LIMIT))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise _BadQuery(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    status = q.get("status", "")
+    if status and status not in STATUSES:
+        raise _BadQuery(f"status must be one of: {', '.join(STATUSES)}")
+    key = None
+    if "cursor" in q:
+        try:
+            key = orjson.loads(base64.urlsafe_b64decode(q["cursor"].encode()))
+        except (ValueError, orjson.JSONDecodeError):
+            key = None
+        if not (isinstance(key, list) and key and all(isinstance(k, str) for k in key)):
+            raise _BadQuery("cursor is not one this API gave (use the `next` of the last page)")
+    return limit, key, status, q.get("receiver", "")
+
+
+def _cursor(key: list[str]) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(key)).decode()
+
+
 async def handle_alerts(request: web.Request) -> web.Response:
+    """GET /api/v1/alerts?limit=&cursor=&status=&receiver=: a page of alerts by fingerprint,
+    and `next`, the cursor of the following page (null on the last one)."""
     rt = request.app[RUNTIME]
     auth.require(request, rt.config.server.auth)
-    return _json({"alerts": await rt.store.list_alerts()})
+    limit, key, status, receiver = _page_query(request)
+    after = key[0] if key else ""
+    alerts = await rt.store.list_alerts(limit + 1, after, status, receiver)
+    more = len(alerts) > limit
+    alerts = alerts[:limit]
+    return _json({"alerts": alerts, "next": _cursor([alerts[-1]["fingerprint"]]) if more else None})
 
 
 async def handle_incidents(request: web.Request) -> web.Response:
+    """GET /api/v1/incidents?limit=&cursor=&status=&receiver=: a page of incidents, newest
+    first, and `next`, the cursor of the following page (null on the last one)."""
     rt = request.app[RUNTIME]
     auth.require(request, rt.config.server.auth)
-    return _json({"incidents": await rt.store.list_incidents()})
+    limit, key, status, receiver = _page_query(request)
+    before = (key[0], key[-1]) if key else None
+    incidents = await rt.store.list_incidents(limit + 1, before, status, receiver)
+    more = len(incidents) > limit
+    incidents = incidents[:limit]
+    last = incidents[-1] if more else None
+    return _json(
+        {"incidents": incidents, "next": _cursor([last["opened_at"], last["id"]]) if last else None}
+    )
 
 
 async def handle_payload(request: web.Request) -> web.Response:

@@ -185,7 +185,8 @@ class AuthConfig(WithSecrets):
 class ServerConfig(Strict):
     listen: ListenAddr = "0.0.0.0:9095"
     auth: AuthConfig = AuthConfig()
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    # far above Alertmanager's largest groups (7,000 alerts: 4.5 MB): it does not retry a 413
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_backlog: int = Field(default=10_000, ge=1)
     shutdown_grace: Duration = timedelta(seconds=10)
     # answer webhooks in a process of their own (router/front.py): a second CPU core for intake

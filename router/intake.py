@@ -7,6 +7,7 @@ outbox) follows in the router's process (router/store.py).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -79,7 +80,9 @@ def parse_payload(content_type: str, body: bytes) -> WebhookPayload:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise PayloadError(400, "invalid_json", f"invalid JSON: {exc}") from None
+        raise PayloadError(
+            400, "invalid_json", f"invalid JSON: {_why_invalid(body, exc)}"
+        ) from None
     try:
         return WebhookPayload.model_validate(data)
     except ValidationError as exc:
@@ -94,6 +97,18 @@ def parse_payload(content_type: str, body: bytes) -> WebhookPayload:
             f"not an Alertmanager v4 payload: {first['path']}: {first['error']}",
             problems,
         ) from None
+
+
+def _why_invalid(body: bytes, exc: orjson.JSONDecodeError) -> str:
+    """orjson's reason, unless only its stricter number rules refuse the body (Python's json
+    reads it): orjson then says "unexpected character", which does not tell what to fix."""
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError):
+        return str(exc)
+    return (
+        "numbers must be finite and fit in 64 bits (NaN, Infinity and larger integers are refused)"
+    )
 
 
 async def handle_webhook(request: web.Request) -> web.Response:

@@ -876,19 +876,44 @@ class Store:
         age = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
         return int(waiting or 0), max(0.0, age), int(dead or 0)
 
-    async def list_alerts(self) -> list[dict[str, Any]]:
-        rows = await self._run(self._query, "SELECT * FROM alerts ORDER BY last_seen DESC", ())
+    async def list_alerts(
+        self, limit: int, after: str = "", status: str = "", receiver: str = ""
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` alerts by fingerprint (as Alertmanager's API sorts them), after the
+        fingerprint `after`; only those of `status` and routed to `receiver`, if given."""
+        where, args = _where(
+            ("fingerprint > ?", after),
+            ("status = ?", status),
+            ("EXISTS (SELECT 1 FROM json_each(alerts.receivers) WHERE value = ?)", receiver),
+        )
+        sql = f"SELECT * FROM alerts{where} ORDER BY fingerprint LIMIT ?"
+        rows = await self._run(self._query, sql, (*args, limit))
         return [_alert_json(_alert_from_row(r)) for r in rows]
 
-    async def list_incidents(self) -> list[dict[str, Any]]:
-        incidents = await self._run(
-            self._query, "SELECT * FROM incidents ORDER BY opened_at DESC", ()
+    async def list_incidents(
+        self,
+        limit: int,
+        before: tuple[str, str] | None = None,
+        status: str = "",
+        receiver: str = "",
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` incidents, newest first (by opened_at, then id), after the one whose
+        (opened_at, id) is `before`; only those of `status` and `receiver`, if given."""
+        opened_at, incident_id = before or ("", "")
+        where, args = _where(
+            ("(opened_at < ?1 OR (opened_at = ?1 AND id < ?2))", opened_at, incident_id),
+            ("status = ?", status),
+            ("receiver = ?", receiver),
         )
+        sql = f"SELECT * FROM incidents{where} ORDER BY opened_at DESC, id DESC LIMIT ?"
+        incidents = await self._run(self._query, sql, (*args, limit))
+        ids = [row[0] for row in incidents]
         outbox = await self._run(
             self._query,
             "SELECT incident_id, id, channel, channel_index, reason, state, attempts, last_error,"
-            " created_at, sent_at FROM outbox ORDER BY id",
-            (),
+            " created_at, sent_at FROM outbox WHERE incident_id IN"
+            " (SELECT value FROM json_each(?)) ORDER BY id",
+            (orjson.dumps(ids).decode(),),
         )
         by_incident: dict[str, list[dict[str, Any]]] = {}
         for o in outbox:
@@ -961,6 +986,14 @@ class Store:
 def _each(callback: Callable[[str, Plan], None], done: list[tuple[str, Plan]]) -> None:
     for correlation_id, plan in done:
         callback(correlation_id, plan)
+
+
+def _where(*conditions: tuple[str, ...]) -> tuple[str, list[str]]:
+    """(" WHERE a AND b", arguments) of the (clause, its arguments...) whose first argument is
+    not empty; ("", []) if none is."""
+    used = [c for c in conditions if c[1]]
+    clauses = " AND ".join(c[0] for c in used)
+    return (f" WHERE {clauses}" if used else ""), [a for c in used for a in c[1:]]
 
 
 def _alert_from_row(r: tuple[Any, ...]) -> AlertState:

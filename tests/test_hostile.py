@@ -166,13 +166,13 @@ def mutate_payload(data: Any, choice: int, value: Any) -> Any:
 @given(data=JSON)
 def test_webhook_any_json(live: LiveRouter, data: Any) -> None:
     status, body = live.post("/webhook", encode(data), WEBHOOK_HEADERS)
-    assert_clear_answer(status, body, {422})
+    assert_clear_answer(status, body, {400, 422})  # 400: an integer beyond 64 bits
 
 
 @PROPERTY
 @given(choice=st.integers(min_value=0, max_value=50), value=JSON)
 def test_webhook_real_payload_with_a_wrong_part(live: LiveRouter, choice: int, value: Any) -> None:
-    live.webhook(encode(mutate_payload(None, choice, value)), {200, 422})
+    live.webhook(encode(mutate_payload(None, choice, value)), {200, 400, 422})
 
 
 @PROPERTY
@@ -397,6 +397,23 @@ def test_any_regex_is_accepted_or_reported(pattern: str) -> None:
     except ConfigError as exc:
         [problem] = exc.problems
         assert problem.path.startswith("route.routes[0].match_re")
+
+
+def test_a_secret_is_never_echoed_whatever_its_type() -> None:
+    # YAML reads an unquoted password of digits as a number: the error must not show it.
+    text = """
+server: {auth: {bearer_token: 86420975, basic_auth: {username: u, password: 86420975.5}}}
+receivers:
+  - name: r
+    email_configs: [{to: a@example.com, from: b@example.com, smarthost: "h:25",
+                     auth_password: 86420975}]
+route: {receiver: r}
+"""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    rendered = "\n".join(map(str, caught.value.problems))
+    assert "86420975" not in rendered
+    assert rendered.count("value not shown: a secret; quote it in YAML") == 3, rendered
 
 
 def test_yaml_bombs_and_deep_nesting() -> None:
