@@ -22,6 +22,19 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 
 
 
 PREFIX = "alert_router_"
+# Why POST /webhook refused a request (router/intake.py, router/serving.py). Alertmanager retries
+# only the 503s (backlog, store): after any other, the group is not notified.
+REJECT_REASONS = (
+    "unauthorized",
+    "too_large",
+    "timeout",
+    "content_encoding",
+    "content_type",
+    "invalid_json",
+    "schema",
+    "backlog",
+    "store",
+)
 
 
 class IntakeMetrics:
@@ -48,6 +61,8 @@ class IntakeMetrics:
         )
         for status in ("firing", "resolved"):
             self.alerts.labels(status)
+        for reason in REJECT_REASONS:  # from 0, so that the first refusal shows as an increase
+            self.rejected.labels(reason)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

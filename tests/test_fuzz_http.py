@@ -42,7 +42,7 @@ storage: {{path: "{db}"}}
 receivers: [{{name: r}}]
 route: {{receiver: r}}
 chatops:
-  slack: {{signing_secret: {signing}, allowed_channels: [C1]}}
+  slack: {{signing_secret: {signing}, team_id: T1, allowed_channels: [C1]}}
 """
 AUTH = f"Bearer {TOKEN}".encode()
 GOOD = fixture_body("firing-group-3-alerts")
@@ -175,7 +175,13 @@ def cases(seed: int) -> Iterator[Case]:
             )
         if n < 0.6:
             raw = urlencode(
-                {"command": "/ack", "text": "help", "channel_id": "C2", "user_id": "U1"}
+                {
+                    "command": "/ack",
+                    "text": "help",
+                    "team_id": "T1",
+                    "channel_id": "C1",
+                    "user_id": "U1",
+                }
             )
             signed = {k: v.encode() for k, v in slack_signed(raw.encode(), SIGNING).items()}
             return (

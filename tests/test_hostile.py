@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gzip
 import json
 import socket
@@ -449,3 +450,31 @@ def test_slow_and_idle_clients_do_not_block_alertmanager(live: LiveRouter) -> No
     finally:
         for s in idle:
             s.close()
+
+
+@pytest.mark.slow
+def test_idle_and_slow_header_connections_are_closed(live: LiveRouter) -> None:
+    # Connections that never complete a request's headers (or idle after an answer) are closed
+    # by the server after serving.KEEPALIVE_S, however slowly they trickle bytes meanwhile.
+    conns = [socket.create_connection(("127.0.0.1", live.port), timeout=5) for _ in range(3)]
+    conns[1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    conns[2].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conns[2].recv(4096).startswith(b"HTTP/1.1 200 ")
+    deadline = time.monotonic() + serving.KEEPALIVE_S * 3
+    try:
+        for i, conn in enumerate(conns):
+            conn.setblocking(False)
+            while True:
+                assert time.monotonic() < deadline, f"connection {i} still open"
+                try:
+                    if conn.recv(4096) == b"":
+                        break  # closed by the server
+                except BlockingIOError:
+                    pass
+                if i == 1:
+                    with contextlib.suppress(OSError):
+                        conn.sendall(b"X")  # a header that never ends
+                time.sleep(0.5)
+    finally:
+        for conn in conns:
+            conn.close()
