@@ -181,6 +181,7 @@ def cases(seed: int) -> Iterator[Case]:
                     "team_id": "T1",
                     "channel_id": "C1",
                     "user_id": "U1",
+                    "trigger_id": str(rng.random()),  # a replayed request is refused
                 }
             )
             signed = {k: v.encode() for k, v in slack_signed(raw.encode(), SIGNING).items()}
