@@ -10,6 +10,7 @@ import base64
 import contextlib
 import functools
 import gzip
+import json
 import os
 import random
 import signal
@@ -24,7 +25,7 @@ from urllib.parse import urlencode
 import orjson
 import pytest
 
-from .harness import firing_payload
+from .harness import Fakes, firing_payload
 from .helpers import fixture_body, free_port, slack_signed, wait_http
 
 TOKEN = "fuzz-token-0123"
@@ -43,8 +44,11 @@ receivers: [{{name: r}}]
 route: {{receiver: r}}
 chatops:
   slack: {{signing_secret: {signing}, team_id: T1, allowed_channels: [C1]}}
+  telegram: {{bot_token: "123456:good-token", api_url: "{telegram}", webhook_secret: {signing},
+             allowed_chats: [1001]}}
 """
 AUTH = f"Bearer {TOKEN}".encode()
+TG = "/telegram/webhook"
 GOOD = fixture_body("firing-group-3-alerts")
 
 
@@ -195,6 +199,26 @@ def cases(seed: int) -> Iterator[Case]:
                    "X-Slack-Request-Timestamp": rng.choice([b"1", b"nope", b"\xfe"])}  # fmt: skip
         return "slack unsigned", request("POST", path, body, headers), frozenset({401})
 
+    def telegram() -> Case:
+        secret = {"X-Telegram-Bot-Api-Secret-Token": SIGNING.encode()}
+        n = rng.random()
+        if n < 0.2:
+            coding, body = bomb(rng)
+            headers = {**secret, "Content-Encoding": coding}
+            return "telegram bomb", request("POST", TG, body, headers), frozenset({413})
+        if n < 0.5:
+            update = {"update_id": rng.randrange(1 << 30), "message": {
+                "message_id": 1, "date": 1, "chat": {"id": 1001, "type": "group"},
+                "from": {"id": 7, "is_bot": False, "first_name": "x\udcff" if n < 0.3 else "o"},
+                "text": "/help"}}  # fmt: skip
+            body = json.dumps(update).encode()
+            return "telegram update", request("POST", TG, body, secret), frozenset({200, 400})
+        if n < 0.7:
+            body = rng.choice([rng.randbytes(300), invalid_utf8(rng), b"[]", b"{}"])
+            return "telegram junk", request("POST", TG, body, secret), frozenset({400})
+        wrong = {"X-Telegram-Bot-Api-Secret-Token": rng.choice([b"\xff\xfe", b"", b"x" * 300])}
+        return "telegram bad secret", request("POST", TG, GOOD, wrong), frozenset({401})
+
     def reload() -> Case:
         if rng.random() < 0.1:
             headers = {"Authorization": AUTH}
@@ -228,7 +252,7 @@ def cases(seed: int) -> Iterator[Case]:
             frozenset({200, 400, 431, 0}),
         )
 
-    kinds = [webhook] * 5 + [api] * 2 + [public, slack, slack, reload, odd]
+    kinds = [webhook] * 5 + [api] * 2 + [public, slack, slack, telegram, reload, odd]
     for _ in range(REQUESTS):
         yield rng.choice(kinds)()
 
@@ -249,18 +273,25 @@ async def exchange(port: int, raw: bytes) -> int:
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+def server(tmp_path: Path, fakes: Fakes) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """`alert-router serve` (not --dry-run, so that Telegram chat-ops run, against the fake; no
+    receiver has a channel), its port and its log file."""
     port = free_port()
     config = tmp_path / "routes.yaml"
     config.write_text(
         CONFIG.format(
-            port=port, token=TOKEN, max_body=MAX_BODY, db=tmp_path / "s.db", signing=SIGNING
+            port=port,
+            token=TOKEN,
+            max_body=MAX_BODY,
+            db=tmp_path / "s.db",
+            signing=SIGNING,
+            telegram=fakes.urls["telegram"],
         )
     )
     log = tmp_path / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "router", "serve", "--config", str(config), "--dry-run",
+            [sys.executable, "-m", "router", "serve", "--config", str(config),
              "--log-format", "json", "--log-level", "debug"],
             stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
@@ -280,6 +311,11 @@ def server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]
 async def test_5000_mixed_requests(server: tuple[subprocess.Popen[bytes], int, Path]) -> None:
     proc, port, log = server
     await wait_http(f"http://127.0.0.1:{port}/readyz", proc, timeout_s=30)
+    empty = request("POST", TG, b"{}", {"X-Telegram-Bot-Api-Secret-Token": SIGNING.encode()})
+    for _ in range(300):  # Telegram chat-ops connect to the fake in the background (30 s)
+        if await exchange(port, empty) != 503:
+            break
+        await asyncio.sleep(0.1)
     baseline = rss_mib(proc.pid)
     peak = baseline
     queue = list(cases(seed=15))
@@ -307,6 +343,7 @@ async def test_5000_mixed_requests(server: tuple[subprocess.Popen[bytes], int, P
         sampler.cancel()
     assert not wrong, (wrong[:10], sorted(seen.items()))
     assert sum(seen.values()) == REQUESTS
+    assert seen["telegram update", 200] and seen["slack signed", 200]  # chat-ops were live
     assert peak - baseline < RSS_GROWTH_MIB, (baseline, peak)
     assert proc.poll() is None
 
