@@ -67,6 +67,21 @@ def _check_label_name(name: str) -> str:
     return name
 
 
+# Headers the email channel writes itself: a second one makes every mail unbuildable.
+OWN_MAIL_HEADERS = frozenset(
+    {"subject", "from", "to", "date", "message-id", "in-reply-to", "references"}
+    | {"mime-version", "content-type", "content-transfer-encoding"}
+)
+
+
+def _check_mail_header_name(name: str) -> str:
+    if not re.fullmatch(r"[!-9;-~]+", name):  # RFC 5322 3.6.8: printable ASCII but ":"
+        raise ValueError(f"invalid header name {name!r}: printable ASCII without spaces or ':'")
+    if name.lower() in OWN_MAIL_HEADERS:
+        raise ValueError(f"{name} is written by alert-router; use another header name")
+    return name
+
+
 def _parse_matcher_line(value: Any) -> tuple[Matcher, ...]:
     if not isinstance(value, str):
         raise ValueError(f"a matcher is a string such as 'severity=\"critical\"', got {value!r}")
@@ -112,6 +127,7 @@ def _check_hostport(value: str) -> str:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 LabelName = Annotated[str, AfterValidator(_check_label_name)]
+MailHeaderName = Annotated[str, AfterValidator(_check_mail_header_name)]
 MatcherLine = Annotated[tuple[Matcher, ...], PlainValidator(_parse_matcher_line)]
 Regex = Annotated[str, AfterValidator(_check_regex)]
 TemplateStr = Annotated[str, AfterValidator(_check_template)]
@@ -253,7 +269,7 @@ class EmailConfig(WithSecrets):
     auth_username: str | None = None
     auth_password: SecretStr | None = None
     require_tls: bool = True
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[MailHeaderName, str] = Field(default_factory=dict)
     send_resolved: bool | None = None
 
 

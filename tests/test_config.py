@@ -77,6 +77,10 @@ EXPECTED = {
         "{f}:6: inhibit_rules[0].equal[1]: invalid label name 'not-a-label': must match "
         "[a-zA-Z_][a-zA-Z0-9_]*"
     ],
+    "bad-email-header.yaml": [
+        "{f}:7: receivers[0].email_configs[0].headers.Subject: Subject is written by "
+        "alert-router; use another header name"
+    ],
     "alias-bomb.yaml": ["{f}: the document expands to more than 100000 values (alias bomb?)"],
     "bad-template.yaml": [
         "{f}:7: runbooks[0].runbook_url: invalid Jinja2 template: unexpected end of template, "

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from router.channels.email import header_text
+from router.config import parse_config
+from router.errors import ConfigError
 
 from ..harness import Fakes, post, settled
 from .payloads import group_payload
@@ -71,3 +73,27 @@ async def test_a_huge_subject_is_cut_and_folded_within_998_octets(
     assert note["state"] == "sent", note
     [mail] = fakes.mailbox.messages
     assert mail["Subject"].startswith("[WARNING] Ü Ü") and len(mail["Subject"]) <= 250
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("X Team", "invalid header name"),
+        ("X:Team", "invalid header name"),
+        ("X-Ünï", "invalid header name"),
+        ("message-id", "written by alert-router"),
+        ("References", "written by alert-router"),
+    ],
+)
+def test_a_header_name_that_would_break_every_mail_is_refused_at_load(
+    name: str, error: str
+) -> None:
+    text = f"""
+receivers:
+  - name: main
+    email_configs: [{{to: a@example.com, from: b@example.com, smarthost: "h:25",
+                     headers: {{"{name}": v}}}}]
+route: {{receiver: main}}
+"""
+    with pytest.raises(ConfigError, match=error):
+        parse_config(text)
