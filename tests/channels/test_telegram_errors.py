@@ -144,3 +144,15 @@ async def test_edit_answers_not_modified_and_not_found(fakes: Fakes, make_client
     assert [(n["state"], n["attempts"]) for n in notes] == [("sent", 1)] * 3
     [anew] = fakes.telegram.messages.values()
     assert "RESOLVED" in anew.text
+
+
+async def test_a_refused_digest_is_delivered_one_by_one(fakes: Fakes, make_client: Any) -> None:
+    fakes.telegram.flood_interval_s = 0
+    fakes.telegram.refuse_containing = "incidents at once"  # every digest, rich or plain
+    client = await make_client(fakes, PRIVATE)
+    for g in range(10):
+        await post(client, firing_payload(1, f"storm{g}"))
+    notes = await settled(client, timeout_s=60)
+    assert [(n["state"], n["attempts"]) for n in notes] == [("sent", 1)] * 10, notes
+    assert any("incidents at once" in p["text"] for p in fakes.telegram.sent()), "no digest tried"
+    assert len(fakes.telegram.messages) == 10  # each incident in a message of its own

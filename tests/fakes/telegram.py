@@ -62,6 +62,7 @@ class FakeTelegram:
     tokens: set[str] = field(default_factory=lambda: {"123456:good-token"})
     chats: set[int] = field(default_factory=lambda: {1001, -1002})
     migrated: dict[int, int] = field(default_factory=dict)  # old group id -> supergroup id
+    refuse_containing: str = ""  # a sendMessage whose text holds this: 400 can't parse entities
     messages: dict[tuple[int, int], SentMessage] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
     flood_interval_s: float = 1.0  # per chat, for sendMessage; 0 disables flood control
@@ -111,6 +112,8 @@ class FakeTelegram:
             return _error(404, "Not Found")
         if token not in self.tokens:
             return _error(401, "Unauthorized")
+        if self.refuse_containing and self.refuse_containing in str(params.get("text", "")):
+            return _error(400, "Bad Request: can't parse entities: refused by the test")
         if self.fail_next and method in ("sendMessage", "editMessageText"):
             status, body = self.fail_next.pop(0)
             return _error(
