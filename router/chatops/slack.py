@@ -17,7 +17,6 @@ from slack_sdk.signature import SignatureVerifier
 
 from router.channels.slack import ACK_ACTION
 from router.chatops.commands import Actor, Allow, Commands, Policy, display_name, parse
-from router.chatops.peer import client_address
 from router.config import SlackChatops
 from router.logs import event
 from router.render import slack_escape
@@ -89,7 +88,7 @@ class SlackApp:
                 logging.WARNING,
                 "slack_request_rejected",
                 reason="bad or stale signature",
-                peer=client_address(request),
+                peer=request.remote or "",
             )
             return web.json_response({"error": "invalid signature"}, status=401)
         new = self.seen.add(int(timestamp), signature)
@@ -100,7 +99,7 @@ class SlackApp:
                 logging.WARNING,
                 "slack_request_rejected",
                 reason=reason,
-                peer=client_address(request),
+                peer=request.remote or "",
             )
             if new is None:
                 return web.json_response({"error": reason}, status=429)
@@ -219,7 +218,7 @@ def _actor(request: web.Request, team: str, user_id: str, user_name: str, channe
     """The Slack user by ids (team_id, user_id, channel_id: Slack's, unforgeable once the
     signature is checked); the user name is only shown."""
     name = display_name(f"@{user_name}" if user_name else user_id)
-    return Actor("slack", user_id, name, channel, team, client_address(request))
+    return Actor("slack", user_id, name, channel, team, request.remote or "")
 
 
 def _answer(text: str, *, public: bool = False) -> web.Response:

@@ -23,7 +23,6 @@ from router.chatops.commands import (
     display_name,
     parse,
 )
-from router.chatops.peer import client_address
 from router.config import TelegramChatops
 from router.logs import event
 from router.store import Store
@@ -122,7 +121,7 @@ class TelegramBot:
                 logging.WARNING,
                 "telegram_webhook_rejected",
                 reason="bad secret",
-                peer=client_address(request),
+                peer=request.remote or "",
             )
             return web.json_response(
                 {"status": "error", "error": f"missing or wrong {SECRET_HEADER}"}, status=401
