@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +29,61 @@ class _Entry:
 
 
 def silence_url(external_url: str, labels: Mapping[str, str]) -> str:
-    """Alertmanager UI link to a new silence prefilled with the alert's exact labels."""
+    """Alertmanager UI link to a new silence prefilled with matchers that select the alert.
+
+    The UI parses ``filter`` as ``{name="value",...}`` (ui/app/src/Utils/Filter.elm): the
+    0.25-0.31 UIs take what is between the quotes as is, without unescaping, while later ones
+    JSON-decode it and refuse raw control characters. A value is written so both read the same:
+    one without ``\\``, ``"`` or a control character is an equality matcher; any other becomes
+    a regex matcher (``=~``, anchored by Alertmanager) in which such a character matches any one
+    character, so the silence still selects the alert (see `label_regex`). Labels whose name
+    the UIs cannot parse (not ``[A-Za-z_][A-Za-z0-9_]*``) are left out; "" without any label.
+    """
     if not external_url:
         return ""
-    matchers = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    matchers = ",".join(
+        f'{name}="{value}"' if _writable(value) else f'{name}=~"{label_regex(value)}"'
+        for name, value in sorted(labels.items())
+        if _LABEL_NAME.fullmatch(name)
+    )
+    if not matchers:
+        return ""
     return (
         f"{external_url.rstrip('/')}/#/silences/new?filter={_percent_encode('{' + matchers + '}')}"
     )
+
+
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What neither UI generation reads back as itself between quotes: a backslash, a double quote,
+# a C0 control character (JSON strings refuse them raw) and lone surrogates (not UTF-8).
+_UNWRITABLE = re.compile(r'[\\"\x00-\x1f\ud800-\udfff]')
+# Go RE2 metacharacters; each is written as a one-character class, except "^" (it cannot be
+# written in a class without a backslash), which is an unwritable character like the others.
+_REGEX_META = frozenset(".+*?()|[]{}$")
+
+
+def _writable(value: str) -> bool:
+    return _UNWRITABLE.search(value) is None
+
+
+def label_regex(value: str) -> str:
+    """A Go RE2 regex without backslash, quote or control character that fully matches `value`.
+
+    Metacharacters are written as classes (``[.]``, ``[(]``, ``[]]``); ``^``, ``\\``, ``"``
+    and control characters as ``.``, in a ``(?s:…)`` group when `value` holds a newline (so
+    ``.`` matches it). The regex matches `value` and the values that differ from it only at
+    those characters. Alertmanager anchors it as ``^(?:regex)$`` (pkg/labels/matcher.go).
+    """
+    parts = []
+    for ch in value:
+        if ch in _REGEX_META:
+            parts.append(f"[{ch}]")
+        elif ch == "^" or _UNWRITABLE.match(ch):
+            parts.append(".")
+        else:
+            parts.append(ch)
+    regex = "".join(parts)
+    return f"(?s:{regex})" if "\n" in value else regex
 
 
 _ASCII_QUOTE = {c: f"%{c:02X}" for c in range(128) if not (chr(c).isalnum() or chr(c) in "_.~-")}
@@ -48,11 +97,6 @@ def _percent_encode(text: str) -> str:
         ch.translate(_ASCII_QUOTE) if ch.isascii() else "".join(f"%{b:02X}" for b in ch.encode())
         for ch in text
     )
-
-
-def _escape(value: str) -> str:
-    """A label value inside double quotes, escaped as Alertmanager's matcher syntax reads it."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Enricher:

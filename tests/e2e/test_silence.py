@@ -1,4 +1,5 @@
-"""/ack <id> 2h creates a silence in a real Alertmanager, which then silences the incident's alerts."""
+"""/ack <id> 2h creates a silence in a real Alertmanager, which then silences the incident's alerts;
+the silence links of messages prefill silences that select their alert."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from typing import Any
 import aiohttp
 import orjson
 
+from router.enrich import silence_url
+
+from ..amui import filter_of, parse_filter
 from ..chatops.test_slack import CHATOPS, RECEIVERS, command, slash
 from ..harness import Fakes, firing_payload, post, settled
+from ..test_enrich import AWKWARD_VALUES
 from .alertmanager import running_alertmanager
 
 
@@ -91,3 +96,53 @@ async def test_an_unreachable_alertmanager_still_acks_and_says_so(
         f"✅ #{incident} acknowledged by @bob. Reminders and escalation stop. "
         "The silence could not be created: http://127.0.0.1:"
     )
+
+
+async def test_silence_links_silence_their_alert_in_a_real_alertmanager(tmp_path: Path) -> None:
+    """Each awkward label value: the link's matchers, as both UI generations read them, make a
+    silence that Alertmanager applies to that alert and not to its neighbour."""
+    async with running_alertmanager(tmp_path) as am, aiohttp.ClientSession() as http:
+        starts = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+        ends = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+        cases = [
+            ({"alertname": "LinkCheck", "case": str(i), "value": v}, v + "x")
+            for i, v in enumerate(AWKWARD_VALUES)
+        ]
+        alerts = [
+            {"labels": {**labels, "value": value}, "startsAt": starts}
+            for labels, other in cases
+            for value in (labels["value"], other)
+        ]
+        async with http.post(f"{am}/api/v2/alerts", json=alerts) as resp:
+            assert resp.status == 200, await resp.text()
+
+        silence_of: dict[str, str] = {}
+        for labels, _ in cases:
+            text = filter_of(silence_url(am, labels))
+            matchers = parse_filter(text, json_strings=False)
+            assert matchers == parse_filter(text, json_strings=True)
+            silence = {
+                "matchers": matchers,
+                "startsAt": starts,
+                "endsAt": ends,
+                "createdBy": "test",
+                "comment": "from the link",
+            }
+            async with http.post(f"{am}/api/v2/silences", json=silence) as resp:
+                assert resp.status == 200, (labels, await resp.text())
+                silence_of[labels["case"]] = (await resp.json())["silenceID"]
+
+        expected = {
+            (labels["case"], labels["value"]): [silence_of[labels["case"]]] for labels, _ in cases
+        } | {(labels["case"], other): [] for labels, other in cases}
+        for _ in range(100):  # Alertmanager marks the alerts silenced within a moment
+            async with http.get(f"{am}/api/v2/alerts", params={"active": "true"}) as resp:
+                got = {
+                    (a["labels"]["case"], a["labels"]["value"]): a["status"]["silencedBy"]
+                    for a in await resp.json()
+                    if a["labels"].get("alertname") == "LinkCheck"
+                }
+            if got == expected:
+                break
+            await asyncio.sleep(0.1)
+        assert got == expected
