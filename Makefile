@@ -26,8 +26,9 @@ install: $(RUN_STAMP) ## install the package (editable, without the test tools) 
 run: $(RUN_STAMP) ## install the package, then serve routes.yaml on SQLite in --dry-run (notifications go to the log)
 	$(VENV)/bin/alert-router serve --config routes.yaml --dry-run
 
-test: check ## install, run the checks, then the whole test suite
-	$(PY) -m pytest
+test: check ## install, run the checks, then the whole test suite (its temp files in one folder, removed after)
+	@tmp=$$(mktemp -d -t alert-router-tests.XXXXXX) && TMPDIR=$$tmp $(PY) -m pytest -p no:cacheprovider; \
+	rc=$$?; rm -rf "$$tmp"; exit $$rc
 
 image-test: $(STAMP) ## build the image from the Dockerfile and run it with podman (root; apt-get install podman buildah mmdebstrap runc; ~3 min)
 	$(PY) -m pytest -m image tests/test_package.py
