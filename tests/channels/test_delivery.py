@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from typing import Any
 
 import pytest
@@ -195,13 +194,14 @@ async def test_a_dead_channel_does_not_delay_another(fakes: Fakes, make_client: 
     telegram_configs: [{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}]
 """
     client = await make_client(fakes, receivers)
-    started = time.monotonic()
     await post(client, fixture_body("firing-group-3-alerts"))
-    for _ in range(100):
+    # Telegram is sent while Slack's refused attempts are retried (their backoff runs for an
+    # hour): a queue shared by the two would hold Telegram far beyond this bound.
+    for _ in range(500):
         if fakes.telegram.messages:
             break
         await asyncio.sleep(0.02)
-    assert fakes.telegram.messages and time.monotonic() - started < 2.0
+    assert fakes.telegram.messages
     for _ in range(100):  # the refused attempt may still be under way: wait for its outcome
         answer = await (await client.get("/api/v1/incidents", headers=AUTH)).json()
         slack = next(n for n in answer["incidents"][0]["notifications"] if n["channel"] == "slack")
