@@ -48,8 +48,9 @@ golden: $(STAMP) ## rewrite tests/golden/ from the current templates (review the
 bench: $(STAMP) ## run the benchmark (a few minutes; prints its figures)
 	$(PY) bench/bench.py
 
-deps: ## install the Debian packages the suite uses (Alertmanager + amtool, Prometheus + promtool, docker-compose); needs root
-	apt-get update -q && apt-get install -y -q --no-install-recommends prometheus-alertmanager prometheus docker-compose
+deps: ## install the Debian packages the suite uses (Alertmanager + amtool, Prometheus + promtool, docker-compose, kubectl unless one is on PATH); needs root
+	apt-get update -q && apt-get install -y -q --no-install-recommends prometheus-alertmanager prometheus docker-compose \
+	  $$(command -v kubectl >/dev/null || echo kubernetes-client)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

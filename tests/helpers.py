@@ -27,6 +27,10 @@ DEBIAN_PACKAGE = {
     "prometheus-alertmanager": "prometheus-alertmanager",
     "promtool": "prometheus",
     "prometheus": "prometheus",
+    "docker-compose": "docker-compose",
+    # Debian 12's kubectl 1.20 (its kustomize 2.0 builds deploy/kubernetes); machines that
+    # already have a kubectl from elsewhere keep it (make deps installs this one only if none).
+    "kubectl": "kubernetes-client",
 }
 
 

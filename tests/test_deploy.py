@@ -3,9 +3,7 @@ runbook links point at runbooks that exist."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -29,21 +27,10 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
-def require_tool(name: str, package: str) -> str:
-    """The path of a command; skip locally if missing, fail under CI=true (`make deps`)."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not found: install {package} (make deps)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
 def test_compose_stack_passes_debians_docker_compose() -> None:
     """Debian's docker-compose (1.29, which refuses a top-level `name`) validates the stack;
     the project name comes from deploy/.env."""
-    compose = require_tool("docker-compose", "Debian's docker-compose")
+    compose = require_binary("docker-compose")
     file = str(DEPLOY / "docker-compose.yml")
     done = run(compose, "-f", file, "config", "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -136,7 +123,7 @@ def test_router_config_of_the_kit_is_valid(
 
 def kustomize_build() -> list[dict[str, Any]]:
     """`kubectl kustomize deploy/kubernetes`, as `kubectl apply -k` builds it."""
-    kubectl = require_tool("kubectl", "kubectl (it carries kustomize)")
+    kubectl = require_binary("kubectl")  # its built-in kustomize
     done = run(kubectl, "kustomize", str(DEPLOY / "kubernetes"))
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]

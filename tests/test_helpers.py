@@ -13,6 +13,8 @@ from .helpers import require_binary
         ("amtool", "prometheus-alertmanager"),
         ("prometheus-alertmanager", "prometheus-alertmanager"),
         ("promtool", "prometheus"),
+        ("docker-compose", "docker-compose"),
+        ("kubectl", "kubernetes-client"),
     ],
 )
 def test_a_missing_binary_names_its_debian_package(
