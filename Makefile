@@ -7,7 +7,7 @@ RUN_STAMP := $(VENV)/.installed-run-stamp
 .PHONY: help install run test image-test check fmt golden bench deps clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 $(PY):
 	python3 -m venv $(VENV) || { rm -rf $(VENV); echo 'Debian/Ubuntu: apt-get install python3-venv' >&2; exit 1; }
