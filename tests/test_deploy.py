@@ -142,6 +142,33 @@ def kit() -> dict[tuple[str, str], dict[str, Any]]:
     return {(d["kind"], d["metadata"]["name"]): d for d in kustomize_build()}
 
 
+# The Kustomization fields that kustomize 2.0 (inside Debian 12's kubectl 1.20, what `make deps`
+# installs where no kubectl is on PATH) reads; it refuses others ('json: unknown field "labels"').
+KUSTOMIZE_2_FIELDS = {
+    "apiVersion",
+    "kind",
+    "namespace",
+    "namePrefix",
+    "nameSuffix",
+    "commonLabels",
+    "commonAnnotations",
+    "resources",
+    "images",
+    "configMapGenerator",
+    "secretGenerator",
+    "generatorOptions",
+    "patchesStrategicMerge",
+    "patchesJson6902",
+}
+
+
+def test_kustomization_builds_with_debians_kubectl_too() -> None:
+    """Only fields Debian 12's kubectl 1.20 knows: with `labels:` instead of `commonLabels:` it
+    refused the whole base, so CI on a fresh Debian machine could not build it."""
+    kustomization = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())
+    assert set(kustomization) - KUSTOMIZE_2_FIELDS == set()
+
+
 def test_kustomize_builds_objects_valid_for_kubernetes() -> None:
     """Every object against Kubernetes' own OpenAPI schema (strict: no unknown field), for the
     oldest and newest versions kubernetes-validate ships."""
