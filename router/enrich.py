@@ -35,9 +35,10 @@ def silence_url(external_url: str, labels: Mapping[str, str]) -> str:
     0.25-0.31 UIs take what is between the quotes as is, without unescaping, while later ones
     JSON-decode it and refuse raw control characters. A value is written so both read the same:
     one without ``\\``, ``"`` or a control character is an equality matcher; any other becomes
-    a regex matcher (``=~``, anchored by Alertmanager) in which such a character matches any one
-    character, so the silence still selects the alert (see `label_regex`). Labels whose name
-    the UIs cannot parse (not ``[A-Za-z_][A-Za-z0-9_]*``) are left out; "" without any label.
+    a regex matcher (``=~``, anchored by Alertmanager) in which such a character is a small
+    class that holds it, so the silence selects the alert and few others (see `label_regex`).
+    Labels whose name the UIs cannot parse (not ``[A-Za-z_][A-Za-z0-9_]*``) are left out; ""
+    without any label.
     """
     if not external_url:
         return ""
@@ -57,9 +58,18 @@ _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # What neither UI generation reads back as itself between quotes: a backslash, a double quote,
 # a C0 control character (JSON strings refuse them raw) and lone surrogates (not UTF-8).
 _UNWRITABLE = re.compile(r'[\\"\x00-\x1f\ud800-\udfff]')
-# Go RE2 metacharacters; each is written as a one-character class, except "^" (it cannot be
-# written in a class without a backslash), which is an unwritable character like the others.
-_REGEX_META = frozenset(".+*?()|[]{}$")
+# How label_regex writes a character that is not itself in Go RE2 or cannot be written as itself.
+_REGEX_CHAR = {
+    **{ord(c): f"[{c}]" for c in ".+*?()|{}$["},  # RE2 metacharacters, literal in a class
+    ord("]"): "[]]",  # a leading "]" is literal in an RE2 class
+    ord("^"): "[]^]",  # literal in a class where it is not first: also matches "]"
+    ord("\\"): "[[-^]",  # the range "[" to "^" around U+005C: also matches "[", "]", "^"
+    ord('"'): "[!-#]",  # the range "!" to "#" around U+0022: also matches "!", "#"
+    # Every code point but U+0020-U+10FFFF: exactly the C0 controls (RE2's Perl flags let a
+    # negated class match newline).
+    **{c: "[^ -\U0010ffff]" for c in range(0x20)},
+    **{c: "." for c in range(0xD800, 0xE000)},  # lone surrogates (orjson refuses them anyway)
+}
 
 
 def _writable(value: str) -> bool:
@@ -69,21 +79,15 @@ def _writable(value: str) -> bool:
 def label_regex(value: str) -> str:
     """A Go RE2 regex without backslash, quote or control character that fully matches `value`.
 
-    Metacharacters are written as classes (``[.]``, ``[(]``, ``[]]``); ``^``, ``\\``, ``"``
-    and control characters as ``.``, in a ``(?s:…)`` group when `value` holds a newline (so
-    ``.`` matches it). The regex matches `value` and the values that differ from it only at
-    those characters. Alertmanager anchors it as ``^(?:regex)$`` (pkg/labels/matcher.go).
+    Metacharacters are written as one-character classes (``[.]``, ``[(]``, ``[]]``), exact. The
+    characters that cannot be written in a class by themselves are written as small classes
+    around them: ``^`` as ``[]^]`` (also matches ``]``), ``\\`` as ``[[-^]`` (also ``[ ] ^``),
+    ``"`` as ``[!-#]`` (also ``! #``), a C0 control character as ``[^ -U+10FFFF]`` (any C0
+    control). So the regex matches `value` and only the values of its length that differ from it
+    at such characters by one of those neighbours. Alertmanager anchors it as ``^(?:regex)$``
+    (pkg/labels/matcher.go).
     """
-    parts = []
-    for ch in value:
-        if ch in _REGEX_META:
-            parts.append(f"[{ch}]")
-        elif ch == "^" or _UNWRITABLE.match(ch):
-            parts.append(".")
-        else:
-            parts.append(ch)
-    regex = "".join(parts)
-    return f"(?s:{regex})" if "\n" in value else regex
+    return value.translate(_REGEX_CHAR)
 
 
 _ASCII_QUOTE = {c: f"%{c:02X}" for c in range(128) if not (chr(c).isalnum() or chr(c) in "_.~-")}

@@ -19,7 +19,7 @@ AM = "http://alertmanager:9093"
 
 def test_silence_link_is_alertmanagers_filter_percent_encoded() -> None:
     labels = {"alertname": "Disk full", "instance": 'db-1:9100"x', "zone": "é"}
-    expected = '{alertname="Disk full",instance=~"db-1:9100.x",zone="é"}'
+    expected = '{alertname="Disk full",instance=~"db-1:9100[!-#]x",zone="é"}'
     assert silence_url(AM + "/", labels) == f"{AM}/#/silences/new?filter={quote(expected, safe='')}"
 
 
@@ -100,6 +100,41 @@ def test_any_labels_give_a_link_both_uis_read_and_that_selects_them(
         assert link == ""
         return
     assert _selects(_ui_matchers(link), labels)
+
+
+# What label_regex lets stand in for each character it cannot write as itself.
+_NEIGHBOURS = {"\\": "[\\]^", '"': '!"#', "^": "]^"} | {
+    chr(c): "".join(map(chr, range(0x20))) for c in range(0x20)
+}
+
+
+def test_odd_values_are_written_with_small_classes() -> None:
+    assert silence_url(AM, {"p": "C:\\Program Files\\x", "q": 'job="api"', "r": "a\tb^"}) == (
+        f"{AM}/#/silences/new?filter="
+        + quote(
+            '{p=~"C:[[-^]Program Files[[-^]x",q=~"job=[!-#]api[!-#]",r=~"a[^ -\U0010ffff]b[]^]"}',
+            safe="",
+        )
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text(min_size=1),
+    st.data(),
+    st.sampled_from(list('[\\]^!"#/x\n\t\x1f ')) | st.characters(exclude_categories=("Cs",)),
+)
+def test_a_link_selects_its_value_and_only_the_documented_neighbours(
+    value: str, data: st.DataObject, other: str
+) -> None:
+    """A value with one character changed is selected only where label_regex says it is."""
+    i = data.draw(st.integers(0, len(value) - 1))
+    labels = {"alertname": "A", "value": value}
+    matchers = _ui_matchers(silence_url(AM, labels))
+    regex = re.search('[\\\\"\x00-\x1f]', value) is not None
+    selected = other == value[i] or (regex and other in _NEIGHBOURS.get(value[i], ""))
+    neighbour = value[:i] + other + value[i + 1 :]
+    assert _selects(matchers, {**labels, "value": neighbour}) == selected
 
 
 def test_plain_values_stay_equality_matchers_and_odd_names_are_left_out() -> None:
