@@ -470,6 +470,10 @@ class _HtmlReader(HTMLParser):
         self.tags: list[_Tag] = []
         self.stack: list[str] = []
         self.repaired = False  # a tag was dropped, closed early or closed at the end
+        # Links dropped with their href (not http(s), or not allowed where they stand): the
+        # href, where the link's text starts, and the depth of open tags then; the href is
+        # shown after that text, at the link's end tag.
+        self.dropped_links: list[tuple[str, int, int]] = []
 
     def handle_data(self, data: str) -> None:
         self.chunks.append(data)
@@ -491,6 +495,9 @@ class _HtmlReader(HTMLParser):
             self.tags.append(_Tag(self.pos, "void", tag, source))
 
     def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self.dropped_links and "a" not in self.stack[self.dropped_links[-1][2] :]:
+            self._show_dropped_href()  # the innermost open link is a dropped one: it ends here
+            return
         if tag not in self.stack:
             self.repaired = self.repaired or tag not in VOID_TAGS
             return
@@ -507,6 +514,16 @@ class _HtmlReader(HTMLParser):
 
     def _start(self, tag: str, attrs: list[tuple[str, str | None]]) -> str | None:
         """The start tag as it will be sent, or None to drop it (its text stays)."""
+        if tag == "a":
+            href = (dict(attrs).get("href") or "").strip()
+            if href and not (
+                (http_url(href) or href.startswith(("tg://", "mailto:")))
+                and (self.allowed is None or telegram_may_nest(tag, self.stack))
+            ):
+                # No link, as item 3 of issue 14 asks: its text, then the href as text.
+                self.repaired = True
+                self.dropped_links.append((href, len(self.chunks), len(self.stack)))
+                return None
         if self.allowed is None:
             kept = attrs
         else:
@@ -519,17 +536,22 @@ class _HtmlReader(HTMLParser):
             if not telegram_may_nest(tag, self.stack):
                 return None
             kept = [(k, v) for k, v in attrs if k in self.allowed[tag]]
-            if tag == "a":
-                href = dict(kept).get("href") or ""
-                if not (http_url(href) or href.startswith(("tg://", "mailto:"))):
-                    return None
+            if tag == "a" and not dict(kept).get("href"):
+                return None
         rendered = "".join(
             f" {k}" if v is None else f' {k}="{html_escape(v, quote=True)}"' for k, v in kept
         )
         return f"<{tag}{rendered}>"
 
+    def _show_dropped_href(self) -> None:
+        href, start, _ = self.dropped_links.pop()
+        if "".join(self.chunks[start:]).strip() != href:
+            self.handle_data(f" ({href})")
+
     def result(self) -> MarkedText:
         self.close()
+        while self.dropped_links:  # a dropped link never closed: its href at the end
+            self._show_dropped_href()
         self.repaired = self.repaired or bool(self.stack)
         while self.stack:
             self.tags.append(_Tag(self.pos, "close", self.stack.pop(), ""))

@@ -22,6 +22,7 @@ from router.render import (
     html_link,
     http_url,
     human_duration,
+    read_html,
     slack_link,
     split_html,
     utf16_len,
@@ -258,8 +259,13 @@ def test_golden_digest(kind: str) -> None:
             '<b><i><a href="https://x.example">x</a></i></b>',
         ),
         (
+            # a link that may not stand where it is shows its URL after its text
             '<a href="https://a.example"><a href="https://b.example">x</a>y</a>',
-            '<a href="https://a.example">x</a>y',
+            '<a href="https://a.example">x (https://b.example)y</a>',
+        ),
+        (
+            '<code><a href="https://x.example">Runbook</a></code>',
+            "<code>Runbook (https://x.example)</code>",
         ),
     ],
 )
@@ -287,3 +293,28 @@ def test_a_template_that_renders_no_text_falls_back(
     else:
         assert error is not None and "rendered no text" in error
         assert parts[part].startswith("WARNING: HighLatency (#k2x7m, oncall)")
+
+
+@pytest.mark.parametrize("url", ["see wiki", "/d/x", "javascript:alert(1)", 'x" onclick="y'])
+@pytest.mark.parametrize("kind", ["telegram", "email"])
+def test_a_user_templates_link_to_a_non_http_url_shows_the_url_as_text(
+    tmp_path: Path, kind: str, url: str
+) -> None:
+    """Issue 14 item 3 in user templates: `<a href="{{ … }}">Runbook</a>` with a value that is
+    not an absolute http(s) URL is no link (Telegram drops it, a mail client opens nothing or
+    runs it), so the value follows the link's text instead of being hidden behind it."""
+    name = "message.html.j2" if kind == "telegram" else "html.html.j2"
+    (tmp_path / kind).mkdir()
+    (tmp_path / kind / name).write_text(
+        '<p><a href="{{ incident.firing[0].annotations.runbook }}">Runbook</a> and'
+        ' <a href="https://wiki.example/x">Wiki</a></p>'
+    )
+    first = incident_for(["firing-group-3-alerts"]).firing[0]
+    view = incident_for(["firing-group-3-alerts"]).model_copy(
+        update={"firing": [first.model_copy(update={"annotations": {"runbook": url}})]}
+    )
+    part = Renderer(tmp_path).render(kind, view)["message" if kind == "telegram" else "html"]
+    shown = read_html(part, None)
+    hrefs = [t.source for t in shown.tags if t.name == "a" and t.kind == "open"]
+    assert hrefs == ['<a href="https://wiki.example/x">']
+    assert f"Runbook ({url}) and Wiki" in shown.text
