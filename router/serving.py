@@ -15,8 +15,12 @@ not, makes a request cost more memory than its path's body limit:
 - A connection must complete a request's headers within KEEPALIVE_S of opening or of its
   previous answer (aiohttp's keep-alive timer also runs before the first request), and a body
   must arrive within BODY_TIMEOUT_S.
-- A malformed request (aiohttp's parser refuses it with 400) is logged as one debug line, not
-  as an error with a traceback: anyone can send one.
+- A request's headers are at most HEADER_BYTES in all (aiohttp bounds each line to 8 KB and
+  their count to MAX_HEADERS); a larger head is refused (431) before its body is awaited, so
+  that connections waiting for a body hold no more than that each.
+- A malformed request (aiohttp's parser refuses it with 400), and a client that goes away
+  while its body is read, are logged as one debug line, not as an error with a traceback:
+  anyone can do either.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ BODY_TIMEOUT_S = 10.0
 # just closed, so a short idle timeout costs it nothing.
 KEEPALIVE_S = 15.0
 LINGER_S = 2.0  # after refusing a body, read (and discard) its rest this long, then close
+# Alertmanager sends ~6 headers, Slack ~12; proxies in front add a few dozen bytes each.
+MAX_HEADERS = 64
+HEADER_BYTES = 32 * 1024
 
 
 class _QuietMalformed(logging.Filter):
@@ -49,15 +56,20 @@ class _QuietMalformed(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if not isinstance(exc, HttpProcessingError):
+        if isinstance(exc, HttpProcessingError):
+            name = "http_request_malformed"
+            fields: dict[str, Any] = {"status": exc.code, "error": " ".join(exc.message.split())}
+        elif isinstance(exc, ConnectionResetError):  # "Error handling request": client gone
+            name, fields = "http_client_gone", {"error": str(exc)}
+        else:
             return True
         if not log.isEnabledFor(logging.DEBUG):
             return False
         peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
         record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        record.msg, record.args = "http_request_malformed", ()
+        record.msg, record.args = name, ()
         record.exc_info, record.exc_text = None, None
-        record.fields = {"peer": peer, "status": exc.code, "error": " ".join(exc.message.split())}
+        record.fields = {"peer": peer, **fields}
         return True
 
 
@@ -68,6 +80,7 @@ SERVER_SETTINGS: dict[str, Any] = {
     "keepalive_timeout": KEEPALIVE_S,
     "lingering_time": LINGER_S,
     "auto_decompress": False,
+    "max_headers": MAX_HEADERS,
     "logger": log,
 }
 
@@ -173,6 +186,11 @@ def bounded_bodies(own_readers: frozenset[str] = frozenset({"/webhook"})) -> Any
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        head = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+        if head > HEADER_BYTES:
+            event(log, logging.DEBUG, "http_headers_refused", bytes=head, peer=request.remote)
+            message = f"request headers larger than {HEADER_BYTES} bytes"
+            return refusal(431, "headers_too_large", message)
         if request.body_exists and request.path not in own_readers:
             try:
                 await read_body(request, OTHER_BODY_BYTES)
