@@ -536,7 +536,7 @@ class _HtmlReader(HTMLParser):
             if not telegram_may_nest(tag, self.stack):
                 return None
             kept = [(k, v) for k, v in attrs if k in self.allowed[tag]]
-            if tag == "a" and not dict(kept).get("href"):
+            if not _telegram_attributes_valid(tag, dict(kept)):
                 return None
         rendered = "".join(
             f" {k}" if v is None else f' {k}="{html_escape(v, quote=True)}"' for k, v in kept
@@ -556,6 +556,20 @@ class _HtmlReader(HTMLParser):
         while self.stack:
             self.tags.append(_Tag(self.pos, "close", self.stack.pop(), ""))
         return MarkedText("".join(self.chunks), self.tags)
+
+
+def _telegram_attributes_valid(tag: str, attrs: Mapping[str, str | None]) -> bool:
+    """False where the Bot API's HTML parser (TDLib parse_html) refuses the tag for its
+    attributes: <a> without href, <span> whose class is not "tg-spoiler", <tg-emoji> whose
+    emoji-id is not a positive 64-bit integer ("Invalid custom emoji identifier specified")."""
+    if tag == "a":
+        return bool(attrs.get("href"))
+    if tag == "span":
+        return attrs.get("class") == "tg-spoiler"
+    if tag == "tg-emoji":
+        emoji_id = attrs.get("emoji-id") or ""
+        return emoji_id.isascii() and emoji_id.isdigit() and 0 < int(emoji_id) < 2**63
+    return True
 
 
 def read_html(

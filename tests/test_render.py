@@ -318,3 +318,26 @@ def test_a_user_templates_link_to_a_non_http_url_shows_the_url_as_text(
     hrefs = [t.source for t in shown.tags if t.name == "a" and t.kind == "open"]
     assert hrefs == ['<a href="https://wiki.example/x">']
     assert f"Runbook ({url}) and Wiki" in shown.text
+
+
+@pytest.mark.parametrize(
+    ("html", "sent"),
+    [
+        ('<span class="tg-spoiler">s</span>', '<span class="tg-spoiler">s</span>'),
+        ('<span class="highlight">s</span> t', "s t"),
+        ("<span>s</span>", "s"),
+        ('<tg-emoji emoji-id="5368324170671202286">🔥</tg-emoji>', None),
+        ('<tg-emoji emoji-id="fire">🔥</tg-emoji>', "🔥"),
+        ('<tg-emoji emoji-id="-5">🔥</tg-emoji>', "🔥"),
+        ("<tg-emoji>🔥</tg-emoji>", "🔥"),
+    ],
+)
+def test_telegram_tags_keep_only_the_attributes_telegram_requires(
+    html: str, sent: str | None
+) -> None:
+    """The Bot API's HTML parser (TDLib's parse_html) refuses a <span> whose class is not
+    "tg-spoiler" and a <tg-emoji> whose emoji-id is not a positive 64-bit integer: such a tag
+    is dropped and its text kept, so a template using one is not sent as plain text instead."""
+    sent = html if sent is None else sent
+    assert (html_problem(html) == "") == (html == sent)  # the fake refuses what is changed
+    assert split_html(html, 4096) == [sent] and html_problem(sent) == ""

@@ -312,6 +312,8 @@ class _Checker(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in ALLOWED_TAGS and not self.problem:
             self.problem = f'unsupported start tag "{tag}"'
+        if not self.problem:
+            self.problem = _attribute_problem(tag, dict(attrs))
         if not self.problem and not _may_nest(tag, self.stack):
             self.problem = f'"{tag}" can\'t be inside "{self.stack[-1]}"'
         self.stack.append(tag)
@@ -329,6 +331,17 @@ class _Checker(HTMLParser):
     def handle_data(self, data: str) -> None:
         if "&" in data and not self.problem:
             self.problem = 'unexpected "&": escape it as &amp;'
+
+
+def _attribute_problem(tag: str, attrs: dict[str, str | None]) -> str:
+    """What TDLib's parse_html (the Bot API's HTML mode) refuses in a tag's attributes."""
+    if tag == "span" and attrs.get("class") != "tg-spoiler":
+        return 'Tag "span" must have class "tg-spoiler"'
+    if tag == "tg-emoji":
+        emoji_id = attrs.get("emoji-id") or ""
+        if not (emoji_id.isascii() and emoji_id.isdigit() and 0 < int(emoji_id) < 2**63):
+            return "Invalid custom emoji identifier specified"
+    return ""
 
 
 FORMATTING = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "tg-spoiler", "span"}
