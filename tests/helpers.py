@@ -99,8 +99,11 @@ def free_port() -> int:
         return port
 
 
-async def wait_http(url: str, proc: object = None, timeout_s: float = 15.0) -> None:
-    """Poll url until it answers 200; fail early if the process `proc` (Popen) exited."""
+async def wait_http(
+    url: str, proc: object = None, timeout_s: float = 15.0, log: Path | None = None
+) -> None:
+    """Poll url until it answers 200; fail early if the process `proc` (Popen) exited. A failure
+    quotes the end of `log`, the server's log file (the run's temp folder is removed after)."""
     import asyncio
     import subprocess
 
@@ -111,7 +114,7 @@ async def wait_http(url: str, proc: object = None, timeout_s: float = 15.0) -> N
     async with aiohttp.ClientSession() as session:
         while loop.time() < deadline:
             if isinstance(proc, subprocess.Popen) and proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode} (see its log)")
+                raise AssertionError(f"server exited with {proc.returncode}{_tail(log)}")
             try:
                 async with session.get(url) as resp:
                     if resp.status == 200:
@@ -119,7 +122,14 @@ async def wait_http(url: str, proc: object = None, timeout_s: float = 15.0) -> N
             except aiohttp.ClientError:
                 pass
             await asyncio.sleep(0.05)
-    raise AssertionError(f"{url} did not answer within {timeout_s}s")
+    raise AssertionError(f"{url} did not answer within {timeout_s}s{_tail(log)}")
+
+
+def _tail(log: Path | None, lines: int = 20) -> str:
+    """The last lines of a log file, as the end of an assertion message ("" without one)."""
+    if log is None or not log.exists():
+        return ""
+    return "; its log ends:\n" + "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
 async def planned_outcome(

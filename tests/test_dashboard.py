@@ -125,7 +125,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @pytest.fixture
-def router_process(fakes: Fakes, tmp_path: Path) -> Iterator[int]:
+def router_process(fakes: Fakes, tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """alert-router serving on a free loopback port (its intake process too), delivering to the
     fakes: receiver `main` reaches Telegram; `broken` has a chat Telegram does not know (dead
     letters) and a Slack that refuses connections (retries)."""
@@ -153,13 +153,15 @@ route:
             env={**os.environ, "TMPDIR": str(tmp_path)},  # its private socket folder goes here
         )
     try:
-        yield port
+        yield port, proc
     finally:
         stop(proc)
 
 
 @pytest.fixture
-def prometheus(router_process: int, tmp_path: Path) -> Iterator[str]:
+def prometheus(
+    router_process: tuple[int, subprocess.Popen[bytes]], tmp_path: Path
+) -> Iterator[str]:
     """Debian's Prometheus scraping the router every second, with the shipped rules; its URL.
     The process is stopped and its data folder removed afterwards."""
     binary = require_binary("prometheus")
@@ -171,7 +173,7 @@ global: {{scrape_interval: 1s, evaluation_interval: 1s}}
 rule_files: ["{RULES}"]
 scrape_configs:
   - job_name: alert-router
-    static_configs: [{{targets: ["127.0.0.1:{router_process}"]}}]
+    static_configs: [{{targets: ["127.0.0.1:{router_process[0]}"]}}]
 """)
     with open(folder / "prometheus.log", "ab") as log:
         proc = subprocess.Popen(
@@ -227,11 +229,15 @@ async def send_traffic(session: aiohttp.ClientSession, router: str) -> None:
 
 
 async def test_every_panel_query_returns_data_from_a_real_prometheus(
-    router_process: int, prometheus: str
+    router_process: tuple[int, subprocess.Popen[bytes]], prometheus: str, tmp_path: Path
 ) -> None:
-    router = f"http://127.0.0.1:{router_process}"
-    await wait_http(f"{router}/readyz", timeout_s=60)  # bounds for a loaded machine
-    await wait_http(f"{prometheus}/-/ready", timeout_s=60)
+    port, proc = router_process
+    router = f"http://127.0.0.1:{port}"
+    # bounds for a loaded machine
+    await wait_http(f"{router}/readyz", proc, timeout_s=60, log=tmp_path / "router.log")
+    await wait_http(
+        f"{prometheus}/-/ready", timeout_s=60, log=tmp_path / "prometheus/prometheus.log"
+    )
     loop = asyncio.get_running_loop()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
 
@@ -266,7 +272,7 @@ async def test_every_panel_query_returns_data_from_a_real_prometheus(
             f"{prometheus}/api/v1/label/instance/values",
             params={"match[]": "alert_router_build_info"},
         ) as resp:
-            assert (await resp.json())["data"] == [f"127.0.0.1:{router_process}"]
+            assert (await resp.json())["data"] == [f"127.0.0.1:{port}"]
         # Traffic shows where it should: the broken receiver's dead letter and retries.
         dead = await query(
             session, prometheus, 'alert_router_notifications_dead_total{receiver="broken"}'
