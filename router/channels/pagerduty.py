@@ -16,7 +16,7 @@ import orjson
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
 from router.config import TEMPLATE_STRINGS, PagerDutyConfig
 from router.models import IncidentView, Reason
-from router.render import Renderer
+from router.render import Renderer, http_url
 
 SUMMARY_MAX = 1024  # characters (PagerDuty's documented limit)
 FIELD_MAX = 1024  # characters of source, component, group, class: no documented limit, our bound
@@ -106,8 +106,8 @@ class PagerDutyChannel(Channel[PagerDutyConfig]):
             (first.generator_url, "Source"),
             (first.silence_url, "Silence in Alertmanager"),
         ]
-        body["links"] = [
-            {"href": href, "text": text} for href, text in links if href and len(href) <= LINK_MAX
+        body["links"] = [  # a structured field: absolute http(s) URLs only (the rest is in details)
+            {"href": href, "text": text} for href, text in links if http_url(href, LINK_MAX)
         ]
         return fit_event(body)
 

@@ -110,3 +110,20 @@ async def test_the_fake_refuses_what_pagerduty_refuses(fakes: Fakes, aiohttp_cli
     assert (await client.post("/v2/enqueue", json=too_long)).status == 400
     too_big = {**good, "payload": {**good["payload"], "custom_details": {"d": "x" * 524_288}}}
     assert (await client.post("/v2/enqueue", json=too_big)).status == 413
+
+
+@pytest.mark.parametrize(
+    "url", ["see wiki", "/d/x", "javascript:alert(1)", "https://x.example/a b"]
+)
+async def test_only_absolute_http_urls_become_event_links(
+    fakes: Fakes, make_client: Any, url: str
+) -> None:
+    """Issue 14 item 3 for PagerDuty: `links[].href` is a structured field, so a runbook that is
+    not an absolute http(s) URL is no link there (it would open nothing, or run); it stays in
+    `custom_details` with the alert's annotations."""
+    annotations = {"runbook_url": url, "dashboard_url": "https://grafana.example/d/x"}
+    body = group_payload([({"instance": "h"}, annotations)], {"alertname": "A"})
+    event = await page(fakes, make_client, body)
+    hrefs = {link["text"]: link["href"] for link in event["links"]}
+    assert "Runbook" not in hrefs and hrefs["Dashboard"] == "https://grafana.example/d/x"
+    assert event["payload"]["custom_details"]["firing"][0]["annotations"]["runbook_url"] == url
