@@ -161,8 +161,10 @@ class Front:
 
     async def _forward(self, request: web.Request, body: bytes) -> web.Response:
         assert self.session is not None
+        # aiohttp's client drops the lone surrogates that stand for header bytes that are not
+        # UTF-8 (a token followed by 0xff would arrive as the token): pass U+FFFD instead.
         headers = CIMultiDict(
-            (k, v)
+            (k, v.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
             for k, v in request.headers.items()
             if k.lower() not in HOP_BY_HOP and k.lower() != "content-encoding"
         )  # aiohttp has already decoded the body
