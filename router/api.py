@@ -30,9 +30,10 @@ class _BadQuery(web.HTTPBadRequest):
         super().__init__(text=orjson.dumps(body).decode(), content_type="application/json")
 
 
-def _page_query(request: web.Request) -> tuple[int, list[str] | None, str, str]:
+def _page_query(request: web.Request, key_size: int) -> tuple[int, list[str] | None, str, str]:
     """(limit, cursor key or None, status, receiver) from ?limit=&cursor=&status=&receiver=;
-    raises a 400 that says which parameter is wrong."""
+    the key is `key_size` strings (1 for alerts, 2 for incidents: a cursor of the other list
+    is refused). Raises a 400 that says which parameter is wrong."""
     q = request.query
     try:
         limit = int(q.get("limit", DEFAULT_LIMIT))
@@ -49,7 +50,9 @@ def _page_query(request: web.Request) -> tuple[int, list[str] | None, str, str]:
             key = orjson.loads(base64.urlsafe_b64decode(q["cursor"].encode()))
         except (ValueError, orjson.JSONDecodeError):
             key = None
-        if not (isinstance(key, list) and key and all(isinstance(k, str) for k in key)):
+        if not (
+            isinstance(key, list) and len(key) == key_size and all(isinstance(k, str) for k in key)
+        ):
             raise _BadQuery("cursor is not one this API gave (use the `next` of the last page)")
     return limit, key, status, q.get("receiver", "")
 
@@ -63,7 +66,7 @@ async def handle_alerts(request: web.Request) -> web.Response:
     and `next`, the cursor of the following page (null on the last one)."""
     rt = request.app[RUNTIME]
     auth.require(request, rt.config.server.auth)
-    limit, key, status, receiver = _page_query(request)
+    limit, key, status, receiver = _page_query(request, 1)
     after = key[0] if key else ""
     alerts = await rt.store.list_alerts(limit + 1, after, status, receiver)
     more = len(alerts) > limit
@@ -76,8 +79,8 @@ async def handle_incidents(request: web.Request) -> web.Response:
     first, and `next`, the cursor of the following page (null on the last one)."""
     rt = request.app[RUNTIME]
     auth.require(request, rt.config.server.auth)
-    limit, key, status, receiver = _page_query(request)
-    before = (key[0], key[-1]) if key else None
+    limit, key, status, receiver = _page_query(request, 2)
+    before = (key[0], key[1]) if key else None
     incidents = await rt.store.list_incidents(limit + 1, before, status, receiver)
     more = len(incidents) > limit
     incidents = incidents[:limit]

@@ -91,6 +91,20 @@ async def test_bad_page_queries_are_400(client: Client, query: str, error: str) 
         assert (resp.status, (await resp.json())["error"]) == (400, error)
 
 
+async def test_a_cursor_of_the_other_list_is_400(client: Client) -> None:
+    # It was read as a key of this list: a page of alerts after the fingerprint
+    # "2026-11-30T16:21:22…", or no incidents at all, and a 200.
+    paths = ("/api/v1/alerts", "/api/v1/incidents")
+    cursors = [
+        (await (await client.get(f"{p}?limit=1", headers=AUTH)).json())["next"] for p in paths
+    ]
+    assert all(cursors)
+    for path, cursor in zip(paths, reversed(cursors), strict=True):
+        resp = await client.get(f"{path}?cursor={cursor}", headers=AUTH)
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"].startswith("cursor is not one this API gave")
+
+
 async def test_a_page_is_bounded_by_the_default_limit(client: Client) -> None:
     resp = await client.post(
         "/webhook", data=firing_payload(api.DEFAULT_LIMIT, "big"), headers=AUTH
