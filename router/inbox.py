@@ -47,13 +47,23 @@ def store_path_of(path: str) -> str | None:
     return path[: -len(suffix)] if path.endswith(suffix) else None
 
 
+COLUMNS = ["id", "body", "correlation_id", "received_at"]
+
+
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
-    """A connection to the inbox file, creating it (and its one table) if need be."""
+    """A connection to the inbox file, creating it (and its one table) if need be.
+
+    Raises sqlite3.DatabaseError for a file that is not SQLite, or whose `inbox` table is not
+    ours (another program's file at this path)."""
     db = db_connect(path, synchronous)
     db.execute(
         "CREATE TABLE IF NOT EXISTS inbox (id INTEGER PRIMARY KEY AUTOINCREMENT,"
         " body BLOB NOT NULL, correlation_id TEXT NOT NULL, received_at TEXT NOT NULL)"
     )
+    columns = [row[1] for row in db.execute("PRAGMA table_info(inbox)")]
+    if columns != COLUMNS:
+        db.close()
+        raise sqlite3.DatabaseError(f"not an alert-router inbox (its table inbox has {columns})")
     return db
 
 

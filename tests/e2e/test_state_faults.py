@@ -6,6 +6,7 @@ what Alertmanager, a load balancer and an operator see (HTTP answers, /readyz, /
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -177,6 +178,25 @@ async def test_corrupt_file_names_itself_in_one_event_and_exit_1(
     assert failed["level"] == "error"
     assert failed["error"].startswith(f"{tmp_path / which}: file is not a database")
     assert "move it aside" in failed["error"]
+
+
+async def test_a_foreign_inbox_file_is_refused_at_start(tmp_path: Path) -> None:
+    # An SQLite file of another program at the inbox's path: the router used to start, answer
+    # every webhook late, and log "no such column: id" under the store's name every second.
+    inbox = tmp_path / "state.db.inbox"
+    with contextlib.closing(sqlite3.connect(inbox)) as db:
+        db.execute("CREATE TABLE inbox (x)")
+        db.commit()
+    r = Router(tmp_path, tmp_path / "state.db")
+    proc = r.start()
+    try:
+        assert proc.wait(timeout=60) == 1
+    finally:
+        r.stop()
+    (failed,) = r.events("startup_failed")
+    assert failed["error"].startswith(f"{inbox}: not an alert-router inbox")
+    assert "move it aside" in failed["error"]
+    assert "Traceback" not in r.log.read_text()
 
 
 @pytest.mark.parametrize("intake_process", [True, False], ids=["intake_process", "one_process"])
