@@ -209,18 +209,22 @@ class Commands:
         """Ack or unack, one at a time per incident: a silence is created before the ack is
         stored, so a second engineer must not create one too while the first one's is made."""
         incident_id = command.incident_id or ""
+        # Authorized before the incident is marked busy: a refused attempt holds no one up.
+        incident = await self._open_incident(incident_id)
+        if isinstance(incident, str):
+            return incident
+        refusal = policy.change_refusal(actor, incident)
+        if refusal is not None:
+            return self._refused(actor, refusal, incident=incident_id)
         busy = self._busy.get(incident_id)
         if busy is not None:
             return f"#{incident_id} is being {busy} just now: nothing changed."
         verb = "acknowledged by" if command.name == "ack" else "unacknowledged by"
         self._busy[incident_id] = f"{verb} {actor.name}"
         try:
-            incident = await self._open_incident(incident_id)
+            incident = await self._open_incident(incident_id)  # as it is now, under the mark
             if isinstance(incident, str):
                 return incident
-            refusal = policy.change_refusal(actor, incident)
-            if refusal is not None:
-                return self._refused(actor, refusal, incident=incident_id)
             if command.name == "ack":
                 return await self._ack(command, actor, incident)
             return await self._unack(actor, incident)

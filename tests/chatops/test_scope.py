@@ -3,6 +3,7 @@ the default; a refused ack changes nothing and sends PagerDuty nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from ..harness import Fakes, firing_payload, post, settled
@@ -64,3 +65,20 @@ async def test_a_receivers_incidents_are_acked_only_by_its_people(
     await settled(client)
     acks = [e["routing_key"] for e in fakes.pagerduty.events if e["event_action"] == "acknowledge"]
     assert sorted(acks) == ["DBR0UTINGKEY000000000000000000000", "R0UTINGKEY0000000000000000000000"]
+
+
+async def test_refused_attempts_in_flight_do_not_hold_up_an_allowed_ack(
+    fakes: Fakes, make_client: Any
+) -> None:
+    # A refused user's /ack used to mark the incident busy while it was looked up, so the DBA
+    # acking at that moment was told "#id is being acknowledged by @bob just now".
+    client = await make_client(fakes, RECEIVERS, CHATOPS)
+    db = (await post(client, firing_payload(1, "db-busy")))["incidents"][0]
+    await settled(client)
+    refused = [slash(db, user=f"bob{n}", channel_id="C0DB") for n in range(6)]
+    allowed = slash(db, user="dba", user_id="U0DBA", channel_id="C0DB")
+    answers = await asyncio.gather(*(command(client, body) for body in [*refused, allowed]))
+    texts = [a["text"] for _, a in answers]
+    assert all(t.startswith("Sorry, @bob") for t in texts[:-1]), texts
+    assert texts[-1].startswith(f"✅ #{db} acknowledged by @dba."), texts[-1]
+    assert await acked_by(client, db) == "@dba"
