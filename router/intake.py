@@ -101,7 +101,10 @@ def parse_payload(content_type: str, body: bytes) -> WebhookPayload:
 
 def _why_invalid(body: bytes, exc: orjson.JSONDecodeError) -> str:
     """orjson's reason, unless only its stricter number rules refuse the body (Python's json
-    reads it): orjson then says "unexpected character", which does not tell what to fix."""
+    reads it): orjson then says "unexpected character", which does not tell what to fix.
+    A lone surrogate (also read by Python's json) is named by orjson itself."""
+    if "surrogate" in str(exc):
+        return str(exc)
     try:
         json.loads(body)
     except (ValueError, RecursionError):
