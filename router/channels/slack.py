@@ -277,7 +277,8 @@ async def _classified(call: Any) -> Delivery:
         result: Delivery = await call()
         return result
     except SlackApiError as exc:
-        error = str(exc.response.get("error") or "")
+        data = exc.response.data  # a str when the answer is not JSON (a wrong URL, a proxy's page)
+        error = str(data.get("error") or "") if isinstance(data, dict) else ""
         status = exc.response.status_code
         if status == 429 or error == "ratelimited":
             return RetryLater(

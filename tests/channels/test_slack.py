@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from router.channels.base import Delivered
+from router.channels.base import Delivered, Failed, RetryLater
 from router.channels.slack import SlackChannel
 from router.config import SlackConfig
 from router.models import IncidentView
@@ -140,3 +140,24 @@ async def test_a_template_quote_stays_a_quote(slack: tuple[FakeSlack, str], tmp_
     (tmp_path / "slack" / "message.mrkdwn.j2").write_text("> {{ incident.title }} 1 > 0")
     payload = await send(url, incident(alert({"alertname": "a>b<c", "severity": "x"})), tmp_path)
     assert texts(payload)[1] == "> a&gt;b&lt;c 1 > 0"
+
+
+@pytest.mark.parametrize(("path", "expected"), [("/nope/", Failed("slack: 404")), ("", None)])
+async def test_an_answer_that_is_not_json_is_classified_by_its_status(
+    slack: tuple[FakeSlack, str], path: str, expected: Failed | None
+) -> None:
+    # A wrong api_url (or a proxy's HTML page) was an AttributeError with a traceback on every
+    # attempt, retried until the notification died, instead of the status it answered.
+    fake, url = slack
+    fake.fail_next.append((503, "", {}))
+    wrong = url.replace("/api/", path) if path else url
+    config = SlackConfig(bot_token="xoxb-good", channel="#alerts", api_url=wrong)  # type: ignore[arg-type]
+    ch = SlackChannel(config, Renderer(None))
+    try:
+        result = await ch.send(ch.render(incident(alert({"alertname": "A"}))))
+    finally:
+        await ch.aclose()
+    if expected is not None:
+        assert result == expected
+    else:  # the fake's 503, a JSON error
+        assert isinstance(result, RetryLater) and result.reason.startswith("slack: "), result
