@@ -33,6 +33,10 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 # parsing, counted in UTF-16 code units; answerCallbackQuery text 0-200 characters.
 MAX_TEXT = 4096
 MAX_ANSWER = 200
+# setWebhook (core.telegram.org/bots/api#setwebhook): "In case of an unsuccessful request, we
+# will give up after a reasonable amount of attempts": an update may come again (Update's
+# update_id is "the update's unique identifier"). The ids of this many last updates are kept.
+SEEN_UPDATES = 10_000
 
 
 def fit(text: str, limit: int) -> str:
@@ -65,6 +69,7 @@ class TelegramBot:
         self.app.add_handler(CallbackQueryHandler(self._on_button, pattern=r"^ack:"))
         self.app.add_error_handler(self._on_error)
         self._starter: asyncio.Task[None] | None = None
+        self._seen: dict[int, None] = {}  # update_ids of the last SEEN_UPDATES webhook updates
 
     async def start(self) -> None:
         """Start in the background: the router serves webhooks even while Telegram is unreachable."""
@@ -137,6 +142,12 @@ class TelegramBot:
             return web.json_response(
                 {"status": "error", "error": "not a Telegram update"}, status=400
             )
+        if update.update_id in self._seen:  # sent again: it was (or is being) handled once
+            event(log, logging.INFO, "telegram_update_repeated", update_id=update.update_id)
+            return web.json_response({"status": "ok", "repeated": True})
+        self._seen[update.update_id] = None
+        if len(self._seen) > SEEN_UPDATES:
+            del self._seen[next(iter(self._seen))]
         await self.app.update_queue.put(update)
         return web.json_response({"status": "ok"})
 

@@ -243,3 +243,24 @@ async def test_ack_alone_and_ack_help_answer_the_usage(fakes: Fakes, make_client
     bare, help_ = await reply_to(fakes, -1002, 2)
     assert bare.startswith("/ack needs an incident id") and bare.endswith(HELP)
     assert help_ == HELP
+
+
+async def test_an_update_sent_again_is_not_run_again(fakes: Fakes, make_client: Any) -> None:
+    # Telegram sends an update again when its webhook call failed or timed out. Run again, an
+    # old /unack took back the ack a colleague had made since.
+    fakes.telegram.flood_interval_s = 0
+    client = await make_client(fakes, RECEIVERS, CHATOPS.replace("MODE", "webhook"))
+    incident = (await post(client, firing_payload(1, "again")))["incidents"][0]
+    await settled(client)
+    unack = {**command(f"/unack {incident}", ALICE), "update_id": 424242}
+    await deliver(client, command(f"/ack {incident}", ALICE))
+    await reply_to(fakes, -1002, 1)
+    assert await deliver(client, unack) == 200
+    await reply_to(fakes, -1002, 2)
+    await deliver(client, command(f"/ack {incident}", CAROL))
+    await reply_to(fakes, -1002, 3)
+    assert await deliver(client, unack) == 200  # answered, so that Telegram stops sending it
+    await deliver(client, command("/alerts", ALICE))  # handled after the repeat would have been
+    texts = await reply_to(fakes, -1002, 4)
+    assert texts[3].endswith("acked by @carol"), texts
+    assert (await incident_state(client, incident))["acked_by"] == "@carol"
