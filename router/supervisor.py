@@ -99,6 +99,20 @@ def _run_and_exit(main: Callable[[], int], what: str) -> NoReturn:
         os._exit(code)
 
 
+# A Unix socket's path holds at most 107 bytes on Linux (sun_path is 108 with its NUL, unix(7)).
+_SUN_PATH_MAX = 107
+
+
+def _private_folder() -> str:
+    """A new folder (mode 0700) for the router's private socket: in TMPDIR, or in /tmp when
+    TMPDIR is so deep that `<folder>/router.sock` would not fit in a Unix socket's path."""
+    folder = tempfile.mkdtemp(prefix="alert-router-")
+    if len(os.fsencode(os.path.join(folder, "router.sock"))) <= _SUN_PATH_MAX:
+        return folder
+    os.rmdir(folder)
+    return tempfile.mkdtemp(prefix="alert-router-", dir="/tmp")
+
+
 class IntakeProcess:
     """The router's handle on the supervisor: made (forked) at startup, started once the store
     is open, stopped first at shutdown."""
@@ -108,7 +122,7 @@ class IntakeProcess:
         if threading.active_count() != 1:
             raise RuntimeError("the supervisor must be forked while the process has one thread")
         self.listen = listen
-        self._private = tempfile.mkdtemp(prefix="alert-router-")  # mode 0700
+        self._private = _private_folder()
         self.router_socket = os.path.join(self._private, "router.sock")
         self._wake_r, self._wake_w = os.pipe()  # intake -> router: "the inbox grew"
         self._alive_r, self._alive_w = os.pipe()  # EOF once the router's process is gone

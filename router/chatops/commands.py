@@ -218,6 +218,10 @@ class Commands:
             return self._refused(actor, refusal, incident=incident_id)
         busy = self._busy.get(incident_id)
         if busy is not None:
+            # Whoever is busy now came after any ack already stored: that one is named first.
+            incident = await self._open_incident(incident_id)
+            if command.name == "ack" and isinstance(incident, IncidentState) and incident.acked_by:
+                return _already_acked(incident)
             return f"#{incident_id} is being {busy} just now: nothing changed."
         verb = "acknowledged by" if command.name == "ack" else "unacknowledged by"
         self._busy[incident_id] = f"{verb} {actor.name}"

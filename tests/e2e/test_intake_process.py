@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 import pytest
+
+from router.supervisor import _private_folder
 
 from ..harness import Fakes, firing_payload
 from ..helpers import free_port, planned_outcome, slack_signed, wait_http
@@ -334,3 +337,23 @@ async def test_the_socket_folder_is_removed_however_the_router_ends(
             assert proc.wait(timeout=20) == 1
         await assert_gone(intake_process=child, supervisor=middle)
         assert not folder.exists()
+
+
+@pytest.mark.parametrize("depth", [10, 90])
+def test_the_private_socket_folder_fits_a_unix_socket_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: int
+) -> None:
+    """In TMPDIR when `<folder>/router.sock` fits in 107 bytes; else in /tmp (a deep TMPDIR
+    made the router exit at start: 'AF_UNIX path too long')."""
+    tmpdir = tmp_path / ("d" * depth)
+    tmpdir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+    folder = _private_folder()
+    try:
+        assert len(os.fsencode(os.path.join(folder, "router.sock"))) <= 107
+        expected = tmpdir if len(os.fsencode(tmpdir)) + 33 <= 107 else Path("/tmp")
+        assert Path(folder).parent == expected
+        assert oct(os.stat(folder).st_mode & 0o777) == "0o700"
+    finally:
+        os.rmdir(folder)
+    assert not any(tmpdir.iterdir())
