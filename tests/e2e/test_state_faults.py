@@ -80,6 +80,18 @@ class Router:
                 self.proc.kill()
                 self.proc.wait()
 
+    def failed_start(self, timeout_s: float = 60) -> dict[str, Any]:
+        """Start a router that must refuse to: it exits 1 (bounded wait) with no traceback in its
+        log; the one startup_failed event it logged."""
+        proc = self.start()
+        try:
+            assert proc.wait(timeout=timeout_s) == 1
+        finally:
+            self.stop()
+        assert "Traceback" not in self.log.read_text()
+        (failed,) = self.events("startup_failed")
+        return failed
+
     def events(self, name: str) -> list[dict[str, Any]]:
         out = []
         for line in self.log.read_text().splitlines():
@@ -130,16 +142,10 @@ async def test_second_router_on_the_same_store_refuses_to_start(
     router: Router, tmp_path: Path
 ) -> None:
     second = Router(tmp_path, tmp_path / "state" / "state.db", name="second")
-    proc = second.start()
-    try:
-        assert proc.wait(timeout=30) == 1
-    finally:
-        second.stop()
-    (failed,) = second.events("startup_failed")
+    failed = second.failed_start(timeout_s=30)
     assert "another alert-router" in failed["error"]
     assert f"{tmp_path}/state/state.db.lock" in failed["error"]
     assert "storage.path" in failed["error"]
-    assert "Traceback" not in second.log.read_text()
     async with aiohttp.ClientSession() as session:  # the first one goes on, alone
         assert (await readyz(session, router.base))[0] == 200
         assert (await post(session, router.base, "still-here"))[0] == 200
@@ -170,11 +176,7 @@ async def test_corrupt_file_names_itself_in_one_event_and_exit_1(
             os.unlink(tmp_path / name)
     (tmp_path / which).write_bytes(b"this is not an SQLite database" * 200)
     r.log.write_text("")
-    proc = r.start()
-    assert proc.wait(timeout=30) == 1
-    text = r.log.read_text()
-    assert "Traceback" not in text
-    (failed,) = r.events("startup_failed")
+    failed = r.failed_start(timeout_s=30)
     assert failed["level"] == "error"
     assert failed["error"].startswith(f"{tmp_path / which}: file is not a database")
     assert "move it aside" in failed["error"]
@@ -187,16 +189,9 @@ async def test_a_foreign_inbox_file_is_refused_at_start(tmp_path: Path) -> None:
     with contextlib.closing(sqlite3.connect(inbox)) as db:
         db.execute("CREATE TABLE inbox (x)")
         db.commit()
-    r = Router(tmp_path, tmp_path / "state.db")
-    proc = r.start()
-    try:
-        assert proc.wait(timeout=60) == 1
-    finally:
-        r.stop()
-    (failed,) = r.events("startup_failed")
+    failed = Router(tmp_path, tmp_path / "state.db").failed_start()
     assert failed["error"].startswith(f"{inbox}: not an alert-router inbox")
     assert "move it aside" in failed["error"]
-    assert "Traceback" not in r.log.read_text()
 
 
 @pytest.mark.parametrize("intake_process", [True, False], ids=["intake_process", "one_process"])
@@ -205,24 +200,14 @@ async def test_port_in_use_is_one_event_and_exit_1(tmp_path: Path, intake_proces
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", r.port))
         taken.listen()
-        proc = r.start()
-        try:
-            assert proc.wait(timeout=60) == 1
-        finally:
-            r.stop()
-    (failed,) = r.events("startup_failed")
+        failed = r.failed_start()
     assert failed["error"].startswith(f"cannot listen on 127.0.0.1:{r.port}: ")
-    assert "Traceback" not in r.log.read_text()
 
 
 async def test_storage_folder_that_cannot_be_made_is_named(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
-    r = Router(tmp_path, tmp_path / "a-file" / "state.db")
-    proc = r.start()
-    assert proc.wait(timeout=60) == 1
-    (failed,) = r.events("startup_failed")
+    failed = Router(tmp_path, tmp_path / "a-file" / "state.db").failed_start()
     assert failed["error"].startswith(f"{tmp_path}/a-file: File exists: storage.path must be")
-    assert "Traceback" not in r.log.read_text()
 
 
 # ------------------------------------------------------------------ a file deleted under it
