@@ -56,6 +56,12 @@ class Raised(Failed):
     """A render or send raised an exception no channel classified (reason: its type and text)."""
 
 
+def _raised(exc: Exception) -> Raised:
+    """What an exception from a channel counts as; logged with its traceback (a channel bug)."""
+    log.exception("channel_error")
+    return Raised(f"{type(exc).__name__}: {exc}")
+
+
 class Outbox:
     def __init__(
         self,
@@ -159,8 +165,7 @@ class Outbox:
         for kind, moves in stored.items():
             self._moves.setdefault(kind, {}).update(moves)
         self._moves_loaded = True
-        for dest, channel in self.channels.items():
-            self._bind(dest, channel)
+        for dest, channel in self.channels.items():  # bound to these dicts already (_bind)
             self._warn_if_moved(dest, channel)
 
     def _warn_if_moved(self, dest: Destination, channel: AnyChannel) -> None:
@@ -319,8 +324,7 @@ class Outbox:
                 )
             return await (channel.update(msg, ref) if ref else channel.send(msg))
         except Exception as exc:  # a channel bug or an unclassified error must not stop delivery
-            log.exception("channel_error")
-            return Raised(f"{type(exc).__name__}: {exc}")
+            return _raised(exc)
 
     async def _deliver_digest(
         self, dest: Destination, channel: AnyChannel, rows: list[OutboxRow]
@@ -342,8 +346,7 @@ class Outbox:
             try:
                 result: Delivery = await channel.send_digest(digest)
             except Exception as exc:
-                log.exception("channel_error")
-                result = Raised(f"{type(exc).__name__}: {exc}")
+                result = _raised(exc)
             self._sent_now(dest)
             ids = {v.id for v in digest.views}
             covered = [r for r in rows if r.view.id in ids]
