@@ -374,7 +374,7 @@ def utf16_len(text: str) -> int:
     return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
-def _utf16_prefix(text: str) -> list[int]:
+def utf16_prefix(text: str) -> list[int]:
     """units[i]: UTF-16 code units of text[:i]."""
     return [0, *accumulate(2 if ord(ch) > 0xFFFF else 1 for ch in text)]
 
@@ -398,7 +398,7 @@ def _best_cut(text: str, start: int, hi: int, forbidden: Any = None) -> int:
 
 def _cuts(text: str, limit: int, forbidden: Any = None) -> list[int]:
     """Where to cut `text` so that each piece has at most `limit` UTF-16 units (see _best_cut)."""
-    units = _utf16_prefix(text)
+    units = utf16_prefix(text)
     cuts: list[int] = []
     start = 0
     while units[-1] - units[start] > limit:

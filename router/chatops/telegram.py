@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from bisect import bisect_right
 
 import orjson
 from aiohttp import web
@@ -25,6 +26,7 @@ from router.chatops.commands import (
 )
 from router.config import TelegramChatops
 from router.logs import event
+from router.render import utf16_len, utf16_prefix
 from router.store import Store
 
 log = logging.getLogger("router.chatops.telegram")
@@ -41,15 +43,10 @@ SEEN_UPDATES = 10_000
 
 def fit(text: str, limit: int) -> str:
     """`text` cut to at most `limit` UTF-16 code units (as Telegram counts), "…" marking a cut."""
-    if len(text.encode("utf-16-le")) // 2 <= limit:
+    if utf16_len(text) <= limit:
         return text
-    units, out = 1, []  # the "…" is one unit
-    for char in text:
-        units += 2 if ord(char) > 0xFFFF else 1
-        if units > limit:
-            break
-        out.append(char)
-    return "".join(out) + "…"
+    # The longest prefix that leaves one unit for the "…".
+    return text[: bisect_right(utf16_prefix(text), limit - 1) - 1] + "…"
 
 
 class TelegramBot:
