@@ -13,10 +13,11 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from router import auth
 from router.errors import StoreError
 from router.runtime import RUNTIME
+from router.serving import json_dumps
 
 
 def _json(data: object) -> web.Response:
-    return web.json_response(data, dumps=lambda o: orjson.dumps(o).decode())
+    return web.json_response(data, dumps=json_dumps)
 
 
 DEFAULT_LIMIT = 1_000
@@ -27,7 +28,7 @@ STATUSES = ("firing", "resolved")
 class _BadQuery(web.HTTPBadRequest):
     def __init__(self, message: str) -> None:
         body = {"status": "error", "reason": "bad_query", "error": message}
-        super().__init__(text=orjson.dumps(body).decode(), content_type="application/json")
+        super().__init__(text=json_dumps(body), content_type="application/json")
 
 
 def _page_query(request: web.Request, key_size: int) -> tuple[int, list[str] | None, str, str]:

@@ -27,7 +27,7 @@ from router.errors import PayloadError, StoreError
 from router.logs import event
 from router.metrics import IntakeMetrics
 from router.models import WebhookPayload
-from router.serving import BodyRefused, read_body, refusal
+from router.serving import BodyRefused, json_dumps, read_body, refusal
 
 log = logging.getLogger("router.intake")
 # Correlation ids: 64 random bits name a payload in logs and the API; they need to be unique,
@@ -49,10 +49,6 @@ class Intake:
 
 
 INTAKE = web.AppKey("intake", Intake)
-
-
-def _dumps(data: object) -> str:
-    return orjson.dumps(data).decode()
 
 
 def _refuse(
@@ -178,5 +174,5 @@ async def handle_webhook(request: web.Request) -> web.Response:
     )
     return web.json_response(
         {"status": "accepted", "correlation_id": correlation_id, "alerts": len(payload.alerts)},
-        dumps=_dumps,
+        dumps=json_dumps,
     )

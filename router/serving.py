@@ -97,12 +97,17 @@ class BodyRefused(Exception):
         self.reason = reason
 
 
+def json_dumps(data: object) -> str:
+    """JSON text for web.json_response(dumps=...): orjson, as the store writes and reads it."""
+    return orjson.dumps(data).decode()
+
+
 def refusal(
     status: int, reason: str, message: str, extra: dict[str, Any] | None = None
 ) -> web.Response:
     """The JSON error body of alert-router's refusals: status, reason, error (and `extra`)."""
     body = {"status": "error", "reason": reason, "error": message, **(extra or {})}
-    return web.json_response(body, status=status, dumps=lambda o: orjson.dumps(o).decode())
+    return web.json_response(body, status=status, dumps=json_dumps)
 
 
 def _decoder(request: web.Request) -> Callable[[bytes, int], bytes] | None:
