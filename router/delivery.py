@@ -23,7 +23,6 @@ from router.channels.base import (
     AnyChannel,
     Delivered,
     Delivery,
-    Destination,
     Digest,
     Failed,
     RetryLater,
@@ -32,6 +31,7 @@ from router.errors import StoreError
 from router.logs import event, redact
 from router.metrics import Metrics
 from router.models import Reason
+from router.state import Destination
 from router.store import OutboxRow, Store
 
 log = logging.getLogger("router.delivery")

@@ -16,7 +16,7 @@ from router.models import Reason
 
 if TYPE_CHECKING:
     from router.config import RouterConfig
-    from router.pipeline import Plan
+    from router.state import Plan
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
@@ -205,7 +205,7 @@ class Metrics:
                 if reason.value == "unchanged":
                     self.deduplicated.labels(receiver).inc(n)
         for item in plan.outbox:
-            self.queued.labels(item.receiver, item.channel).inc()
+            self.queued.labels(item.destination.receiver, item.destination.channel).inc()
 
     def exposition(self) -> bytes:
         core = generate_latest(self.registry)

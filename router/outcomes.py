@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
-from router.pipeline import Plan
+from router.state import Plan
 
 
 class Outcomes:

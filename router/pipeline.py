@@ -1,15 +1,12 @@
 """Payload -> Plan: route, inhibit, dedup and enrich over the in-memory state; no I/O here.
 
-`State` is the working set the store loads at start (firing alerts, open incidents) and keeps in
-step with SQLite: the store calls `Pipeline.ingest` or `Pipeline.sweep` inside its transaction,
-writes what the returned `Plan` lists, and commits.
+The store calls `Pipeline.ingest` or `Pipeline.sweep` inside its transaction with its `State`
+(router/state.py), writes what the returned `Plan` lists, and commits.
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import datetime
 
 from router.config import ReceiverConfig, RouterConfig
@@ -18,111 +15,7 @@ from router.enrich import Enricher
 from router.inhibit import Inhibitor, InhibitRule
 from router.models import ZERO_TIME, AlertView, IncidentView, Reason, WebhookPayload, WireAlert
 from router.routing import Route
-
-
-@dataclass
-class AlertState:
-    fingerprint: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-    status: str  # "firing" | "resolved"
-    starts_at: datetime
-    ends_at: datetime | None
-    generator_url: str
-    first_seen: datetime
-    last_seen: datetime
-    inhibited_by: str | None = None
-    receivers: list[str] = field(default_factory=list)
-
-
-IncidentKey = tuple[str, str, str]  # (receiver, Alertmanager receiver, Alertmanager groupKey)
-
-
-@dataclass
-class IncidentState:
-    id: str
-    receiver: str
-    am_receiver: str
-    group_key: str
-    opened_at: datetime
-    status: str = "firing"
-    resolved_at: datetime | None = None
-    alerts: set[str] = field(default_factory=set)  # still firing, inhibited ones included
-    notified: set[str] | None = None  # firing alerts in the last notification
-    last_notified_at: datetime | None = None
-    group_labels: dict[str, str] = field(default_factory=dict)
-    common_labels: dict[str, str] = field(default_factory=dict)
-    common_annotations: dict[str, str] = field(default_factory=dict)
-    external_url: str = ""
-    truncated_alerts: int = 0
-    acked_by: str | None = None
-    acked_at: datetime | None = None
-    ack_via: str = ""  # "telegram:<chat>" / "slack:<channel>"
-    ack_comment: str = ""
-    silence_id: str = ""
-    escalated_at: datetime | None = None
-    escalated_to: str = ""
-
-    @property
-    def key(self) -> IncidentKey:
-        return (self.receiver, self.am_receiver, self.group_key)
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    incident_id: str
-    receiver: str
-    channel: str
-    channel_index: int
-    view: IncidentView
-
-
-@dataclass
-class Plan:
-    """What one payload (or sweep) changed: rows to write and counts for metrics."""
-
-    alerts: dict[str, AlertState] = field(default_factory=dict)
-    incidents: dict[str, IncidentState] = field(default_factory=dict)
-    outbox: list[OutboxItem] = field(default_factory=list)
-    reasons: Counter[tuple[str, Reason]] = field(default_factory=Counter)  # (receiver, reason)
-    routed: Counter[str] = field(default_factory=Counter)
-    inhibited: int = 0
-
-    def decisions(self) -> dict[str, list[str]]:
-        """receiver -> the reasons decided for its incidents, e.g. {"team-slack": ["first"]}."""
-        out: dict[str, list[str]] = {}
-        for (receiver, reason), n in sorted(self.reasons.items()):
-            out.setdefault(receiver, []).extend([reason.value] * n)
-        return out
-
-
-@dataclass
-class State:
-    alerts: dict[str, AlertState] = field(default_factory=dict)  # firing alerts only
-    incidents: dict[IncidentKey, IncidentState] = field(default_factory=dict)  # open ones only
-    # (Alertmanager receiver, groupKey) -> receivers with an open incident for that group
-    by_group: dict[tuple[str, str], set[str]] = field(default_factory=dict)
-
-    def open(self, incident: IncidentState) -> None:
-        self.incidents[incident.key] = incident
-        self.by_group.setdefault((incident.am_receiver, incident.group_key), set()).add(
-            incident.receiver
-        )
-
-    def close(self, incident: IncidentState) -> None:
-        self.incidents.pop(incident.key, None)
-        group = (incident.am_receiver, incident.group_key)
-        receivers = self.by_group.get(group)
-        if receivers is not None:
-            receivers.discard(incident.receiver)
-            if not receivers:
-                del self.by_group[group]
-
-    def incidents_with(self, fingerprint: str) -> Iterable[IncidentState]:
-        return [i for i in self.incidents.values() if fingerprint in i.alerts]
-
-    def open_incident(self, incident_id: str) -> IncidentState | None:
-        return next((i for i in self.incidents.values() if i.id == incident_id), None)
+from router.state import AlertState, Destination, IncidentState, OutboxItem, Plan, State
 
 
 class Pipeline:
@@ -282,7 +175,9 @@ class Pipeline:
                     send_resolved = target.send_resolved
                 if reason in (Reason.RESOLVED, Reason.RESOLVED_ALERTS) and not send_resolved:
                     continue
-                plan.outbox.append(OutboxItem(incident.id, target.name, kind, index, view))
+                plan.outbox.append(
+                    OutboxItem(incident.id, Destination(target.name, kind, index), view)
+                )
                 queued += 1
         if not queued and reason in (Reason.RESOLVED, Reason.RESOLVED_ALERTS):
             plan.reasons[(incident.receiver, reason)] -= 1
@@ -436,7 +331,7 @@ class Pipeline:
             if receiver is None:
                 continue
             for kind, index, _ in receiver.channels():
-                plan.outbox.append(OutboxItem(incident.id, name, kind, index, view))
+                plan.outbox.append(OutboxItem(incident.id, Destination(name, kind, index), view))
         plan.incidents[incident.id] = incident
         plan.reasons[(incident.receiver, reason)] += 1
 

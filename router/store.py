@@ -25,7 +25,8 @@ from router.checkpoint import Checkpointer
 from router.db import FileIdentity, ProcessLock, connect, transaction, ts
 from router.errors import StoreError
 from router.models import IncidentView, WebhookPayload
-from router.pipeline import AlertState, IncidentState, Pipeline, Plan, State
+from router.pipeline import Pipeline
+from router.state import AlertState, IncidentState, Plan, State
 
 T = TypeVar("T")
 
@@ -648,9 +649,7 @@ class Store:
             [
                 (
                     o.incident_id,
-                    o.receiver,
-                    o.channel,
-                    o.channel_index,
+                    *o.destination,
                     o.view.reason.value,
                     o.view.model_dump_json(),
                     o.view.correlation_id,

@@ -20,9 +20,10 @@ from router.config import RouterConfig, load_config, secret_values
 from router.delivery import Clock, DeliverySettings, Outbox
 from router.errors import ConfigError
 from router.logs import event, set_secrets
-from router.pipeline import Pipeline, Plan
+from router.pipeline import Pipeline
 from router.render import Renderer
 from router.runtime import RUNTIME, Runtime, utc_now
+from router.state import Plan
 from router.store import Store
 
 log = logging.getLogger("router.web")

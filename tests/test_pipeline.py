@@ -10,8 +10,9 @@ import pytest
 
 from router.config import parse_config
 from router.models import Reason, WebhookPayload
-from router.pipeline import Pipeline, Plan, State
+from router.pipeline import Pipeline
 from router.render import Renderer
+from router.state import Plan, State
 
 from .helpers import fixture_json
 
@@ -98,7 +99,9 @@ def test_first_notification_then_alertmanager_resends_are_deduplicated() -> None
     h = Harness()
     first = h.post("firing-group-3-alerts")
     assert reasons(first) == {"slack": "first"}
-    assert [(o.receiver, o.channel) for o in first.outbox] == [("slack", "slack")]
+    assert [(o.destination.receiver, o.destination.channel) for o in first.outbox] == [
+        ("slack", "slack")
+    ]
     view = first.outbox[0].view
     assert len(view.firing) == 3 and view.resolved == []
     assert view.firing[0].runbook_url == "https://runbooks.example.com/checkout/high-latency"
@@ -159,7 +162,7 @@ def test_send_resolved_off_at_receiver_and_channel() -> None:
     # pager: PagerDuty resolves (receiver default), Telegram has send_resolved: false.
     h.post(payload("p", alert("DiskFull", severity="critical", service="pg")))
     plan = h.post(payload("p", alert("DiskFull", "resolved", severity="critical", service="pg")))
-    assert [o.channel for o in plan.outbox] == ["pagerduty"]
+    assert [o.destination.channel for o in plan.outbox] == ["pagerduty"]
 
 
 def test_alerts_left_out_of_a_complete_payload_leave_the_incident_silently() -> None:
@@ -195,7 +198,7 @@ def test_inhibition_in_the_same_payload_and_across_groups() -> None:
     assert h.state.alerts[latency["fingerprint"]].inhibited_by == down["fingerprint"]
     # ServiceDown pages; the latency alert's slack incident holds only an inhibited alert.
     assert reasons(plan) == {"pager": "first", "slack": "inhibited"}
-    assert [o.receiver for o in plan.outbox] == ["pager", "pager"]
+    assert [o.destination.receiver for o in plan.outbox] == ["pager", "pager"]
 
     # Another group, another sender: still inhibited by the firing source; other service is not.
     plan = h.post(payload("latency-search", latency, other))
@@ -326,7 +329,7 @@ def test_escalation_fires_once_for_unacked_firing_incidents_only() -> None:
 
     assert h.sweep(T0 + timedelta(minutes=9, seconds=59)).outbox == []
     plan = h.sweep(T0 + timedelta(minutes=10))
-    assert sorted((o.receiver, o.channel) for o in plan.outbox) == [
+    assert sorted((o.destination.receiver, o.destination.channel) for o in plan.outbox) == [
         ("pager", "pagerduty"),
         ("team", "slack"),
     ]
@@ -337,11 +340,11 @@ def test_escalation_fires_once_for_unacked_firing_incidents_only() -> None:
     resolved = h.post(
         payload("a", alert("DiskFull", "resolved", service="db")), T0 + timedelta(minutes=31)
     )
-    assert sorted((o.receiver, o.view.reason.value) for o in resolved.outbox) == [
+    assert sorted((o.destination.receiver, o.view.reason.value) for o in resolved.outbox) == [
         ("pager", "resolved"),
         ("team", "resolved"),
     ]  # the page is told too
-    original = next(o.view for o in plan.outbox if o.receiver == "team")
+    original = next(o.view for o in plan.outbox if o.destination.receiver == "team")
     rendered = Renderer().render("slack", original)["message"]
     assert "⬆️ Escalated to pager: not acknowledged in time" in rendered
 

@@ -15,7 +15,7 @@ import pytest
 from router.channels import channel_class
 from router.config import parse_config
 from router.models import IncidentView, WebhookPayload
-from router.pipeline import Pipeline, State
+from router.pipeline import Pipeline
 from router.render import (
     Renderer,
     balanced_html,
@@ -27,6 +27,7 @@ from router.render import (
     split_html,
     utf16_len,
 )
+from router.state import State
 
 from .fakes.slack import mentions as slack_mentions
 from .fakes.telegram import html_problem, visible_text

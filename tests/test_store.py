@@ -14,7 +14,8 @@ import pytest
 from router.checkpoint import WAL_KEEP_BYTES
 from router.config import parse_config
 from router.errors import StoreError
-from router.pipeline import Pipeline, Plan
+from router.pipeline import Pipeline
+from router.state import Plan
 from router.store import SCHEMA, Store
 
 from .helpers import fixture_body, waiting_in_inbox

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import importlib
 
-from router.channels.base import AnyChannel, Destination
+from router.channels.base import AnyChannel
 from router.channels.dryrun import DryRunChannel
 from router.config import RouterConfig
 from router.render import Renderer
+from router.state import Destination
 
 CHANNELS: dict[str, str] = {  # kind -> "module:class"
     "telegram": "router.channels.telegram:TelegramChannel",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
 
@@ -35,17 +35,6 @@ class Failed:
 
 
 Delivery = Delivered | RetryLater | Failed
-
-
-class Destination(NamedTuple):
-    """One channel config of one receiver: the unit of ordering and rate limiting."""
-
-    receiver: str
-    channel: str
-    channel_index: int
-
-    def __str__(self) -> str:
-        return f"{self.receiver}/{self.channel}[{self.channel_index}]"
 
 
 # Reasons after which someone must be told again, not only see an edited message.

@@ -6,9 +6,10 @@ import logging
 
 from pydantic import BaseModel
 
-from router.channels.base import Channel, Delivered, Delivery, Destination, Digest, Message
+from router.channels.base import Channel, Delivered, Delivery, Digest, Message
 from router.logs import event
 from router.render import Renderer
+from router.state import Destination
 
 log = logging.getLogger("router.delivery")
 

@@ -19,8 +19,8 @@ from router.config import parse_duration
 from router.errors import AlertmanagerError, StoreError
 from router.logs import event
 from router.metrics import Metrics
-from router.pipeline import IncidentState
 from router.render import clock, human_duration
+from router.state import IncidentState
 from router.store import ID_ALPHABET, ID_LENGTH, Store
 
 log = logging.getLogger("router.chatops")

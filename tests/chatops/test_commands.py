@@ -9,7 +9,7 @@ import pytest
 
 from router.chatops import slack
 from router.chatops.commands import HELP, Actor, Allow, Command, Policy, display_name, parse
-from router.pipeline import IncidentState
+from router.state import IncidentState
 
 POLICY = Policy(
     "slack",

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from router.pipeline import IncidentState, Plan
 from router.runtime import RUNTIME
+from router.state import IncidentState, Plan
 
 from ..harness import Client, Fakes, firing_payload, post, settled
 from .test_slack import RECEIVERS, SIGNING_SECRET, command, slash
