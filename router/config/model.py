@@ -1,0 +1,448 @@
+"""The routes.yaml schema: RouterConfig and its sections, as pydantic v2 models.
+
+Every model forbids unknown keys and is frozen; validators compile matchers and templates, so a
+bad regex stops the start. Field types shared with the channels' own config models are in
+router/config/types.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    model_validator,
+)
+
+from router.config.types import (
+    Duration,
+    HostPort,
+    LabelName,
+    ListenAddr,
+    MatcherLine,
+    Regex,
+    Strict,
+    TemplateStr,
+    WithSecrets,
+)
+from router.matchers import Matcher, MatchType
+
+# Headers the email channel writes itself: a second one makes every mail unbuildable.
+OWN_MAIL_HEADERS = frozenset(
+    {"subject", "from", "to", "date", "message-id", "in-reply-to", "references"}
+    | {"mime-version", "content-type", "content-transfer-encoding"}
+)
+
+
+def _check_mail_header_name(name: str) -> str:
+    if not re.fullmatch(r"[!-9;-~]+", name):  # RFC 5322 3.6.8: printable ASCII but ":"
+        raise ValueError(f"invalid header name {name!r}: printable ASCII without spaces or ':'")
+    if name.lower() in OWN_MAIL_HEADERS:
+        raise ValueError(f"{name} is written by alert-router; use another header name")
+    return name
+
+
+MailHeaderName = Annotated[str, AfterValidator(_check_mail_header_name)]
+
+
+# ---------------------------------------------------------------- server and storage
+
+
+class BasicAuth(WithSecrets):
+    """HTTP basic credentials for the webhook and API (`password` or `password_file`)."""
+
+    secret_keys = ("password",)
+
+    username: str = Field(min_length=1)
+    password: SecretStr
+
+
+class AuthConfig(WithSecrets):
+    """What callers of the webhook and API must present: a bearer token, basic auth, or both."""
+
+    secret_keys = ("bearer_token",)
+
+    bearer_token: SecretStr | None = None
+    basic_auth: BasicAuth | None = None
+
+
+class ServerConfig(Strict):
+    """`server`: where to listen, who may call, request bounds, shutdown grace (timedelta)."""
+
+    listen: ListenAddr = "0.0.0.0:9095"
+    auth: AuthConfig = AuthConfig()
+    # far above Alertmanager's largest groups (7,000 alerts: 4.5 MB): it does not retry a 413
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_backlog: int = Field(default=10_000, ge=1)
+    shutdown_grace: Duration = timedelta(seconds=10)
+    # answer webhooks in a process of their own (router/front.py): a second CPU core for intake
+    intake_process: bool = True
+
+
+class StorageConfig(Strict):
+    """`storage`: the SQLite state file, its sync mode, and how long state is kept (timedelta)."""
+
+    path: str = "alert-router.db"
+    synchronous: Literal["normal", "full"] = "normal"
+    stale_after: Duration = timedelta(hours=6)
+    retention: Duration = timedelta(days=7)
+
+
+class DeliveryConfig(Strict):
+    """`delivery`: how long a notification may wait, the storm threshold, backoff bounds."""
+
+    max_age: Duration = timedelta(hours=1)
+    storm_threshold: int = Field(default=10, ge=2)
+    min_backoff: Duration = timedelta(seconds=1)
+    max_backoff: Duration = timedelta(minutes=5)
+
+
+class TemplatesConfig(Strict):
+    """`templates`: a folder whose files override the shipped templates of the same name."""
+
+    directory: str | None = None
+
+
+# ---------------------------------------------------------------- channels
+
+
+class TelegramConfig(WithSecrets):
+    """One `telegram_configs` entry: the bot, the chat (and topic) it posts in."""
+
+    secret_keys = ("bot_token",)
+
+    bot_token: SecretStr
+    chat_id: int | str
+    message_thread_id: int | None = None
+    api_url: str = "https://api.telegram.org"
+    disable_notifications: bool = False
+    send_resolved: bool | None = None
+
+
+class SlackConfig(WithSecrets):
+    """One `slack_configs` entry: a bot token and channel (Web API) or an incoming webhook."""
+
+    secret_keys = ("bot_token", "webhook_url")
+
+    bot_token: SecretStr | None = None
+    channel: str | None = None
+    api_url: str = "https://slack.com/api/"
+    webhook_url: SecretStr | None = None
+    send_resolved: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackConfig:
+        if self.webhook_url is not None:
+            if self.bot_token is not None:
+                raise ValueError("set either webhook_url or bot_token + channel, not both")
+        elif self.bot_token is None or not self.channel:
+            raise ValueError("needs bot_token and channel (Web API) or webhook_url")
+        return self
+
+
+class EmailConfig(WithSecrets):
+    """One `email_configs` entry: recipients, sender, SMTP server and extra headers."""
+
+    secret_keys = ("auth_password",)
+
+    to: str = Field(min_length=3)
+    from_: str = Field(alias="from", min_length=3)
+    smarthost: HostPort
+    auth_username: str | None = None
+    auth_password: SecretStr | None = None
+    require_tls: bool = True
+    headers: dict[MailHeaderName, str] = Field(default_factory=dict)
+    send_resolved: bool | None = None
+
+
+class PagerDutyConfig(WithSecrets):
+    """One `pagerduty_configs` entry: the Events API v2 routing key, URL, severity and source."""
+
+    secret_keys = ("routing_key",)
+
+    routing_key: SecretStr
+    url: str = "https://events.pagerduty.com/v2/enqueue"
+    severity: TemplateStr | None = None
+    source: TemplateStr | None = None
+    send_resolved: bool | None = None
+
+
+class EscalateConfig(Strict):
+    """`escalate`: after how long unacked an incident goes to the receiver `to` as well."""
+
+    after: Duration
+    to: str = Field(min_length=1)
+
+
+class ReceiverConfig(Strict):
+    """One `receivers` entry: a name, its reminders and escalation, and its channel configs."""
+
+    name: str = Field(min_length=1)
+    send_resolved: bool = True
+    repeat_interval: Duration = timedelta(hours=4)
+    escalate: EscalateConfig | None = None
+    telegram_configs: list[TelegramConfig] = Field(default_factory=list)
+    slack_configs: list[SlackConfig] = Field(default_factory=list)
+    email_configs: list[EmailConfig] = Field(default_factory=list)
+    pagerduty_configs: list[PagerDutyConfig] = Field(default_factory=list)
+
+    def channels(self) -> Iterator[tuple[str, int, BaseModel]]:
+        """Each channel config as (kind, index in its list, config)."""
+        for kind in ("telegram", "slack", "email", "pagerduty"):
+            for i, cfg in enumerate(getattr(self, f"{kind}_configs")):
+                yield kind, i, cfg
+
+
+# ---------------------------------------------------------------- chatops
+
+
+def _id_checker(pattern: str, what: str, how: str) -> Any:
+    """A validator for a chat platform's immutable id; a name gets an error saying how to find
+    the id (names can be changed and reused, so they authorize nobody)."""
+    compiled = re.compile(pattern)
+
+    def check(value: Any) -> str:
+        text = str(value)
+        if isinstance(value, bool) or not compiled.fullmatch(text):
+            raise ValueError(f"{text!r} is not {what}: names can be changed or reused; {how}")
+        return text
+
+    return check
+
+
+SlackTeamId = Annotated[
+    str,
+    BeforeValidator(
+        _id_checker(
+            r"[TE][A-Z0-9]+",
+            "a Slack workspace id (T…)",
+            "give the id, as in the address of Slack in a browser (app.slack.com/client/T…/)"
+            " or in the router's refusal",
+        )
+    ),
+]
+SlackChannelId = Annotated[
+    str,
+    BeforeValidator(
+        _id_checker(
+            r"[CGD][A-Z0-9]+",
+            "a Slack channel id (C…)",
+            "give the id, shown at the bottom of the channel's details (About) in Slack",
+        )
+    ),
+]
+SlackUserId = Annotated[
+    str,
+    BeforeValidator(
+        _id_checker(
+            r"[UW][A-Z0-9]+",
+            "a Slack member id (U… or W…)",
+            "give the id: in Slack, the user's profile, ⋮, Copy member ID",
+        )
+    ),
+]
+TelegramChatId = Annotated[
+    int,
+    BeforeValidator(
+        _id_checker(
+            r"-?[1-9][0-9]*",
+            "a Telegram chat id (a number, negative for groups)",
+            "give the numeric id, which the router's refusal in that chat tells (chat …)",
+        )
+    ),
+]
+TelegramUserId = Annotated[
+    int,
+    BeforeValidator(
+        _id_checker(
+            r"[1-9][0-9]*",
+            "a Telegram user id (a number)",
+            "give the numeric id, which the router's refusal tells the user (user id …)",
+        )
+    ),
+]
+
+
+def _some_places(places: list[Any] | None) -> list[Any] | None:
+    if places == []:
+        raise ValueError(
+            "empty: nobody could ack this receiver's incidents; list ids, or leave the key out"
+            " to use the global list"
+        )
+    return places
+
+
+class TelegramScope(Strict):
+    """Who may ack one receiver's incidents from Telegram; an unset key takes the global one."""
+
+    allowed_chats: Annotated[list[TelegramChatId] | None, AfterValidator(_some_places)] = None
+    allowed_users: list[TelegramUserId] | None = None
+
+
+class TelegramChatops(WithSecrets):
+    """`chatops.telegram`: the bot that takes /ack, how updates arrive, who may use it."""
+
+    secret_keys = ("bot_token", "webhook_secret")
+
+    bot_token: SecretStr
+    api_url: str = "https://api.telegram.org"
+    mode: Literal["webhook", "polling"] = "webhook"
+    webhook_secret: SecretStr | None = None
+    allowed_chats: list[TelegramChatId] = Field(default_factory=list)
+    allowed_users: list[TelegramUserId] = Field(default_factory=list)
+    receivers: dict[str, TelegramScope] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _webhook_needs_secret(self) -> TelegramChatops:
+        if self.mode == "webhook" and self.webhook_secret is None:
+            raise ValueError(
+                "mode webhook needs webhook_secret (checked against X-Telegram-Bot-Api-Secret-Token)"
+            )
+        if not self.allowed_chats:
+            raise ValueError("allowed_chats must list the chat ids that may use /ack")
+        return self
+
+
+class SlackScope(Strict):
+    """Who may ack one receiver's incidents from Slack; an unset key takes the global one."""
+
+    allowed_channels: Annotated[list[SlackChannelId] | None, AfterValidator(_some_places)] = None
+    allowed_users: list[SlackUserId] | None = None
+
+
+class SlackChatops(WithSecrets):
+    """`chatops.slack`: the app's signing secret, workspace, and who may use /ack."""
+
+    secret_keys = ("bot_token", "signing_secret")
+
+    bot_token: SecretStr | None = None
+    api_url: str = "https://slack.com/api/"
+    signing_secret: SecretStr
+    team_id: SlackTeamId
+    allowed_channels: list[SlackChannelId] = Field(min_length=1)
+    allowed_users: list[SlackUserId] = Field(default_factory=list)
+    receivers: dict[str, SlackScope] = Field(default_factory=dict)
+
+
+class ChatopsConfig(Strict):
+    """`chatops`: acknowledging from chat, and silencing through Alertmanager's API."""
+
+    alertmanager_url: str | None = None
+    telegram: TelegramChatops | None = None
+    slack: SlackChatops | None = None
+    default_silence: Duration | None = None
+
+
+# ---------------------------------------------------------------- routing
+
+
+def _legacy_matchers(
+    match: Mapping[str, str], match_re: Mapping[str, str], matchers: list[tuple[Matcher, ...]]
+) -> tuple[Matcher, ...]:
+    """match, match_re and matchers together, as Alertmanager's NewRoute combines them."""
+    out = [Matcher.create(k, MatchType.EQUAL, v) for k, v in match.items()]
+    out += [Matcher.create(k, MatchType.REGEX, v) for k, v in match_re.items()]
+    for line in matchers:
+        out.extend(line)
+    return tuple(out)
+
+
+class RouteConfig(Strict):
+    """A node of the route tree, as Alertmanager writes it (grouping keys accepted, ignored)."""
+
+    receiver: str | None = None
+    continue_: bool = Field(default=False, alias="continue")
+    match: dict[LabelName, str] = Field(default_factory=dict)
+    match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    matchers: list[MatcherLine] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    # Alertmanager's grouping and timing keys: accepted so its route trees paste in, ignored.
+    group_by: list[str] | None = None
+    group_wait: Duration | None = None
+    group_interval: Duration | None = None
+    repeat_interval: Duration | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_time_intervals(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("mute_time_intervals", "active_time_intervals"):
+                if key in data:
+                    raise ValueError(
+                        f"{key} is not supported by alert-router: mute or schedule in "
+                        "Alertmanager, which then does not send those alerts at all"
+                    )
+        return data
+
+    def all_matchers(self) -> tuple[Matcher, ...]:
+        """match, match_re and matchers of this route as one tuple of matchers."""
+        return _legacy_matchers(self.match, self.match_re, self.matchers)
+
+
+class InhibitRuleConfig(Strict):
+    """One `inhibit_rules` entry: source and target matchers and the labels that must be equal."""
+
+    source_match: dict[LabelName, str] = Field(default_factory=dict)
+    source_match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    source_matchers: list[MatcherLine] = Field(default_factory=list)
+    target_match: dict[LabelName, str] = Field(default_factory=dict)
+    target_match_re: dict[LabelName, Regex] = Field(default_factory=dict)
+    target_matchers: list[MatcherLine] = Field(default_factory=list)
+    equal: list[LabelName] = Field(default_factory=list)
+
+    def sources(self) -> tuple[Matcher, ...]:
+        """Every source matcher (source_match, source_match_re, source_matchers)."""
+        return _legacy_matchers(self.source_match, self.source_match_re, self.source_matchers)
+
+    def targets(self) -> tuple[Matcher, ...]:
+        """Every target matcher (target_match, target_match_re, target_matchers)."""
+        return _legacy_matchers(self.target_match, self.target_match_re, self.target_matchers)
+
+
+class RunbookConfig(Strict):
+    """One `runbooks` entry: alerts it matches get these runbook and dashboard URL templates."""
+
+    matchers: list[MatcherLine] = Field(min_length=1)
+    runbook_url: TemplateStr | None = None
+    dashboard_url: TemplateStr | None = None
+
+    def all_matchers(self) -> tuple[Matcher, ...]:
+        """This entry's matchers as one tuple."""
+        return _legacy_matchers({}, {}, self.matchers)
+
+
+class RouterConfig(Strict):
+    """A whole routes.yaml, validated; `source` and `base_dir` say where it was read from."""
+
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    templates: TemplatesConfig = TemplatesConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    chatops: ChatopsConfig = ChatopsConfig()
+    receivers: list[ReceiverConfig] = Field(min_length=1)
+    route: RouteConfig
+    inhibit_rules: list[InhibitRuleConfig] = Field(default_factory=list)
+    runbooks: list[RunbookConfig] = Field(default_factory=list)
+    # Where the file was read from: relative paths in it are relative to its folder.
+    source: str = Field(default="<memory>", exclude=True)
+    base_dir: str = Field(default=".", exclude=True)
+
+    def receiver(self, name: str) -> ReceiverConfig:
+        """The receiver named `name`; KeyError if there is none."""
+        return self._receivers_by_name()[name]
+
+    def _receivers_by_name(self) -> dict[str, ReceiverConfig]:
+        return {r.name: r for r in self.receivers}
+
+    def resolve_path(self, path: str) -> Path:
+        """`path` as written in the config: relative to the config file's folder."""
+        p = Path(path)
+        return p if p.is_absolute() else Path(self.base_dir) / p
