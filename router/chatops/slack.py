@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 from slack_sdk.signature import SignatureVerifier
 
-from router.channels.slack import ACK_ACTION
+from router.channels.slack.channel import ACK_ACTION
 from router.chatops.commands import Actor, Allow, Commands, Policy, display_name, parse
 from router.config import SlackChatops
 from router.logs import event

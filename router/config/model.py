@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -19,12 +19,13 @@ from pydantic import (
     BeforeValidator,
     Field,
     SecretStr,
+    create_model,
     model_validator,
 )
 
+from router.channels import CHANNELS, config_model
 from router.config.types import (
     Duration,
-    HostPort,
     LabelName,
     ListenAddr,
     MatcherLine,
@@ -34,26 +35,6 @@ from router.config.types import (
     WithSecrets,
 )
 from router.matchers import Matcher, MatchType
-
-# Headers the email channel writes itself: a second one makes every mail unbuildable.
-OWN_MAIL_HEADERS = frozenset(
-    {"subject", "from", "to", "date", "message-id", "in-reply-to", "references"}
-    | {"mime-version", "content-type", "content-transfer-encoding"}
-)
-
-
-def _check_mail_header_name(name: str) -> str:
-    if not re.fullmatch(r"[!-9;-~]+", name):  # RFC 5322 3.6.8: printable ASCII but ":"
-        raise ValueError(f"invalid header name {name!r}: printable ASCII without spaces or ':'")
-    if name.lower() in OWN_MAIL_HEADERS:
-        raise ValueError(f"{name} is written by alert-router; use another header name")
-    return name
-
-
-MailHeaderName = Annotated[str, AfterValidator(_check_mail_header_name)]
-
-
-# ---------------------------------------------------------------- server and storage
 
 
 class BasicAuth(WithSecrets):
@@ -111,70 +92,6 @@ class TemplatesConfig(Strict):
     directory: str | None = None
 
 
-# ---------------------------------------------------------------- channels
-
-
-class TelegramConfig(WithSecrets):
-    """One `telegram_configs` entry: the bot, the chat (and topic) it posts in."""
-
-    secret_keys = ("bot_token",)
-
-    bot_token: SecretStr
-    chat_id: int | str
-    message_thread_id: int | None = None
-    api_url: str = "https://api.telegram.org"
-    disable_notifications: bool = False
-    send_resolved: bool | None = None
-
-
-class SlackConfig(WithSecrets):
-    """One `slack_configs` entry: a bot token and channel (Web API) or an incoming webhook."""
-
-    secret_keys = ("bot_token", "webhook_url")
-
-    bot_token: SecretStr | None = None
-    channel: str | None = None
-    api_url: str = "https://slack.com/api/"
-    webhook_url: SecretStr | None = None
-    send_resolved: bool | None = None
-
-    @model_validator(mode="after")
-    def _one_mode(self) -> SlackConfig:
-        if self.webhook_url is not None:
-            if self.bot_token is not None:
-                raise ValueError("set either webhook_url or bot_token + channel, not both")
-        elif self.bot_token is None or not self.channel:
-            raise ValueError("needs bot_token and channel (Web API) or webhook_url")
-        return self
-
-
-class EmailConfig(WithSecrets):
-    """One `email_configs` entry: recipients, sender, SMTP server and extra headers."""
-
-    secret_keys = ("auth_password",)
-
-    to: str = Field(min_length=3)
-    from_: str = Field(alias="from", min_length=3)
-    smarthost: HostPort
-    auth_username: str | None = None
-    auth_password: SecretStr | None = None
-    require_tls: bool = True
-    headers: dict[MailHeaderName, str] = Field(default_factory=dict)
-    send_resolved: bool | None = None
-
-
-class PagerDutyConfig(WithSecrets):
-    """One `pagerduty_configs` entry: the Events API v2 routing key, URL, severity and source."""
-
-    secret_keys = ("routing_key",)
-
-    routing_key: SecretStr
-    url: str = "https://events.pagerduty.com/v2/enqueue"
-    severity: TemplateStr | None = None
-    source: TemplateStr | None = None
-    send_resolved: bool | None = None
-
-
 class EscalateConfig(Strict):
     """`escalate`: after how long unacked an incident goes to the receiver `to` as well."""
 
@@ -182,23 +99,36 @@ class EscalateConfig(Strict):
     to: str = Field(min_length=1)
 
 
-class ReceiverConfig(Strict):
-    """One `receivers` entry: a name, its reminders and escalation, and its channel configs."""
+class Receiver(Strict):
+    """The keys of a `receivers` entry but its channel configs: name, reminders, escalation."""
 
     name: str = Field(min_length=1)
     send_resolved: bool = True
     repeat_interval: Duration = timedelta(hours=4)
     escalate: EscalateConfig | None = None
-    telegram_configs: list[TelegramConfig] = Field(default_factory=list)
-    slack_configs: list[SlackConfig] = Field(default_factory=list)
-    email_configs: list[EmailConfig] = Field(default_factory=list)
-    pagerduty_configs: list[PagerDutyConfig] = Field(default_factory=list)
 
     def channels(self) -> Iterator[tuple[str, int, BaseModel]]:
-        """Each channel config as (kind, index in its list, config)."""
-        for kind in ("telegram", "slack", "email", "pagerduty"):
+        """Each channel config as (kind, index in its list, config), in CHANNELS order."""
+        for kind in CHANNELS:
             for i, cfg in enumerate(getattr(self, f"{kind}_configs")):
                 yield kind, i, cfg
+
+
+# A `receivers` entry: Receiver's keys, then one `<kind>_configs` list per entry of CHANNELS
+# (router/channels/__init__.py), in its order: a new kind there is a new key here.
+if TYPE_CHECKING:
+    ReceiverConfig = Receiver
+else:
+    ReceiverConfig = create_model(
+        "ReceiverConfig",
+        __base__=Receiver,
+        __module__=__name__,
+        __doc__="One `receivers` entry: Receiver's keys and a list of configs per channel kind.",
+        **{
+            f"{kind}_configs": (list[config_model(kind)], Field(default_factory=list))
+            for kind in CHANNELS
+        },
+    )
 
 
 # ---------------------------------------------------------------- chatops

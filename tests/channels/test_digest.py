@@ -13,10 +13,12 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from router.channels.base import Delivered
-from router.channels.email import EmailChannel
-from router.channels.slack import SlackChannel
-from router.channels.telegram import TelegramChannel
-from router.config import EmailConfig, SlackConfig, TelegramConfig
+from router.channels.email.channel import EmailChannel
+from router.channels.email.config import EmailConfig
+from router.channels.slack.channel import SlackChannel
+from router.channels.slack.config import SlackConfig
+from router.channels.telegram.channel import TelegramChannel
+from router.channels.telegram.config import TelegramConfig
 from router.models import IncidentView
 from router.render import Renderer
 

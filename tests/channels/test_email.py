@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from router.channels.email import header_text
+from router.channels.email.channel import header_text
 from router.config import parse_config
 from router.errors import ConfigError
 

@@ -12,11 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router.channels.base import Message
-from router.channels.email import EmailChannel
-from router.channels.pagerduty import PagerDutyChannel
-from router.channels.slack import SlackChannel
-from router.channels.telegram import TelegramChannel
-from router.config import EmailConfig, PagerDutyConfig, SlackConfig, TelegramConfig
+from router.channels.email.channel import EmailChannel
+from router.channels.email.config import EmailConfig
+from router.channels.pagerduty.channel import PagerDutyChannel
+from router.channels.pagerduty.config import PagerDutyConfig
+from router.channels.slack.channel import SlackChannel
+from router.channels.slack.config import SlackConfig
+from router.channels.telegram.channel import TelegramChannel
+from router.channels.telegram.config import TelegramConfig
 from router.models import AlertView, IncidentView
 from router.render import VOID_TAGS, Renderer, http_url
 
@@ -222,7 +225,7 @@ def test_what_would_be_sent_is_accepted(
 
 
 def telegram_fit(text: str) -> str:
-    from router.channels.telegram import MAX_TEXT
+    from router.channels.telegram.channel import MAX_TEXT
     from router.render import fit_html
 
     return fit_html(text, MAX_TEXT)

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from router.channels.pagerduty import MAX_EVENT_BYTES, fit_event
+from router.channels.pagerduty.channel import MAX_EVENT_BYTES, fit_event
 
 from ..harness import Fakes, post, settled
 from .payloads import group_payload

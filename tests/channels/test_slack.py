@@ -12,8 +12,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from router.channels.base import Delivered, Failed, RetryLater
-from router.channels.slack import SlackChannel
-from router.config import SlackConfig
+from router.channels.slack.channel import SlackChannel
+from router.channels.slack.config import SlackConfig
 from router.models import IncidentView
 from router.render import Renderer
 

@@ -10,8 +10,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from router.channels.base import Delivered
-from router.channels.telegram import MAX_TEXT, TelegramChannel
-from router.config import TelegramConfig
+from router.channels.telegram.channel import MAX_TEXT, TelegramChannel
+from router.channels.telegram.config import TelegramConfig
 from router.render import Renderer
 
 from ..fakes.telegram import FakeTelegram, mentions, text_problem, visible_text

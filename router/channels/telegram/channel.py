@@ -46,7 +46,7 @@ from telegram.request import HTTPXRequest
 os.environ.setdefault("PTB_TIMEDELTA", "true")
 
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
-from router.config import TelegramConfig
+from router.channels.telegram.config import TelegramConfig
 from router.render import fit_html, read_html, utf16_len
 
 MAX_TEXT = 4096  # UTF-16 code units of the text after entity parsing (Bot API sendMessage)

@@ -10,7 +10,7 @@ from email.utils import formatdate, getaddresses, make_msgid
 import aiosmtplib
 
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
-from router.config import EmailConfig
+from router.channels.email.config import EmailConfig
 
 IMPLICIT_TLS_PORT = 465
 SUBJECT_MAX = 250  # characters; the header is folded into lines of at most 78 (RFC 5322 2.1.1)

@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
-from router.config import SlackConfig
+from router.channels.slack.config import SlackConfig
 from router.models import IncidentView, Reason
 from router.render import (
     LINK_MAX,

@@ -14,7 +14,8 @@ import aiohttp
 import orjson
 
 from router.channels.base import Channel, Delivered, Delivery, Digest, Failed, Message, RetryLater
-from router.config import TEMPLATE_STRINGS, PagerDutyConfig
+from router.channels.pagerduty.config import PagerDutyConfig
+from router.config.types import TEMPLATE_STRINGS
 from router.models import IncidentView, Reason
 from router.render import Renderer, http_url
 

@@ -1,0 +1,1 @@
+"""PagerDuty: config.py (one `pagerduty_configs` entry) and channel.py (Events API v2)."""
