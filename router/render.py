@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from html import escape as html_escape
 from html.parser import HTMLParser
@@ -24,7 +24,9 @@ from jinja2 import (
     ChoiceLoader,
     Environment,
     FileSystemLoader,
+    TemplateNotFound,
     TemplateSyntaxError,
+    nodes,
 )
 from markupsafe import Markup
 
@@ -42,6 +44,7 @@ RESOLVED_ICON = "✅"
 HEADLINE_LABELS = frozenset({"alertname", "severity"})
 BODY_PARTS = frozenset({"message", "text"})  # a message's body: never sent empty
 _BLANK_RUNS = re.compile(r"\n[ \t]*\n(?:[ \t]*\n)+")  # at most one blank line in a row
+_REFERENCES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 
 
 def default_template_dir() -> Path:
@@ -258,25 +261,74 @@ class Renderer:
         self._parts[kind] = found
         return found
 
-    def check(self, kinds: list[str]) -> None:
-        """Compile every template now, so a broken one stops the start, not a 3 a.m. page."""
+    def check(
+        self, kinds: Iterable[str], required: Mapping[str, Collection[str]] | None = None
+    ) -> None:
+        """Compile every template of `kinds` (folders: "telegram", "telegram/digest") now, so
+        that a broken one stops the start, not a 3 a.m. page; raises ConfigError listing each
+        problem that `problems` finds. `required` maps a folder to the parts it must have."""
+        problems = self.problems({k: (required or {}).get(k, ()) for k in kinds})
+        if problems:
+            raise ConfigError(problems)
+
+    def problems(self, required: Mapping[str, Collection[str]]) -> list[ConfigProblem]:
+        """What is wrong with the templates of each folder in `required` (its keys), naming
+        the file and line: a folder without templates, a required part with no template, a
+        template that does not compile (syntax, unknown filter or test), and an include,
+        import or extends of a template that is in none of the folders searched."""
         problems = []
-        for kind in kinds:
-            if not self.parts(kind):
+        for kind, parts in required.items():
+            found = self.parts(kind)
+            if not found:
                 problems.append(
                     ConfigProblem(str(self.dirs[0]), None, kind, "no templates for this channel")
                 )
-            for name in self.parts(kind).values():
-                try:
-                    self._env_for(name).get_template(name)
-                except TemplateSyntaxError as exc:
-                    problems.append(
-                        ConfigProblem(
-                            exc.filename or name, exc.lineno, "", exc.message or "syntax error"
-                        )
+                continue
+            for part in sorted(set(parts) - set(found)):
+                problems.append(
+                    ConfigProblem(
+                        str(self.dirs[0] / kind),
+                        None,
+                        "",
+                        f"no template for the part {part!r} (a {kind} message is made of: "
+                        f"{', '.join(sorted(parts))}; e.g. {part}.txt.j2)",
                     )
-        if problems:
-            raise ConfigError(problems)
+                )
+            for name in found.values():
+                problems += self._template_problems(name)
+        return problems
+
+    def _template_problems(self, name: str) -> list[ConfigProblem]:
+        env = self._env_for(name)
+        try:
+            env.get_template(name)
+        except TemplateSyntaxError as exc:  # TemplateAssertionError too: an unknown filter
+            return [
+                ConfigProblem(exc.filename or name, exc.lineno, "", exc.message or "syntax error")
+            ]
+        assert env.loader is not None
+        source, filename, _ = env.loader.get_source(env, name)
+        problems = []
+        for node in env.parse(source, name, filename).find_all(_REFERENCES):
+            target = getattr(node, "template", None)  # Include, Import...: all have it
+            if not isinstance(target, nodes.Const) or not isinstance(target.value, str):
+                continue  # a name computed at render time: cannot be checked now
+            if isinstance(node, nodes.Include) and node.ignore_missing:
+                continue
+            try:
+                env.loader.get_source(env, target.value)
+            except TemplateNotFound:
+                statement = type(node).__name__.lower().replace("fromimport", "from")
+                problems.append(
+                    ConfigProblem(
+                        filename or name,
+                        node.lineno,
+                        "",
+                        f"{statement} {target.value!r}: no such template in "
+                        f"{' or '.join(str(d) for d in self.dirs)}",
+                    )
+                )
+        return problems
 
     def _env_for(self, name: str) -> Environment:
         mode = name.rsplit(".", 2)[-2] if name.count(".") >= 2 else "txt"

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from router.cli import main
 from router.config import load_config, parse_config, parse_duration
 from router.errors import ConfigError
+from router.render import default_template_dir
 
 from .helpers import DATA, ROOT
 
@@ -91,6 +93,23 @@ EXPECTED = {
     "bad-listen.yaml": [
         "{f}:2: server.listen: invalid listen address 'localhost': expected HOST:PORT, e.g. 0.0.0.0:9095"
     ],
+    # templates.directory is checked at load (check-config, serve, reload), each problem naming
+    # its template file: tests/data/config/templates-*/.
+    "template-directory-missing.yaml": [
+        "{f}:2: templates.directory: no such folder: {d}/no-such-templates"
+    ],
+    "template-syntax.yaml": ["{d}/templates-syntax/telegram/message.html.j2:3: unexpected '}'"],
+    "template-filter.yaml": [
+        "{d}/templates-filter/slack/message.mrkdwn.j2:1: No filter named 'shout'."
+    ],
+    "template-include.yaml": [
+        "{d}/templates-include/email/text.txt.j2:3: include 'email/footer.txt.j2': no such "
+        "template in {d}/templates-include or {t}"
+    ],
+    "template-digest.yaml": [
+        "{d}/templates-digest/telegram/digest/message.html.j2:4: unexpected end of template, "
+        "expected 'end of statement block'."
+    ],
 }
 
 
@@ -105,7 +124,12 @@ def test_bad_config_reports_where_and_why(name: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path)
     got = [str(p) for p in caught.value.problems]
-    want = [e.replace("{f}", str(path)).replace("{d}", str(BAD.resolve())) for e in EXPECTED[name]]
+    want = [
+        e.replace("{f}", str(path))
+        .replace("{d}", str(BAD.resolve()))
+        .replace("{t}", str(default_template_dir()))
+        for e in EXPECTED[name]
+    ]
     assert got == want
 
 
@@ -194,3 +218,12 @@ def test_empty_section_means_defaults(tmp_path: Path) -> None:
     )
     assert cfg.server.listen == "0.0.0.0:9095"
     assert cfg.inhibit_rules == []
+
+
+def test_check_config_refuses_a_broken_user_template(capsys: pytest.CaptureFixture[str]) -> None:
+    path = BAD / "template-filter.yaml"
+    assert main(["check-config", str(path)]) == 1
+    assert capsys.readouterr().err == (
+        f"{path}: 1 problem(s):\n"
+        f"  {BAD.resolve()}/templates-filter/slack/message.mrkdwn.j2:1: No filter named 'shout'.\n"
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from router.channels import channel_class
+from router.channels import channel_class, template_parts
 from router.config import parse_config
 from router.models import IncidentView, WebhookPayload
 from router.pipeline import Pipeline
@@ -135,8 +135,18 @@ def test_human_duration(seconds: int, text: str) -> None:
     assert human_duration(timedelta(seconds=seconds)) == text
 
 
-def test_shipped_templates_compile() -> None:
-    Renderer(ROOT / "templates").check(list(KINDS))
+def test_shipped_templates_have_every_part_each_channel_declares_and_compile() -> None:
+    assert Renderer(ROOT / "templates").problems(template_parts()) == []
+
+
+def test_a_part_a_channel_needs_without_a_template_is_named(tmp_path: Path) -> None:
+    (tmp_path / "telegram").mkdir()
+    (tmp_path / "telegram" / "message.html.j2").write_text("{{ incident.title }}")
+    [problem] = Renderer(tmp_path).problems({"telegram": {"message", "footer"}})
+    assert str(problem) == (
+        f"{tmp_path}/telegram: no template for the part 'footer' (a telegram message is made of:"
+        " footer, message; e.g. footer.txt.j2)"
+    )
 
 
 # ------------------------------------------------------------------ markup kept whole

@@ -1,7 +1,8 @@
 """Reading routes.yaml: YAML with the line of every key, ${VAR} substitution, an alias-bomb guard.
 
 `load_config` and `parse_config` return a validated RouterConfig or raise ConfigError listing
-every problem at once, each as `file:line: key.path: message`.
+every problem at once, each as `file:line: key.path: message`; then the templates of
+`templates.directory`, each problem naming its template file.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from router.channels import template_parts
 from router.config.model import RouterConfig
 from router.config.problems import cross_check, expected_keys, format_path, message
 from router.errors import ConfigError, ConfigProblem
+from router.render import Renderer
 
 MAX_YAML_NODES = 100_000  # values a document may expand to (aliases counted each time)
 _ENV_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -68,7 +71,23 @@ def parse_config(
     problems = [p for p in problems if p.path not in unset] + doc.unset
     if problems:
         raise ConfigError(sorted(problems, key=lambda p: p.line or 0))
+    problems = template_problems(cfg, doc)
+    if problems:
+        raise ConfigError(problems)
     return cfg
+
+
+def template_problems(cfg: RouterConfig, doc: YamlDocument) -> list[ConfigProblem]:
+    """What is wrong with the templates in `templates.directory`, if set, each naming its file:
+    the folder missing, a part a channel needs (router/channels/__init__.py) without a
+    template, a template that does not compile or includes one that is not there. Checked at
+    load, so that check-config and serve's start refuse them, not a send at 3 a.m."""
+    if cfg.templates.directory is None:
+        return []
+    folder = cfg.resolve_path(cfg.templates.directory)
+    if not folder.is_dir():
+        return [doc.problem(("templates", "directory"), f"no such folder: {folder}")]
+    return Renderer(folder).problems(template_parts())
 
 
 class YamlDocument:
