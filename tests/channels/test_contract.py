@@ -3,7 +3,12 @@ against each one's fake, as prometheus/alertmanager's notify/test RetryTests doe
 notifiers: sent; edited in place; retry later with the service's Retry-After; a permanent
 refusal dead-lettered at once without holding back the next notification; one plain-text try
 after a permanent refusal of the rendered message; messages over the service's size limits
-fitted, not refused."""
+fitted, not refused.
+
+A kind with a second way to deliver has a second driver (Slack's incoming webhook, which cannot
+edit: its update is a new message). --dry-run (router/channels/dryrun.py) is not in the list
+and not run here: it sends nothing, so there is no service to throttle, refuse or limit sizes;
+tests/test_intake.py covers what it logs."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from router.channels import CHANNELS
+from router.channels import CHANNELS, channel_class
 
 from ..harness import Fakes, firing_payload, post, settled
 from ..helpers import fixture_body
@@ -27,6 +32,7 @@ PLAIN_MARK = "rendered without its template"
 class Driver:
     """How the contract drives one channel kind's fake."""
 
+    kind: str
     receiver: str  # the receivers: entry, with the harness's placeholders
     throttle: Callable[[Fakes], None]  # the next request answers 429 with Retry-After: 1
     refuse: Callable[[Fakes], None]  # the next request is refused for good
@@ -60,6 +66,7 @@ def _pagerduty_edited(f: Fakes) -> bool:
 
 DRIVERS: dict[str, Driver] = {
     "telegram": Driver(
+        "telegram",
         '{bot_token: "123456:good-token", chat_id: 1001, api_url: TELEGRAM}',
         _telegram_throttle,
         lambda f: f.telegram.fail_next.append(
@@ -70,6 +77,7 @@ DRIVERS: dict[str, Driver] = {
         lambda f: [m.edits for m in f.telegram.messages.values()] == [1],
     ),
     "slack": Driver(
+        "slack",
         '{bot_token: xoxb-good, channel: "#alerts", api_url: SLACK}',
         lambda f: f.slack.ratelimit(retry_after=1),
         lambda f: f.slack.fail_next.append((200, "channel_not_found", {})),
@@ -78,6 +86,7 @@ DRIVERS: dict[str, Driver] = {
         lambda f: [len(p.updates) for p in f.slack.posts()] == [1],
     ),
     "email": Driver(
+        "email",
         "{to: oncall@example.com, from: ar@example.com, smarthost: SMTPHOST, require_tls: false}",
         lambda f: f.mailbox.refuse_next.append("451 4.7.1 Try again later"),
         lambda f: f.mailbox.refuse_next.append("554 5.7.1 Message refused by policy"),
@@ -86,7 +95,17 @@ DRIVERS: dict[str, Driver] = {
         _email_edited,
         retry_after=False,
     ),
+    "slack-webhook": Driver(
+        "slack",
+        "{webhook_url: SLACK_WEBHOOK}",
+        lambda f: f.slack.ratelimit(retry_after=1),
+        lambda f: f.slack.fail_next.append((404, "channel_not_found", {})),
+        lambda f: f.slack.webhook_attempts,
+        lambda f: [json.dumps(p, ensure_ascii=False) for p in f.slack.webhook_posts],
+        lambda f: len(f.slack.webhook_posts) == 2,  # cannot edit: the update is a new message
+    ),
     "pagerduty": Driver(
+        "pagerduty",
         "{routing_key: R0UTINGKEY0000000000000000000000, url: PAGERDUTY}",
         lambda f: f.pagerduty.fail_next.append((429, {"Retry-After": "1"})),
         lambda f: f.pagerduty.fail_next.append((400, {})),
@@ -96,18 +115,26 @@ DRIVERS: dict[str, Driver] = {
     ),
 }
 
-KINDS = sorted(CHANNELS)
+KINDS = sorted(DRIVERS)
 
 
 def test_every_channel_has_a_driver() -> None:
-    assert sorted(DRIVERS) == KINDS, "a new channel kind needs its Driver here"
+    kinds = sorted({d.kind for d in DRIVERS.values()})
+    assert kinds == sorted(CHANNELS), "a new channel kind needs its Driver here"
 
 
-async def start(fakes: Fakes, make_client: Any, kind: str) -> Any:
+@pytest.mark.parametrize("kind", sorted(CHANNELS))
+def test_a_kind_declares_digest_parts_if_and_only_if_it_sends_digests(kind: str) -> None:
+    assert (CHANNELS[kind].digest_parts is not None) == channel_class(kind).storm_guard
+
+
+async def start(fakes: Fakes, make_client: Any, name: str) -> Any:
     fakes.telegram.flood_interval_s = 0
-    return await make_client(
-        fakes, f"  - name: main\n    {kind}_configs: [{DRIVERS[kind].receiver}]\n"
+    driver = DRIVERS[name]
+    receiver = driver.receiver.replace(
+        "SLACK_WEBHOOK", f"{fakes.urls['slack']}/services/T000/B000/good"
     )
+    return await make_client(fakes, f"  - name: main\n    {driver.kind}_configs: [{receiver}]\n")
 
 
 @pytest.mark.parametrize("kind", KINDS)

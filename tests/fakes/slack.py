@@ -39,6 +39,7 @@ class FakeSlack:
     messages: dict[tuple[str, str], Posted] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any], float]] = field(default_factory=list)
     webhook_posts: list[dict[str, Any]] = field(default_factory=list)
+    webhook_attempts: list[float] = field(default_factory=list)  # time.monotonic() of each post
     responses: list[dict[str, Any]] = field(default_factory=list)  # posted to a response_url
     fail_next: list[tuple[int, str, dict[str, str]]] = field(default_factory=list)
     delay_s: float = 0.0
@@ -124,6 +125,7 @@ class FakeSlack:
         )
 
     async def webhook(self, request: web.Request) -> web.Response:
+        self.webhook_attempts.append(time.monotonic())
         if request.match_info["path"] != "T000/B000/good":
             return web.Response(status=404, text="no_service")
         try:
