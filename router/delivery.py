@@ -258,7 +258,9 @@ class Outbox:
         """Wait until the destination's interval has passed since its last send finished."""
         last = self._last_sent.get(dest)
         if last is not None:
-            wait = channel.min_interval_s() - (asyncio.get_running_loop().time() - last)
+            wait = channel.min_interval().total_seconds() - (
+                asyncio.get_running_loop().time() - last
+            )
             if wait > 0:
                 await asyncio.sleep(wait)
 
@@ -421,7 +423,7 @@ class Outbox:
         if isinstance(result, Failed):
             await self._dead(row, result.reason)
             return True
-        wait = result.after_s
+        wait = result.after.total_seconds() if result.after is not None else None
         if wait is None:
             wait = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**row.attempts)
             wait *= self.rng.uniform(0.5, 1.0)

@@ -141,21 +141,25 @@ def human_duration(delta: timedelta) -> str:
 
 
 def clock(value: datetime | None) -> str:
+    """A time as `2026-11-23 07:00 UTC` ("" for None)."""
     if value is None:
         return ""
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def label_pairs(labels: Mapping[str, str], skip: Any = ()) -> list[tuple[str, str]]:
+    """(name, value) of the labels, sorted, without `skip` and those the heading shows."""
     skipped = set(skip) | HEADLINE_LABELS
     return [(k, v) for k, v in sorted(labels.items()) if k not in skipped]
 
 
 def html_labels(pairs: list[tuple[str, str]]) -> Markup:
+    """Label pairs as HTML: name=<code>value</code>, escaped, space-separated."""
     return Markup(" ").join(Markup("{}=<code>{}</code>").format(k, v) for k, v in pairs)
 
 
 def mrkdwn_labels(pairs: list[tuple[str, str]]) -> SlackText:
+    """Label pairs as Slack mrkdwn: name=`value`, escaped, space-separated."""
     return SlackText(
         " ".join(f"{slack_escape(k)}=`{_no_backtick(slack_escape(v))}`" for k, v in pairs)
     )
@@ -166,10 +170,12 @@ def _no_backtick(text: str) -> str:
 
 
 def html_links(links: list[tuple[str, str]]) -> Markup:
+    """(text, url) pairs as HTML links joined by " · " (see html_link)."""
     return Markup(" · ").join(html_link(url, text) for text, url in links)
 
 
 def mrkdwn_links(links: list[tuple[str, str]]) -> SlackText:
+    """(text, url) pairs as Slack links joined by " · " (see slack_link)."""
     return SlackText(" · ".join(slack_link(url, text) for text, url in links))
 
 
@@ -197,6 +203,7 @@ def alert_links(alert: AlertView) -> list[tuple[str, str]]:
 
 
 def severity_icon(incident: IncidentView) -> str:
+    """The heading's icon: by severity while firing, a check mark once resolved."""
     if incident.status == "resolved":
         return RESOLVED_ICON
     return SEVERITY_ICONS.get(incident.severity.lower(), "⚪")

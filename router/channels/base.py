@@ -1,7 +1,7 @@
 """What every channel is: render an incident, send it, edit it; errors classified, never retried here.
 
 A channel turns its client library's answers into one of three results and returns at once:
-`Delivered(ref)`, `RetryLater(after_s, reason)` (after_s None: use backoff) or `Failed(reason)`.
+`Delivered(ref)`, `RetryLater(after, reason)` (after None: use backoff) or `Failed(reason)`.
 Retrying, waiting, ordering and rate limiting belong to delivery.py, for every channel alike.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -20,17 +21,23 @@ from router.render import Renderer
 
 @dataclass(frozen=True)
 class Delivered:
+    """Accepted by the service; `ref` names the message for later edits."""
+
     ref: str  # what a later edit targets ("" if the channel cannot edit)
 
 
 @dataclass(frozen=True)
 class RetryLater:
-    after_s: float | None  # the service's own wait (429), or None for exponential backoff
+    """Not accepted now, may be later: after the service's own wait, or after backoff."""
+
+    after: timedelta | None  # the service's own wait (429), or None for exponential backoff
     reason: str
 
 
 @dataclass(frozen=True)
 class Failed:
+    """Refused for good: sending the same again cannot succeed."""
+
     reason: str  # cannot succeed as it is (bad token, unknown chat, invalid payload)
 
 
@@ -52,6 +59,7 @@ class Message:
 
     @property
     def alerting(self) -> bool:
+        """Whether this notification must reach someone again (a ping, not only an edit)."""
         return self.view.reason in ALERTING
 
 
@@ -68,6 +76,12 @@ C = TypeVar("C", bound=BaseModel)
 
 
 class Channel(ABC, Generic[C]):
+    """One channel config of one receiver: renders incidents, sends and edits them.
+
+    Subclasses set `kind` (the key of CHANNELS) and implement `send` and `send_digest`; each
+    call returns a Delivery and never sleeps, loops or retries (delivery.py does that).
+    """
+
     kind: ClassVar[str]
     storm_guard: ClassVar[bool] = True  # fold a flood of notifications into one digest
 
@@ -80,11 +94,12 @@ class Channel(ABC, Generic[C]):
         self.moves: dict[str, str] = {}
         self.on_moved: Callable[[str, str], Awaitable[None]] | None = None
 
-    def min_interval_s(self) -> float:
+    def min_interval(self) -> timedelta:
         """Least time between two messages to this destination (the service's published limit)."""
-        return 0.0
+        return timedelta(0)
 
     def render(self, view: IncidentView) -> Message:
+        """The incident rendered with this kind's templates (the plain text if one fails)."""
         parts, error = self.renderer.render_or_fallback(self.kind, view)
         return Message(view, parts, error)
 
@@ -144,16 +159,19 @@ class Channel(ABC, Generic[C]):
         return True
 
     @abstractmethod
-    async def send(self, msg: Message) -> Delivery: ...
+    async def send(self, msg: Message) -> Delivery:
+        """Send the incident as a new message; Delivered(ref) names it for later edits."""
 
     async def update(self, msg: Message, ref: str) -> Delivery:
         """Bring the incident's message up to date; channels that cannot edit send anew."""
         return await self.send(msg)
 
     @abstractmethod
-    async def send_digest(self, digest: Digest) -> Delivery: ...
+    async def send_digest(self, digest: Digest) -> Delivery:
+        """Send a digest (several incidents in one message, the storm guard's)."""
 
     async def aclose(self) -> None:
+        """Close the client's connections; the channel is not used after."""
         return None
 
 

@@ -25,14 +25,17 @@ class DryRunChannel(Channel[BaseModel]):
         self.destination = destination
 
     async def send(self, msg: Message) -> Delivery:
+        """Log the rendered message (dry_run_notification); always Delivered."""
         self._log("dry_run_notification", msg, None)
         return Delivered(f"dry-run:{msg.view.id}")
 
     async def update(self, msg: Message, ref: str) -> Delivery:
+        """Log the rendered edit of `ref` (dry_run_update); always Delivered."""
         self._log("dry_run_update", msg, ref)
         return Delivered(ref)
 
     async def send_digest(self, digest: Digest) -> Delivery:
+        """Log the digest's parts and incidents (dry_run_digest); always Delivered."""
         event(
             log,
             logging.INFO,

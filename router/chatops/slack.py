@@ -7,6 +7,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -24,7 +25,7 @@ from router.render import slack_escape
 log = logging.getLogger("router.chatops.slack")
 MAX_BODY = 64 * 1024
 # slack-sdk's SignatureVerifier accepts a timestamp up to 5 minutes either side of now.
-WINDOW_S = 5 * 60
+WINDOW = timedelta(minutes=5)
 MAX_SEEN = 10_000  # signed requests remembered at once (10 minutes' worth at ~16/s)
 
 
@@ -35,6 +36,7 @@ class SeenRequests:
     it). Memory is bounded: entries expire with their timestamp, and at MAX_SEEN new ones wait."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        """`clock`: seconds since the epoch, as Slack's X-Slack-Request-Timestamp counts."""
         self.clock = clock
         self._expiry: list[tuple[int, str]] = []  # heap of (timestamp + window, key)
         self._keys: set[str] = set()
@@ -51,11 +53,14 @@ class SeenRequests:
         if len(self._keys) >= MAX_SEEN:
             return None
         self._keys.add(key)
-        heapq.heappush(self._expiry, (timestamp + WINDOW_S, key))
+        heapq.heappush(self._expiry, (timestamp + int(WINDOW.total_seconds()), key))
         return True
 
 
 class SlackApp:
+    """Slack's inbound requests: slash commands and the Acknowledge button, each verified by
+    its signature (signing secret, 5-minute window, no replays) and authorized by id."""
+
     def __init__(self, config: SlackChatops, commands: Commands) -> None:
         self.config = config
         self.commands = commands
@@ -191,6 +196,7 @@ class SlackApp:
         task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
+        """Wait for the answers still being posted to response_urls, then close the session."""
         for task in list(self._tasks):
             await asyncio.gather(task, return_exceptions=True)
         if self._session is not None:

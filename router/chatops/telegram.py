@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from bisect import bisect_right
+from datetime import timedelta
 
 import orjson
 from aiohttp import web
@@ -39,6 +40,7 @@ MAX_ANSWER = 200
 # will give up after a reasonable amount of attempts": an update may come again (Update's
 # update_id is "the update's unique identifier"). The ids of this many last updates are kept.
 SEEN_UPDATES = 10_000
+MAX_START_DELAY = timedelta(minutes=5)  # between tries to reach Telegram at start, doubling
 
 
 def fit(text: str, limit: int) -> str:
@@ -75,7 +77,7 @@ class TelegramBot:
         )
 
     async def _start_with_retries(self) -> None:
-        delay = 1.0
+        delay = timedelta(seconds=1)
         while True:
             try:
                 await self.app.initialize()
@@ -86,10 +88,10 @@ class TelegramBot:
                     logging.ERROR,
                     "telegram_chatops_unavailable",
                     error=self._say(exc),
-                    retry_in_s=delay,
+                    retry_in_s=delay.total_seconds(),
                 )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 300.0)
+                await asyncio.sleep(delay.total_seconds())
+                delay = min(delay * 2, MAX_START_DELAY)
         await self.app.start()
         if self.config.mode == "polling" and self.app.updater is not None:
             await self.app.updater.start_polling(poll_interval=0.0, timeout=10)
@@ -99,6 +101,7 @@ class TelegramBot:
         return str(exc.message).replace(self.config.bot_token.get_secret_value(), "<bot_token>")
 
     async def aclose(self) -> None:
+        """Stop starting, polling and the Application, in that order."""
         if self._starter is not None and not self._starter.done():
             self._starter.cancel()
             with contextlib.suppress(asyncio.CancelledError):

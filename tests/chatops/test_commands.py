@@ -87,7 +87,7 @@ def test_seen_requests_expire_with_the_window_and_stay_bounded(
     assert seen.add(1_000_000, "v0=a") is True
     assert seen.add(1_000_000, "v0=a") is False  # a replay
     assert seen.add(1_000_001, "v0=a") is True  # another timestamp: another request
-    now[0] += slack.WINDOW_S + 2  # both timestamps have left the window: forgotten
+    now[0] += slack.WINDOW.total_seconds() + 2  # both timestamps have left the window: forgotten
     assert seen.add(1_000_001, "v0=a") is True
     monkeypatch.setattr(slack, "MAX_SEEN", 3)  # at the bound, new requests wait (429)
     assert [seen.add(int(now[0]), f"v0={n}") for n in range(4)] == [True, True, True, None]

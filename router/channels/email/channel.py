@@ -30,6 +30,8 @@ def header_text(value: str, limit: int | None = None) -> str:
 
 
 class EmailChannel(Channel[EmailConfig]):
+    """Mails over SMTP; an update replies in the incident's thread (In-Reply-To the first)."""
+
     kind = "email"
 
     def _recipients(self) -> list[str]:
@@ -102,12 +104,15 @@ class EmailChannel(Channel[EmailConfig]):
         return Delivered(str(mail["Message-ID"]))
 
     async def send(self, msg: Message) -> Delivery:
+        """Mail the incident; Delivered(Message-ID), which later mails of it reply to."""
         return await self._send(self._mail(msg.parts, None))
 
     async def update(self, msg: Message, ref: str) -> Delivery:
+        """Mail the incident's news as a reply to the mail `ref` (a Message-ID)."""
         result = await self._send(self._mail(msg.parts, ref))
         # The thread keeps its first Message-ID: replies all point at it.
         return Delivered(ref) if isinstance(result, Delivered) else result
 
     async def send_digest(self, digest: Digest) -> Delivery:
+        """Mail the digest as one message of its own."""
         return await self._send(self._mail(digest.parts, None))

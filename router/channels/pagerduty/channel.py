@@ -8,6 +8,7 @@ refused (400/413) and the page is lost, so `fit_event` makes every event fit, sa
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -30,10 +31,12 @@ VALUE_CAPS = (8192, 1024, 256, 64)  # characters a detail value is cut to, step 
 
 
 def dedup_key(incident_id: str) -> str:
+    """The Events API dedup_key of an incident: every event of it acts on one PagerDuty alert."""
     return f"alert-router/{incident_id}"
 
 
 def action_for(view: IncidentView) -> str:
+    """The event_action for the incident's state: trigger, acknowledge or resolve."""
     if view.status == "resolved":
         return "resolve"
     if view.reason is Reason.ACKED:
@@ -42,6 +45,8 @@ def action_for(view: IncidentView) -> str:
 
 
 class PagerDutyChannel(Channel[PagerDutyConfig]):
+    """Events API v2: one event per notification, deduplicated by PagerDuty per incident."""
+
     kind = "pagerduty"
     storm_guard = False  # PagerDuty groups by dedup_key itself and pages once per incident
 
@@ -64,6 +69,7 @@ class PagerDutyChannel(Channel[PagerDutyConfig]):
             return default
 
     def event(self, msg: Message) -> dict[str, Any]:
+        """The Events API v2 body for `msg`, fitted to the size limits (see fit_event)."""
         view = msg.view
         body: dict[str, Any] = {
             "routing_key": self.config.routing_key.get_secret_value(),
@@ -125,7 +131,7 @@ class PagerDutyChannel(Channel[PagerDutyConfig]):
                 if resp.status == 429:
                     after = resp.headers.get("Retry-After")
                     return RetryLater(
-                        float(after) if after and after.isdigit() else None,
+                        timedelta(seconds=int(after)) if after and after.isdigit() else None,
                         "pagerduty: 429 rate limited",
                     )
                 if resp.status >= 500 or resp.status == 408:
@@ -135,9 +141,12 @@ class PagerDutyChannel(Channel[PagerDutyConfig]):
             return RetryLater(None, f"pagerduty: {type(exc).__name__}: {exc}")
 
     async def send(self, msg: Message) -> Delivery:
+        """Post the event: 2xx Delivered, 429 RetryLater(Retry-After), 408/5xx RetryLater,
+        any other status Failed."""
         return await self._post(self.event(msg))
 
     async def send_digest(self, digest: Digest) -> Delivery:
+        """Send each incident of the digest as its own event (PagerDuty groups them itself)."""
         # PagerDuty groups by dedup_key itself: each incident keeps its own event, no digest.
         for view in digest.views:
             result = await self.send(self.render(view))
@@ -146,6 +155,7 @@ class PagerDutyChannel(Channel[PagerDutyConfig]):
         return Delivered("")
 
     async def aclose(self) -> None:
+        """Close the HTTP session."""
         if self._session is not None:
             await self._session.close()
 

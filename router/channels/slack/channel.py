@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -54,6 +55,7 @@ NOTED = frozenset({Reason.ACKED, Reason.UNACKED, Reason.ESCALATED})  # worth a l
 
 
 def colour(view: IncidentView) -> str:
+    """The attachment's colour bar: by severity, green once resolved, grey if unknown."""
     if view.status == "resolved":
         return RESOLVED_COLOUR
     return COLOURS.get(view.severity.lower(), "#616161")
@@ -128,14 +130,19 @@ def fallback_text(text: str) -> str:
 
 
 class SlackChannel(Channel[SlackConfig]):
+    """Block Kit messages through the Web API (edited in place, news in the thread) or an
+    incoming webhook (cannot edit: an update is a new message); errors classified in
+    `_classified` and `_post_webhook` (429 with Retry-After, permanent errors, the rest later)."""
+
     kind = "slack"
 
     def __init__(self, config: SlackConfig, renderer: Renderer) -> None:
         super().__init__(config, renderer)
         self._session: aiohttp.ClientSession | None = None
 
-    def min_interval_s(self) -> float:
-        return 1.0  # Slack: about one message per second per channel
+    def min_interval(self) -> timedelta:
+        """1 s: Slack's chat.postMessage allows about one message per second per channel."""
+        return timedelta(seconds=1)
 
     def _client(self) -> AsyncWebClient:
         if self._session is None:
@@ -152,6 +159,7 @@ class SlackChannel(Channel[SlackConfig]):
         )
 
     def digest_fits(self, parts: dict[str, str]) -> bool:
+        """Whether the digest's text makes at most MAX_SECTIONS section blocks."""
         return len(_section_texts(parts["message"])) <= MAX_SECTIONS
 
     def _webhook(self) -> AsyncWebhookClient:
@@ -170,6 +178,7 @@ class SlackChannel(Channel[SlackConfig]):
         }
 
     async def send(self, msg: Message) -> Delivery:
+        """Post the incident's message: Delivered("<channel>:<ts>") (webhook: Delivered(""))."""
         if self.config.webhook_url is not None:
             return await self._post_webhook(self._payload(msg))
 
@@ -182,6 +191,8 @@ class SlackChannel(Channel[SlackConfig]):
         return await _classified(do)
 
     async def update(self, msg: Message, ref: str) -> Delivery:
+        """Edit the message `ref` in place and note the change in its thread (a gone message
+        is posted anew); a webhook posts a new message."""
         if self.config.webhook_url is not None:
             return await self.send(msg)  # incoming webhooks cannot edit: a new message
         channel, _, ts = ref.partition(":")
@@ -214,6 +225,7 @@ class SlackChannel(Channel[SlackConfig]):
         }
 
     async def send_digest(self, digest: Digest) -> Delivery:
+        """Post the digest as one message of section blocks."""
         payload = self.digest_payload(digest)
         if self.config.webhook_url is not None:
             return await self._post_webhook(payload)
@@ -239,6 +251,7 @@ class SlackChannel(Channel[SlackConfig]):
         return Failed(f"slack webhook: {resp.status_code} {body}")
 
     async def aclose(self) -> None:
+        """Close the HTTP session."""
         if self._session is not None:
             await self._session.close()
 
@@ -259,15 +272,17 @@ def _thread_note(view: IncidentView) -> str:
     )
 
 
-def _retry_after(headers: Any) -> float | None:
+def _retry_after(headers: Any) -> timedelta | None:
+    """The Retry-After header's wait (seconds, RFC 9110 10.2.3), or None if absent or not a
+    number."""
     for key in ("Retry-After", "retry-after"):
         value = headers.get(key) if headers else None
         if value is not None:
             if isinstance(value, list):
                 value = value[0]
             try:
-                return float(value)
-            except ValueError:
+                return timedelta(seconds=float(value))
+            except (ValueError, OverflowError):
                 return None
     return None
 

@@ -54,10 +54,14 @@ GONE = ("message to edit not found", "message can't be edited", "message_id_inva
 
 
 def ack_callback(incident_id: str) -> str:
+    """The Ack button's callback_data for an incident (read by chatops/telegram.py)."""
     return f"ack:{incident_id}"
 
 
 class TelegramChannel(Channel[TelegramConfig]):
+    """HTML messages through the Bot API, edited in place, with an Ack button while firing;
+    errors classified as the module docstring's table says."""
+
     kind = "telegram"
 
     def __init__(self, config: TelegramConfig, renderer: object) -> None:
@@ -71,16 +75,18 @@ class TelegramChannel(Channel[TelegramConfig]):
         )
         self._ready = False
 
-    def min_interval_s(self) -> float:
-        # Telegram: about 1 message/s in a private chat, 20/min in a group (negative chat ids).
+    def min_interval(self) -> timedelta:
+        """1 s in a private chat, 3 s in a group or channel (negative id or @name): Telegram's
+        published limits, about 1 message/s per chat and 20/min per group (Bots FAQ)."""
         chat = str(self.config.chat_id)
-        return 3.0 if chat.startswith("-") or chat.startswith("@") else 1.0
+        return timedelta(seconds=3 if chat.startswith("-") or chat.startswith("@") else 1)
 
     def _text(self, msg: Message) -> str:
         """The message as sent: Telegram HTML, balanced, at most MAX_TEXT visible characters."""
         return fit_html(msg.parts["message"], MAX_TEXT)
 
     def digest_fits(self, parts: dict[str, str]) -> bool:
+        """Whether the digest's visible text is at most MAX_TEXT UTF-16 units."""
         return utf16_len(read_html(parts["message"]).text) <= MAX_TEXT
 
     def _markup(self, msg: Message) -> InlineKeyboardMarkup | None:
@@ -115,9 +121,9 @@ class TelegramChannel(Channel[TelegramConfig]):
                     await self.on_moved(chat, str(exc.new_chat_id))
                 return await do()  # `do` reads the move; a second move in one attempt raises
         except RetryAfter as exc:
-            wait = exc.retry_after
-            seconds = wait.total_seconds() if isinstance(wait, timedelta) else float(wait)
-            return RetryLater(seconds, self._say(exc))
+            wait = exc.retry_after  # a timedelta: PTB_TIMEDELTA, set above
+            after = wait if isinstance(wait, timedelta) else timedelta(seconds=wait)
+            return RetryLater(after, self._say(exc))
         except ChatMigrated as exc:
             return Failed(f"{self._say(exc)} (moved again at once)")
         except InvalidToken:
@@ -133,6 +139,8 @@ class TelegramChannel(Channel[TelegramConfig]):
         return f"telegram: {exc.message}".replace(token, "<bot_token>")
 
     async def send(self, msg: Message) -> Delivery:
+        """Post the incident's message: Delivered("<chat_id>:<message_id>")."""
+
         async def do() -> Delivery:
             sent = await self._bot.send_message(
                 chat_id=self._chat(),
@@ -149,6 +157,8 @@ class TelegramChannel(Channel[TelegramConfig]):
         return await self._call(do, self._chat())
 
     async def update(self, msg: Message, ref: str) -> Delivery:
+        """Edit the message `ref` in place, and reply to it when someone must be told again
+        (an edit makes no sound); a message gone or too old is posted anew."""
         chat_id, _, message_id = ref.rpartition(":")
 
         async def do() -> Delivery:
@@ -186,6 +196,8 @@ class TelegramChannel(Channel[TelegramConfig]):
         return await self._call(do, chat_id)
 
     async def send_digest(self, digest: Digest) -> Delivery:
+        """Post the digest as one message (no Ack button: each incident has its own)."""
+
         async def do() -> Delivery:
             await self._bot.send_message(
                 chat_id=self._chat(),
@@ -200,4 +212,5 @@ class TelegramChannel(Channel[TelegramConfig]):
         return await self._call(do, self._chat())
 
     async def aclose(self) -> None:
+        """Shut the Bot's HTTP client down."""
         await self._bot.shutdown()  # also when initialize() failed half-way: it closes the client
