@@ -18,7 +18,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from router.channels.slack.channel import ACK_ACTION
 from router.chatops.commands import Actor, Allow, Commands, Policy, display_name, parse
-from router.config import SlackChatops
+from router.chatops.config import SlackChatops
 from router.logs import event
 from router.render import slack_escape
 

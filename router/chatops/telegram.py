@@ -25,7 +25,7 @@ from router.chatops.commands import (
     display_name,
     parse,
 )
-from router.config import TelegramChatops
+from router.chatops.config import TelegramChatops
 from router.logs import event
 from router.render import utf16_len, utf16_prefix
 from router.store import Store

@@ -2,8 +2,8 @@
 
 load.py reads the YAML (line marks, ${VAR}, alias-bomb guard) and validates it, problems.py
 words what is wrong, types.py holds the shared field types, model.py the schema. Each channel's
-config model lives with its channel (router/channels/<kind>/config.py) and is imported from
-there.
+config model lives with its channel (router/channels/<kind>/config.py), the chatops sections
+with chatops (router/chatops/config.py); they are imported from there.
 
 The public names below are imported from here, each when first asked for (PEP 562): a channel's
 config module imports router.config.types, which runs this file first, and the model imports
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from router.config.model import RouteConfig as RouteConfig
     from router.config.model import RouterConfig as RouterConfig
     from router.config.model import RunbookConfig as RunbookConfig
-    from router.config.model import SlackChatops as SlackChatops
-    from router.config.model import TelegramChatops as TelegramChatops
     from router.config.problems import config_notes as config_notes
     from router.config.problems import format_path as format_path
     from router.config.types import TEMPLATE_STRINGS as TEMPLATE_STRINGS
