@@ -11,6 +11,12 @@ from router.errors import AlertmanagerError
 
 
 class Alertmanager:
+    """A client of one or more Alertmanagers' API v2; one HTTP session, opened on first use.
+
+    `timeout` bounds each request as a whole (connect, send, answer). The base URL is given per
+    call: each chat-ops receiver may name its own Alertmanager.
+    """
+
     def __init__(self, timeout_s: float = 5.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -53,5 +59,6 @@ class Alertmanager:
         return str(silence_id)
 
     async def aclose(self) -> None:
+        """Close the HTTP session, if one was opened; the client may not be used after."""
         if self._session is not None:
             await self._session.close()

@@ -49,6 +49,10 @@ def authorized(auth: AuthConfig, header: str | None) -> bool:
 
 
 def challenge(auth: AuthConfig) -> str:
+    """The WWW-Authenticate value of a 401: a challenge per configured scheme (RFC 9110 11.6.1).
+
+    E.g. `Bearer realm="alert-router", Basic realm="alert-router"` (RFC 6750 3, RFC 7617 2).
+    """
     schemes = []
     if auth.bearer_token is not None:
         schemes.append('Bearer realm="alert-router"')
@@ -58,6 +62,11 @@ def challenge(auth: AuthConfig) -> str:
 
 
 def require(request: web.Request, auth: AuthConfig) -> None:
+    """Return if `request` is authorized by `auth`, see `authorized`.
+
+    Raises web.HTTPUnauthorized (401) with a JSON body (reason "unauthorized") and the
+    WWW-Authenticate challenge of each configured scheme.
+    """
     if not authorized(auth, request.headers.get("Authorization")):
         raise web.HTTPUnauthorized(
             text='{"status":"error","reason":"unauthorized","error":"missing or wrong credentials"}',

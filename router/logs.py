@@ -20,6 +20,7 @@ def set_secrets(values: list[str]) -> None:
 
 
 def redact(text: str) -> str:
+    """`text` with every secret given to set_secrets replaced by MASK, longest secrets first."""
     for secret in _SECRETS:
         if secret in text:
             text = text.replace(secret, MASK)
@@ -27,12 +28,19 @@ def redact(text: str) -> str:
 
 
 def event(logger: logging.Logger, level: int, name: str, /, **fields: Any) -> None:
-    """Log `name` with context fields, e.g. event(log, INFO, "webhook_accepted", group_key=...)."""
+    """Log the event `name` at `level` with context fields (any values; JSON via str() if needed).
+
+    E.g. `event(log, logging.INFO, "webhook_accepted", group_key=...)`: the JSON formatter writes
+    `{"event": "webhook_accepted", "group_key": ...}`, the text formatter `key=value` pairs.
+    """
     logger.log(level, name, extra={"fields": fields})
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (UTC, ms), level, logger, event, the event's fields."""
+
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON, secrets redacted; a traceback goes in `exception`."""
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
@@ -46,7 +54,10 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal: `HH:MM:SS LEVEL event key=value ...` (UTC time)."""
+
     def format(self, record: logging.LogRecord) -> str:
+        """The record as text, secrets redacted; multi-line fields follow as indented blocks."""
         ts = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
         fields = getattr(record, "fields", {})
         multiline = {k: v for k, v in fields.items() if isinstance(v, str) and "\n" in v}
@@ -60,6 +71,11 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(fmt: str = "text", level: str = "info") -> None:
+    """Send every log record to stderr, formatted as "json" or "text", from `level` up.
+
+    `level` is a logging level name in any case ("debug", "info", ...); an unknown name raises
+    ValueError. aiohttp's access log and httpx's request log are kept to warnings.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -25,6 +25,8 @@ _RE2_OPTIONS.log_errors = False
 
 
 class MatchType(enum.Enum):
+    """A matcher's operator, valued as written (Alertmanager pkg/labels/matcher.go MatchType)."""
+
     EQUAL = "="
     NOT_EQUAL = "!="
     REGEX = "=~"
@@ -62,10 +64,12 @@ class Matcher:
 
     @classmethod
     def create(cls, name: str, type_: MatchType, value: str) -> Matcher:
+        """A matcher with its regex compiled (for =~ and !~); raises MatcherError if invalid."""
         regex = compile_anchored(value) if type_ in (MatchType.REGEX, MatchType.NOT_REGEX) else None
         return cls(name, type_, value, regex)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
+        """True if the label set satisfies this matcher (a missing label counts as "")."""
         v = labels.get(self.name, "")
         if self.type is MatchType.EQUAL:
             return v == self.value
@@ -148,8 +152,10 @@ def parse_matchers(text: str) -> list[Matcher]:
 
 
 def all_match(matchers: Iterable[Matcher], labels: Mapping[str, str]) -> bool:
+    """True if every matcher matches `labels` (so True for no matchers)."""
     return all(m.matches(labels) for m in matchers)
 
 
 def format_matchers(matchers: Iterable[Matcher]) -> str:
+    """The matchers as amtool prints them: `{a="b", c=~"d"}`; parse_matchers reads it back."""
     return "{" + ", ".join(str(m) for m in matchers) + "}"

@@ -65,10 +65,17 @@ class IntakeMetrics:
             self.rejected.labels(reason)
 
     def exposition(self) -> bytes:
+        """The intake collectors in the Prometheus text format 0.0.4, UTF-8."""
         return generate_latest(self.registry)
 
 
 class Metrics:
+    """The app's collectors (planning, delivery, outbox, chat-ops, config) plus IntakeMetrics.
+
+    Durations are in seconds and timestamps in Unix seconds, as Prometheus names them
+    (`_seconds`); counters end in `_total` (Prometheus docs, "Metric and label naming").
+    """
+
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         p = PREFIX
@@ -170,6 +177,7 @@ class Metrics:
         self.build.info({"version": __version__, "python": platform.python_version()})
 
     def config_loaded(self, ok: bool, timestamp: float) -> None:
+        """Record a config load or reload: `ok`, at `timestamp` (Unix seconds)."""
         self.reload_ok.set(1 if ok else 0)
         if ok:
             self.reload_time.set(timestamp)
@@ -208,5 +216,6 @@ class Metrics:
             self.queued.labels(item.destination.receiver, item.destination.channel).inc()
 
     def exposition(self) -> bytes:
+        """Every collector served here in the Prometheus text format 0.0.4, UTF-8."""
         core = generate_latest(self.registry)
         return core + self.intake.exposition() if self.intake_here else core

@@ -66,6 +66,7 @@ class Reason(enum.StrEnum):
 
     @property
     def notifies(self) -> bool:
+        """True if this reason puts a new notification in the outbox."""
         return self in _NOTIFYING
 
 
@@ -126,6 +127,7 @@ class IncidentView(BaseModel):
 
     @property
     def severity(self) -> str:
+        """The first `severity` label among the alerts (firing first), else the common one or ""."""
         for alert in (*self.firing, *self.resolved):
             if sev := alert.labels.get("severity"):
                 return sev
@@ -133,6 +135,7 @@ class IncidentView(BaseModel):
 
     @property
     def title(self) -> str:
+        """The group's common alertname, else the alerts' names joined by ", ", else "alerts"."""
         name = self.common_labels.get("alertname") or self.group_labels.get("alertname")
         if name:
             return name

@@ -21,6 +21,7 @@ class Route:
 
     @classmethod
     def from_config(cls, cfg: RouteConfig, parent_receiver: str = "", path: str = "route") -> Route:
+        """The compiled tree under `cfg`, whose place in routes.yaml is `path`."""
         receiver = cfg.receiver or parent_receiver
         children = tuple(
             cls.from_config(c, receiver, f"{path}.routes[{i}]") for i, c in enumerate(cfg.routes)
@@ -28,6 +29,7 @@ class Route:
         return cls(path, receiver, cfg.all_matchers(), cfg.continue_, children)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
+        """True if every matcher of this route (not its children) matches `labels`."""
         return all(m.matches(labels) for m in self.matchers)
 
     def match(self, labels: Mapping[str, str]) -> list[Route]:
@@ -43,6 +45,7 @@ class Route:
         return found or [self]
 
     def describe(self) -> str:
+        """`path {matchers}` and `continue` if set, e.g. `route.routes[0] {team="db"}  continue`."""
         text = format_matchers(self.matchers) if self.matchers else "(matches all)"
         return f"{self.path} {text}" + ("  continue" if self.continue_ else "")
 
