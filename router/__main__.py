@@ -1,4 +1,4 @@
-"""Entry point for `python -m router`."""
+"""`python -m router`: runs the `alert-router` command (router/cli.py) and exits with its status."""
 
 from router.cli import main
 

@@ -1,4 +1,10 @@
-"""Request auth as Alertmanager's http_config sends it: bearer token or basic auth, constant time."""
+"""Request auth as Alertmanager's http_config sends it: bearer token or basic auth, constant time.
+
+Alertmanager's webhook sends `Authorization: Bearer <token>` (RFC 6750 2.1) or `Basic
+base64(user:password)` (RFC 7617 2), per prometheus/common `config/http_config.go`. The scheme
+name is case-insensitive (RFC 9110 11.1). Secrets are compared with hmac.compare_digest, so the
+time taken does not tell how much of a guess was right.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +29,12 @@ def secret_matches(given: str, expected: str) -> bool:
 
 
 def authorized(auth: AuthConfig, header: str | None) -> bool:
-    """True if no auth is configured, or the Authorization header carries a configured credential."""
+    """True if no auth is configured, or the Authorization header carries a configured credential.
+
+    `header` is the raw Authorization value, or None if absent. Basic credentials are decoded as
+    UTF-8 and split at the first colon (a user-id has none, RFC 7617 2); a value that is not
+    base64 or not UTF-8 is refused. Raises nothing.
+    """
     if auth.bearer_token is None and auth.basic_auth is None:
         return True
     if not header:

@@ -1,4 +1,10 @@
-"""Logging: one JSON object per line (or readable text), with event name and context fields."""
+"""Logging: one JSON object per line (or readable text), with event name and context fields.
+
+Code logs named events, `event(log, logging.INFO, "webhook_accepted", correlation_id=...)`,
+never free text: an event name is something to grep and alert on, and its fields (the
+correlation id of the payload among them) go in as JSON keys. Every line goes through
+`redact`, so a token that reaches a message or a traceback is masked.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,10 @@ MIN_SECRET = 6  # shorter values would mask ordinary words
 
 
 def set_secrets(values: list[str]) -> None:
-    """Mask these values wherever they would appear in a log line (called on start and reload)."""
+    """Mask these values wherever they would appear in a log line (called on start and reload).
+
+    Replaces the previous set. Values shorter than MIN_SECRET characters are not masked.
+    """
     _SECRETS[:] = sorted({v for v in values if len(v) >= MIN_SECRET}, key=len, reverse=True)
 
 

@@ -1,4 +1,12 @@
-"""Alertmanager matcher syntax, parsed as Alertmanager 0.25 does, with fully anchored RE2 regexes."""
+r"""Alertmanager matcher syntax, parsed as Alertmanager 0.25 does, with fully anchored RE2 regexes.
+
+A matcher is `name op value`, op one of = != =~ !~, the value optionally in double quotes with
+the escapes \\, \" and \n; a list is `{a="b", c=~"d"}` with or without the braces. Rules from
+prometheus/alertmanager: the grammar and escapes of the classic parser (`pkg/labels/parse.go`,
+ParseMatcher and ParseMatchers), the matching and the anchoring of regexes as `^(?:value)$`
+(`pkg/labels/matcher.go`, NewMatcher and Matches). Go's regexp is RE2, hence google-re2 here:
+the same syntax, linear time, no backreferences. Parse errors raise MatcherError.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ _MATCHER_RE = re.compile(
     r"^[\t\n\f\r ]*([a-zA-Z_:][a-zA-Z0-9_:]*)[\t\n\f\r ]*(=~|=|!=|!~)[\t\n\f\r ]*(.*?)[\t\n\f\r ]*\Z",
     re.DOTALL,
 )
+# A label name as Prometheus defines it (data model, "Metric names and labels").
 LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 _RE2_OPTIONS = re2.Options()
@@ -36,7 +45,8 @@ class MatchType(enum.Enum):
 def compile_anchored(pattern: str) -> Any:
     """Compile `pattern` as Alertmanager does: RE2, anchored as ^(?:pattern)$.
 
-    Raises MatcherError naming the user's pattern and RE2's complaint about it, e.g.
+    Returns a compiled `re2` pattern (use `.search`). Raises MatcherError naming the user's
+    pattern and RE2's complaint about it, e.g.
     `invalid regex "[a-": missing ]`. The pattern is checked alone first: RE2's message about
     the anchored form would describe the wrapper (`[a-` inside `^(?:[a-)$` is a range `a-)`).
     """
@@ -55,7 +65,12 @@ def compile_anchored(pattern: str) -> Any:
 
 @dataclass(frozen=True)
 class Matcher:
-    """One label matcher; a missing label matches as the empty string, as in Alertmanager."""
+    r"""One label matcher; a missing label matches as the empty string, as in Alertmanager.
+
+    `value` is unescaped (a newline, not `\n`); `str()` writes the matcher back in the quoted
+    form that parse_matcher reads. Build one with `create` (or parse_matcher), which compiles
+    the regex: equality compares the three fields, not the compiled pattern.
+    """
 
     name: str
     type: MatchType
@@ -88,7 +103,13 @@ def _quote(value: str) -> str:
 
 
 def parse_matcher(text: str) -> Matcher:
-    """Parse one matcher such as `service=~"api|web"` (quotes optional, as in Alertmanager)."""
+    r"""Parse one matcher such as `service=~"api|web"` (quotes optional, as in Alertmanager).
+
+    Whitespace around the name, the operator and the value is ignored; in the value, `\n` is a
+    newline, `\"` a quote, `\\` a backslash, and any other backslash stays as written.
+    Raises MatcherError: `bad matcher format` (no label name or operator), `unescaped double
+    quote`, or `invalid regex` (see compile_anchored).
+    """
     m = _MATCHER_RE.match(text)
     if m is None:
         raise MatcherError(f"bad matcher format: {text}")
@@ -125,7 +146,11 @@ def parse_matcher(text: str) -> Matcher:
 
 
 def parse_matchers(text: str) -> list[Matcher]:
-    """Parse `{a="b", c=~"d"}` or `a="b", c=~"d"`: commas inside quotes do not split."""
+    """Parse `{a="b", c=~"d"}` or `a="b", c=~"d"`: commas inside quotes do not split.
+
+    Returns the matchers in the order written; "" and "{}" give []. A trailing comma is allowed.
+    Raises MatcherError for the first matcher that parse_matcher refuses.
+    """
     s = text.removeprefix("{").removesuffix("}")
     tokens: list[str] = []
     token: list[str] = []

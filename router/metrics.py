@@ -2,6 +2,8 @@
 
 Labels are bounded by routes.yaml (receiver, channel) or by code (reason, status, platform):
 never an alert label, so a storm of new label values cannot blow up the series count.
+Names follow the Prometheus naming guide (prefix `alert_router_`, base units: `_seconds`,
+counters end in `_total`); `/metrics` serves them in the text exposition format 0.0.4.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ if TYPE_CHECKING:
     from router.config import RouterConfig
     from router.state import Plan
 
+# Upper bounds in seconds (Prometheus' base unit), 5 ms to an hour: retries make deliveries long.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
@@ -72,8 +75,8 @@ class IntakeMetrics:
 class Metrics:
     """The app's collectors (planning, delivery, outbox, chat-ops, config) plus IntakeMetrics.
 
-    Durations are in seconds and timestamps in Unix seconds, as Prometheus names them
-    (`_seconds`); counters end in `_total` (Prometheus docs, "Metric and label naming").
+    Durations are observed in seconds and timestamps set in Unix seconds, Prometheus' base
+    units: callers convert a timedelta with `.total_seconds()`.
     """
 
     def __init__(self) -> None:
@@ -202,7 +205,8 @@ class Metrics:
                 self.acks.labels(chat)
 
     def observe_plan(self, plan: Plan) -> None:
-        """Count what one payload or sweep decided."""
+        """Count what one payload or sweep decided: alerts routed per receiver, alerts inhibited,
+        decisions per (receiver, reason), notifications queued per (receiver, channel)."""
         for receiver, n in plan.routed.items():
             self.routed.labels(receiver).inc(n)
         if plan.inhibited:

@@ -1,4 +1,13 @@
-"""Alertmanager webhook payload v4 (wire shape) and the frozen internal types built from it."""
+"""Alertmanager webhook payload v4 (wire shape) and the frozen internal types built from it.
+
+The wire shape is prometheus/alertmanager's `notify/webhook/webhook.go` Message: the template
+data of `template/template.go` (Data: receiver, status, alerts, groupLabels, commonLabels,
+commonAnnotations, externalURL; Alert: status, labels, annotations, startsAt, endsAt,
+generatorURL, fingerprint) plus version "4", groupKey and truncatedAlerts. Field names stay
+camelCase as sent; fields Alertmanager may add later are ignored. Times are RFC 3339 and parse
+to aware datetimes. A body that does not fit raises pydantic's ValidationError, which intake
+turns into a 422 PayloadError.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +17,23 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-# Alertmanager sends this for a firing alert's endsAt (Go's zero time).
+# Alertmanager sends this for a firing alert's endsAt (Go's zero time, "0001-01-01T00:00:00Z";
+# types/types.go Alerts() clears the end of an unresolved alert).
 ZERO_TIME = datetime(1, 1, 1, tzinfo=UTC)
 
-LabelSet = dict[str, str]
+LabelSet = dict[str, str]  # label or annotation name -> value
 # Alertmanager sends truncatedAlerts as a Go uint64; no group comes near this many alerts, and
 # every count stays far within SQLite's signed 64-bit integers (sums included).
 MAX_COUNT = 2**31 - 1
 
 
 class WireAlert(BaseModel):
-    """One alert as Alertmanager's webhook sends it."""
+    """One alert as Alertmanager's webhook sends it (template/template.go Alert).
+
+    `labels` is never empty (an alert has at least its alertname); `fingerprint` is
+    Alertmanager's hash of the labels, 16 hex digits today (at most 64 accepted); `endsAt` is
+    ZERO_TIME while the alert fires.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -32,7 +47,12 @@ class WireAlert(BaseModel):
 
 
 class WebhookPayload(BaseModel):
-    """An Alertmanager webhook body, version "4" (notify/webhook/webhook.go)."""
+    """An Alertmanager webhook body, version "4" (notify/webhook/webhook.go Message).
+
+    One per group per notification: `groupKey` names the group (route and group labels),
+    `alerts` are the group's alerts, at most the receiver's `max_alerts`; `truncatedAlerts`
+    counts those left out (0 to MAX_COUNT). `status` is "firing" if any alert fires.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -83,7 +103,10 @@ _NOTIFYING = frozenset(
 
 
 class AlertView(BaseModel):
-    """One alert as templates see it, enriched with its links."""
+    """One alert as templates see it, enriched with its links (router/enrich.py).
+
+    `ends_at` is None while the alert fires; the URLs are "" when there is none.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -100,7 +123,13 @@ class AlertView(BaseModel):
 
 
 class IncidentView(BaseModel):
-    """A snapshot of an incident at notification time: what every channel renders."""
+    """A snapshot of an incident at notification time: what every channel renders.
+
+    `id` is the incident's short id (the one chat-ops commands take); `firing` and `resolved`
+    are its alerts in each state; `truncated_alerts` counts those Alertmanager left out of
+    the last payload. Times are aware UTC datetimes; `acked_*` are set once someone
+    acknowledged it, `escalated_to` names the escalation receiver once it escalated.
+    """
 
     model_config = ConfigDict(frozen=True)
 

@@ -1,4 +1,11 @@
-"""Route tree walk as Alertmanager does it (dispatch/route.go): depth-first, `continue`, explain."""
+"""Route tree walk as Alertmanager does it (dispatch/route.go): depth-first, `continue`, explain.
+
+An alert enters at the root, which matches every alert. At each route whose matchers all match,
+the children are tried in order; the first child that matches stops the search among its
+siblings unless it has `continue: true`. The alert ends at the deepest routes that matched, or
+at the route itself when no child did (prometheus/alertmanager `dispatch/route.go` Route.Match;
+`amtool config routes test` prints the same receivers).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +18,12 @@ from router.matchers import Matcher, format_matchers
 
 @dataclass(frozen=True)
 class Route:
-    """A compiled route; `receiver` is already inherited from the parent where unset."""
+    """A compiled route; `receiver` is already inherited from the parent where unset.
+
+    `matchers` are those of `matchers:` and of the deprecated `match:`/`match_re:`, all of which
+    must match; `routes` are the children in routes.yaml order. Frozen, built once per config
+    load by `from_config`, which raises nothing: the config's validators compiled the matchers.
+    """
 
     path: str  # "route.routes[1].routes[0]": where it stands in routes.yaml
     receiver: str
@@ -33,7 +45,11 @@ class Route:
         return all(m.matches(labels) for m in self.matchers)
 
     def match(self, labels: Mapping[str, str]) -> list[Route]:
-        """The routes an alert with `labels` ends at, in tree order (Route.Match in Alertmanager)."""
+        """The routes an alert with `labels` ends at, in tree order (Route.Match in Alertmanager).
+
+        [] if this route does not match; otherwise at least one route, this one when no child
+        matches. A receiver may appear more than once (two routes, one receiver).
+        """
         if not self.matches(labels):
             return []
         found: list[Route] = []
@@ -51,12 +67,17 @@ class Route:
 
 
 def match_receivers(root: Route, labels: Mapping[str, str]) -> list[str]:
-    """Receiver names in the order amtool `config routes test` prints them."""
+    """Receiver names in the order amtool `config routes test` prints them (duplicates kept)."""
     return [r.receiver for r in root.match(labels)]
 
 
 def explain(root: Route, labels: Mapping[str, str]) -> list[str]:
-    """The walk, step by step: which routes matched, which did not and why, where it stopped."""
+    """The walk, step by step: which routes matched, which did not and why, where it stopped.
+
+    One line per step, indented two spaces per depth: `✓ <route>: receiver r`, `✗ <route>: no
+    match: <matcher> (label name='value')`, a note on later siblings not tried, and where the
+    alert ends (`→ leaf: sends to r`), as `alert-router routes test --explain` prints them.
+    """
     lines: list[str] = []
 
     def walk(route: Route, depth: int) -> list[Route]:
