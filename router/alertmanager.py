@@ -1,9 +1,14 @@
-"""Alertmanager API v2 client: create a silence for an acknowledged incident."""
+"""Alertmanager API v2 client: create a silence for an acknowledged incident.
+
+The request and answer follow prometheus/alertmanager `api/v2/openapi.yaml`: POST
+/api/v2/silences with a `postableSilence` (matchers, startsAt, endsAt, createdBy, comment),
+answered 200 with `{"silenceID": "..."}`. Every failure raises AlertmanagerError.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import aiohttp
 
@@ -14,11 +19,11 @@ class Alertmanager:
     """A client of one or more Alertmanagers' API v2; one HTTP session, opened on first use.
 
     `timeout` bounds each request as a whole (connect, send, answer). The base URL is given per
-    call: each chat-ops receiver may name its own Alertmanager.
+    call: each chat-ops receiver may name its own Alertmanager. Close it with `aclose`.
     """
 
-    def __init__(self, timeout_s: float = 5.0) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+    def __init__(self, timeout: timedelta = timedelta(seconds=5)) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout.total_seconds())
         self._session: aiohttp.ClientSession | None = None
 
     async def create_silence(
@@ -30,7 +35,14 @@ class Alertmanager:
         created_by: str,
         comment: str,
     ) -> str:
-        """POST /api/v2/silences with one equality matcher per label; returns the silence id."""
+        """POST /api/v2/silences with one equality matcher per label; returns the silence id.
+
+        `base_url` is Alertmanager's external URL (`http://am:9093`, a path prefix is kept);
+        `starts` and `ends` are aware datetimes, sent as RFC 3339. Raises AlertmanagerError if
+        `labels` is empty (the silence would match every alert), on a timeout or connection
+        error, on any status but 200 (its first 300 characters quoted), or if the answer has
+        no silenceID.
+        """
         if not labels:
             raise AlertmanagerError("no labels to match on: a silence would match every alert")
         if self._session is None:

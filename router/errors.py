@@ -1,11 +1,16 @@
-"""The one exception hierarchy of alert-router.
+"""The one exception hierarchy of alert-router: every error it raises on purpose.
 
 RouterError
-├── ConfigError        routes.yaml cannot be used; carries every problem found
-├── MatcherError       a matcher string is not valid Alertmanager syntax or RE2
-├── PayloadError       a webhook body is not an Alertmanager v4 payload (HTTP 4xx)
-├── StoreError         the state store cannot commit (HTTP 503, Alertmanager retries)
-└── RenderError        a template failed on one incident (the delivery is dead-lettered)
+├── ConfigError          routes.yaml cannot be used; carries every ConfigProblem found
+├── MatcherError         a matcher is not Alertmanager syntax or RE2 (also a ValueError)
+├── PayloadError         a webhook request is refused: HTTP status (4xx) and reason
+│   └── BodyRefused      its body is not read: 408 too slow, 413 too large, 415, 400
+├── StoreError           the state store cannot commit (HTTP 503, Alertmanager retries)
+├── RenderError          a template failed on one incident (the delivery is dead-lettered)
+└── AlertmanagerError    Alertmanager's API v2 refused a request or could not be reached
+
+Library errors are caught where they happen and raised again as one of these (`from None`
+where the library's traceback tells nothing more), as encode/httpx `httpx/_exceptions.py` does.
 """
 
 from __future__ import annotations
@@ -44,7 +49,13 @@ class MatcherError(RouterError, ValueError):
 
 
 class PayloadError(RouterError):
-    """A webhook request was refused; `status` is the HTTP status to answer."""
+    """A webhook request was refused; the answer is JSON (router/serving.py `refusal`).
+
+    `status` is the HTTP status to answer (400, 408, 413, 415, 422), `reason` the short name
+    used in the answer and as the `payloads_rejected_total` label ("invalid_json", "schema"...),
+    `problems` a list of {"path", "error"} dicts, one per schema violation (at most 20).
+    Alertmanager does not retry a 4xx: the group is not notified.
+    """
 
     def __init__(
         self, status: int, reason: str, message: str, problems: list[dict[str, str]] | None = None
@@ -53,6 +64,17 @@ class PayloadError(RouterError):
         self.reason = reason
         self.problems = problems or []
         super().__init__(message)
+
+
+class BodyRefused(PayloadError):
+    """A request body that is not read (router/serving.py `read_body`).
+
+    408 "timeout" (not all there in time), 413 "too_large" (counted decoded), 415
+    "content_encoding" (not gzip, deflate or identity), 400 "content_encoding" (undecodable).
+    """
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(status, reason, message)
 
 
 class StoreError(RouterError):

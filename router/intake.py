@@ -23,11 +23,11 @@ from pydantic import ValidationError
 
 from router import auth
 from router.config import RouterConfig, format_path
-from router.errors import PayloadError, StoreError
+from router.errors import BodyRefused, PayloadError, StoreError
 from router.logs import event
 from router.metrics import IntakeMetrics
 from router.models import WebhookPayload
-from router.serving import BodyRefused, json_dumps, read_body, refusal
+from router.serving import json_dumps, read_body, refusal
 
 log = logging.getLogger("router.intake")
 # Correlation ids: 64 random bits name a payload in logs and the API; they need to be unique,

@@ -8,16 +8,17 @@ not, makes a request cost more memory than its path's body limit:
   steps that never produce more than the limit (a 200 KB gzip bomb that inflates to 200 MiB is
   refused after `limit` bytes of output). aiohttp's own decompression is off
   (`auto_decompress=False`): a refused request's unread rest is then discarded as it came, not
-  inflated. Other codings are refused (415).
+  inflated. Other codings are refused (415). gzip is RFC 1952, deflate the zlib format of
+  RFC 1950 (RFC 9110 8.4.1), which some clients send raw (RFC 1951): both are read.
 - POST /webhook reads its body after its auth check (the Authorization header), with the limit
   `server.max_body_bytes`; every other path (chat-ops, /-/reload, the read API, unknown paths)
   reads at most OTHER_BODY_BYTES, before any handler or auth runs.
-- A connection must complete a request's headers within KEEPALIVE_S of opening or of its
+- A connection must complete a request's headers within KEEPALIVE of opening or of its
   previous answer (aiohttp's keep-alive timer also runs before the first request), and a body
-  must arrive within BODY_TIMEOUT_S.
+  must arrive within BODY_TIMEOUT.
 - A request's headers are at most HEADER_BYTES in all (aiohttp bounds each line to 8 KB and
-  their count to MAX_HEADERS); a larger head is refused (431) before its body is awaited, so
-  that connections waiting for a body hold no more than that each.
+  their count to MAX_HEADERS); a larger head is refused (431, RFC 6585 5) before its body is
+  awaited, so that connections waiting for a body hold no more than that each.
 - A malformed request (aiohttp's parser refuses it with 400), and a client that goes away
   while its body is read, are logged as one debug line, not as an error with a traceback:
   anyone can do either.
@@ -29,22 +30,24 @@ import asyncio
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import orjson
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from router.errors import BodyRefused
 from router.logs import event
 
 log = logging.getLogger("router.http")
 
 OTHER_BODY_BYTES = 1024 * 1024  # chat-ops updates, Slack forms: a few KB; nothing else has one
-BODY_TIMEOUT_S = 10.0
+BODY_TIMEOUT = timedelta(seconds=10)
 # Go's HTTP client (Alertmanager) retries a request on a kept-alive connection the server has
 # just closed, so a short idle timeout costs it nothing.
-KEEPALIVE_S = 15.0
-LINGER_S = 2.0  # after refusing a body, read (and discard) its rest this long, then close
+KEEPALIVE = timedelta(seconds=15)
+LINGER = timedelta(seconds=2)  # after refusing a body, read (and discard) its rest this long
 # Alertmanager sends ~6 headers, Slack ~12; proxies in front add a few dozen bytes each.
 MAX_HEADERS = 64
 HEADER_BYTES = 32 * 1024
@@ -75,10 +78,10 @@ class _QuietMalformed(logging.Filter):
 
 log.addFilter(_QuietMalformed())
 
-# Passed to every web.AppRunner / web.run_app that serves alert-router's apps.
+# Passed to every web.AppRunner / web.run_app that serves alert-router's apps (seconds there).
 SERVER_SETTINGS: dict[str, Any] = {
-    "keepalive_timeout": KEEPALIVE_S,
-    "lingering_time": LINGER_S,
+    "keepalive_timeout": KEEPALIVE.total_seconds(),
+    "lingering_time": LINGER.total_seconds(),
     "auto_decompress": False,
     "max_headers": MAX_HEADERS,
     "logger": log,
@@ -86,15 +89,6 @@ SERVER_SETTINGS: dict[str, Any] = {
 
 
 BODY = web.RequestKey("body", bytes)  # the decoded body, once read
-
-
-class BodyRefused(Exception):
-    """A request body that is not read: `status` (408, 413, 415, 400), `reason`, `message`."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
 
 
 def json_dumps(data: object) -> str:
@@ -105,7 +99,10 @@ def json_dumps(data: object) -> str:
 def refusal(
     status: int, reason: str, message: str, extra: dict[str, Any] | None = None
 ) -> web.Response:
-    """The JSON error body of alert-router's refusals: status, reason, error (and `extra`)."""
+    """The JSON answer of alert-router's refusals: `{"status": "error", "reason", "error"}`.
+
+    `status` is the HTTP status; `extra` adds keys (e.g. `problems`) to the body.
+    """
     body = {"status": "error", "reason": reason, "error": message, **(extra or {})}
     return web.json_response(body, status=status, dumps=json_dumps)
 
@@ -145,9 +142,10 @@ def _decoder(request: web.Request) -> Callable[[bytes, int], bytes] | None:
 
 
 async def read_body(request: web.Request, limit: int, limit_name: str = "") -> bytes:
-    """The request's body, decoded, of at most `limit` bytes, read within BODY_TIMEOUT_S.
+    """The request's body, decoded, of at most `limit` bytes, read within BODY_TIMEOUT.
 
     Read once: later calls (and `await request.read()` in any handler) return the same bytes.
+    `limit_name` names the setting in the 413's message (e.g. "server.max_body_bytes").
     Raises BodyRefused: 413 too large (counted after decoding), 415 unsupported coding,
     400 undecodable, 408 too slow. Memory used: at most `limit` + one network read.
     """
@@ -161,7 +159,7 @@ async def read_body(request: web.Request, limit: int, limit_name: str = "") -> b
     decode = _decoder(request)
     body = bytearray()
     try:
-        async with asyncio.timeout(BODY_TIMEOUT_S):
+        async with asyncio.timeout(BODY_TIMEOUT.total_seconds()):
             while True:
                 chunk = await request.content.readany()
                 room = limit + 1 - len(body)
@@ -172,7 +170,7 @@ async def read_body(request: web.Request, limit: int, limit_name: str = "") -> b
                     break
     except TimeoutError:
         raise BodyRefused(
-            408, "timeout", f"the body did not arrive within {BODY_TIMEOUT_S:.0f}s"
+            408, "timeout", f"the body did not arrive within {BODY_TIMEOUT.total_seconds():.0f}s"
         ) from None
     except zlib.error as exc:
         raise BodyRefused(400, "content_encoding", f"cannot decode the body: {exc}") from None
@@ -181,7 +179,7 @@ async def read_body(request: web.Request, limit: int, limit_name: str = "") -> b
     return data
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]  # what a middleware wraps
 
 
 def bounded_bodies(own_readers: frozenset[str] = frozenset({"/webhook"})) -> Any:

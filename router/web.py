@@ -9,6 +9,7 @@ import logging
 import signal
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -108,7 +109,7 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
     chatops = config.chatops
     if chatops.telegram is None and chatops.slack is None:
         return
-    alertmanager = Alertmanager(timeout_s=2.0)  # inside Slack's 3-second answer window
+    alertmanager = Alertmanager(timedelta(seconds=2))  # inside Slack's 3-second answer window
     rt.commands = Commands(
         rt.store,
         rt.clock,

@@ -460,12 +460,12 @@ def test_slow_and_idle_clients_do_not_block_alertmanager(live: LiveRouter) -> No
 @pytest.mark.slow
 def test_idle_and_slow_header_connections_are_closed(live: LiveRouter) -> None:
     # Connections that never complete a request's headers (or idle after an answer) are closed
-    # by the server after serving.KEEPALIVE_S, however slowly they trickle bytes meanwhile.
+    # by the server after serving.KEEPALIVE, however slowly they trickle bytes meanwhile.
     conns = [socket.create_connection(("127.0.0.1", live.port), timeout=5) for _ in range(3)]
     conns[1].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
     conns[2].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert conns[2].recv(4096).startswith(b"HTTP/1.1 200 ")
-    deadline = time.monotonic() + serving.KEEPALIVE_S * 3
+    deadline = time.monotonic() + serving.KEEPALIVE.total_seconds() * 3
     try:
         for i, conn in enumerate(conns):
             conn.setblocking(False)
@@ -487,7 +487,7 @@ def test_idle_and_slow_header_connections_are_closed(live: LiveRouter) -> None:
 
 def first_line(port: int, request: bytes) -> bytes:
     """Send `request` (its body possibly missing) and read the answer's status line; the
-    timeout is far above serving.BODY_TIMEOUT_S, so a server waiting for the body answers 408."""
+    timeout is far above serving.BODY_TIMEOUT, so a server waiting for the body answers 408."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
         s.sendall(request)
         return s.makefile("rb").readline()
