@@ -12,6 +12,7 @@ from datetime import datetime
 from router.config import ReceiverConfig, RouterConfig
 from router.dedup import decide
 from router.enrich import Enricher
+from router.escalation import escalations_due, recipients
 from router.inhibit import Inhibitor, InhibitRule
 from router.models import ZERO_TIME, AlertView, IncidentView, Reason, WebhookPayload, WireAlert
 from router.routing import Route
@@ -164,11 +165,7 @@ class Pipeline:
         ]
         view = self._view(state, incident, active, shown_resolved, reason, now, correlation_id)
         queued = 0
-        # Once escalated, the escalation receiver's message follows the incident too.
-        targets = [receiver]
-        if incident.escalated_to in self.receivers:
-            targets.append(self.receivers[incident.escalated_to])
-        for target in targets:
+        for target in recipients(incident, self.receivers):
             for kind, index, cfg in target.channels():
                 send_resolved = getattr(cfg, "send_resolved", None)
                 if send_resolved is None:
@@ -262,10 +259,7 @@ class Pipeline:
         touched = {i.id: i for fp in released for i in state.incidents_with(fp)}
         for incident in touched.values():
             self._decide(state, plan, incident, [], now, correlation_id, upgrade=Reason.UNINHIBITED)
-        escalated = self.escalate_due(state, now, correlation_id)
-        plan.outbox += escalated.outbox
-        plan.incidents.update(escalated.incidents)
-        plan.reasons.update(escalated.reasons)
+        plan.merge(self.escalate_due(state, now, correlation_id))
         return plan
 
     # ------------------------------------------------------------ acknowledgement and escalation
@@ -292,24 +286,10 @@ class Pipeline:
         return plan
 
     def escalate_due(self, state: State, now: datetime, correlation_id: str) -> Plan:
-        """Incidents firing and unacknowledged past their receiver's escalate.after, once each."""
+        """Escalate the incidents due at `now` (router/escalation.py), once each: the
+        escalation receiver gets the incident and every message says so (`escalated`)."""
         plan = Plan()
-        if not any(r.escalate for r in self.receivers.values()):
-            return plan
-        for incident in list(state.incidents.values()):
-            rule = (
-                self.receivers[incident.receiver].escalate
-                if incident.receiver in self.receivers
-                else None
-            )
-            if (
-                rule is None
-                or incident.acked_by
-                or incident.escalated_at is not None
-                or not incident.notified
-                or now - incident.opened_at < rule.after
-            ):
-                continue
+        for incident, rule in escalations_due(state.incidents.values(), self.receivers, now):
             incident.escalated_at, incident.escalated_to = now, rule.to
             self._queue_everywhere(state, plan, incident, Reason.ESCALATED, now, correlation_id)
         return plan
@@ -325,13 +305,10 @@ class Pipeline:
     ) -> None:
         active = {fp for fp in incident.alerts if not _inhibited(state, fp)}
         view = self._view(state, incident, active, [], reason, now, correlation_id)
-        names = [incident.receiver] + ([incident.escalated_to] if incident.escalated_to else [])
-        for name in names:
-            receiver = self.receivers.get(name)
-            if receiver is None:
-                continue
+        for receiver in recipients(incident, self.receivers):
             for kind, index, _ in receiver.channels():
-                plan.outbox.append(OutboxItem(incident.id, Destination(name, kind, index), view))
+                dest = Destination(receiver.name, kind, index)
+                plan.outbox.append(OutboxItem(incident.id, dest, view))
         plan.incidents[incident.id] = incident
         plan.reasons[(incident.receiver, reason)] += 1
 

@@ -347,13 +347,3 @@ def test_escalation_fires_once_for_unacked_firing_incidents_only() -> None:
     original = next(o.view for o in plan.outbox if o.destination.receiver == "team")
     rendered = Renderer().render("slack", original)["message"]
     assert "⬆️ Escalated to pager: not acknowledged in time" in rendered
-
-
-def test_escalation_config_errors() -> None:
-    from router.errors import ConfigError
-
-    bad = ESCALATING.replace("to: pager", "to: nobody")
-    with pytest.raises(
-        ConfigError, match=r"receivers\[0\]\.escalate\.to: undefined receiver 'nobody'"
-    ):
-        parse_config(bad)
