@@ -1,7 +1,8 @@
-"""Payload -> Plan: route, inhibit, dedup and enrich over the in-memory state; no I/O here.
+"""Payload -> Plan: route, inhibit, dedup, enrich and outbox rows over the state; no I/O here.
 
-The store calls `Pipeline.ingest` or `Pipeline.sweep` inside its transaction with its `State`
-(router/state.py), writes what the returned `Plan` lists, and commits.
+The store calls `Pipeline.ingest` (a payload), `Pipeline.sweep` (time passing) or
+`Pipeline.set_ack` inside its transaction with its `State` (router/state.py), writes what the
+returned `Plan` lists, and commits. `now` is always a parameter (an aware datetime).
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ class Pipeline:
         self._new_id = new_id
 
     def attach(self, state: State) -> None:
-        """Index the state's firing alerts as inhibition sources (at start and after reload)."""
+        """Index the state's firing alerts for inhibition (at start and after a reload).
+
+        Their targets are judged again by the next ingest or sweep, as the rules may have changed.
+        """
         for a in state.alerts.values():
             self.inhibitor.observe(a.fingerprint, a.labels, True, a.last_seen)
 
@@ -43,6 +47,13 @@ class Pipeline:
     def ingest(
         self, payload: WebhookPayload, state: State, now: datetime, correlation_id: str
     ) -> Plan:
+        """Plan one Alertmanager payload received at `now`; `state` is updated in place.
+
+        Each alert is routed, judged for inhibition once the whole payload is known, and its
+        incident (one per receiver and Alertmanager group) decided by dedup. A source that
+        came or resolved also re-judges its targets in other incidents in this plan, as
+        Alertmanager judges inhibition at each flush (inhibit/inhibit.go, notify/notify.go).
+        """
         plan = Plan()
         by_receiver: dict[str, list[AlertState]] = {}
         for wire in payload.alerts:
@@ -60,12 +71,21 @@ class Pipeline:
                     alert.fingerprint, alert.labels, now
                 )
                 plan.inhibited += alert.inhibited_by is not None
+        affected = [
+            a
+            for fp in self.inhibitor.take_affected()
+            if fp not in plan.alerts and (a := state.alerts.get(fp)) is not None
+        ]
+        rejudged = self._rejudge(state, plan, affected, now)
         if payload.truncatedAlerts == 0:
             # Open incidents of this group whose alerts are all absent now: they are gone too.
             for receiver in state.by_group.get((payload.receiver, payload.groupKey), ()):
                 by_receiver.setdefault(receiver, [])
         for name, alerts in by_receiver.items():
             self._update_incident(state, plan, payload, name, alerts, now, correlation_id)
+        for incident, upgrade in rejudged:
+            if incident.id not in plan.incidents:  # not decided already with the payload's group
+                self._decide(state, plan, incident, [], now, correlation_id, upgrade=upgrade)
         for fp, alert in plan.alerts.items():
             if alert.status != "firing":
                 state.alerts.pop(fp, None)
@@ -73,6 +93,8 @@ class Pipeline:
 
     def _upsert_alert(self, state: State, plan: Plan, wire: WireAlert, now: datetime) -> AlertState:
         prev = state.alerts.get(wire.fingerprint)
+        if prev is not None and prev.labels != wire.labels:  # a sender that reuses fingerprints
+            self.inhibitor.observe(prev.fingerprint, prev.labels, False, now)
         alert = AlertState(
             fingerprint=wire.fingerprint,
             labels=dict(wire.labels),
@@ -236,31 +258,52 @@ class Pipeline:
     # ------------------------------------------------------------ time-driven
 
     def sweep(self, state: State, now: datetime, correlation_id: str) -> Plan:
-        """Re-judge inhibition (sources resolve or go stale) and notify what it releases."""
+        """Plan what time changes at `now`: inhibition that lapses, and escalation.
+
+        Inhibited alerts are judged again (a source goes stale after `storage.stale_after`),
+        as are the targets of sources indexed since the last plan (after a start or reload);
+        released ones are notified with reason `uninhibited`. Then unacknowledged incidents
+        past their receiver's `escalate.after` are escalated (router/escalation.py).
+        """
         plan = Plan()
-        released: set[str] = set()
-        # Without a new source, only inhibited alerts can change (their source resolved or went
-        # stale): no need to judge every firing alert again.
-        judge_all, self.inhibitor.sources_added = self.inhibitor.sources_added, False
-        candidates: list[AlertState] = []
-        if self.inhibitor.rules:
-            candidates = (
-                list(state.alerts.values())
-                if judge_all
-                else [a for a in state.alerts.values() if a.inhibited_by is not None]
-            )
-        for alert in candidates:
-            by = self.inhibitor.inhibited_by(alert.fingerprint, alert.labels, now)
-            if by != alert.inhibited_by:
-                if alert.inhibited_by is not None and by is None:
-                    released.add(alert.fingerprint)
-                alert.inhibited_by = by
-                plan.alerts[alert.fingerprint] = alert
-        touched = {i.id: i for fp in released for i in state.incidents_with(fp)}
-        for incident in touched.values():
-            self._decide(state, plan, incident, [], now, correlation_id, upgrade=Reason.UNINHIBITED)
+        affected = dict.fromkeys(self.inhibitor.take_affected())
+        affected.update((fp, None) for fp, a in state.alerts.items() if a.inhibited_by is not None)
+        alerts = [a for fp in affected if (a := state.alerts.get(fp)) is not None]
+        for incident, upgrade in self._rejudge(state, plan, alerts, now):
+            self._decide(state, plan, incident, [], now, correlation_id, upgrade=upgrade)
         plan.merge(self.escalate_due(state, now, correlation_id))
         return plan
+
+    def _rejudge(
+        self, state: State, plan: Plan, alerts: list[AlertState], now: datetime
+    ) -> list[tuple[IncidentState, Reason | None]]:
+        """Judge inhibition again for firing `alerts` not in the payload at hand.
+
+        Returns the open incidents holding an alert whose judgement changed, each with
+        `Reason.UNINHIBITED` if one of its alerts was released (else None), to decide again.
+        """
+        if not self.inhibitor.rules or not alerts:
+            return []
+        released: set[str] = set()
+        changed: set[str] = set()
+        for alert in alerts:
+            by = self.inhibitor.inhibited_by(alert.fingerprint, alert.labels, now)
+            if by == alert.inhibited_by:
+                continue
+            if by is None:
+                released.add(alert.fingerprint)
+            elif alert.inhibited_by is None:
+                plan.inhibited += 1
+            alert.inhibited_by = by
+            plan.alerts[alert.fingerprint] = alert
+            changed.add(alert.fingerprint)
+        if not changed:
+            return []
+        return [
+            (i, None if i.alerts.isdisjoint(released) else Reason.UNINHIBITED)
+            for i in state.incidents.values()
+            if not i.alerts.isdisjoint(changed)
+        ]
 
     # ------------------------------------------------------------ acknowledgement and escalation
 
