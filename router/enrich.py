@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from router.matchers import Matcher, all_match
 
 @dataclass(frozen=True)
 class Links:
+    """An alert's links, as the catalogue renders them or the alert annotates them; "" if none."""
+
     runbook_url: str = ""
     dashboard_url: str = ""
     silence_url: str = ""
@@ -29,12 +32,12 @@ class _Entry:
 
 
 def silence_url(external_url: str, labels: Mapping[str, str]) -> str:
-    """Alertmanager UI link to a new silence prefilled with matchers that select the alert.
+    r"""Alertmanager UI link to a new silence prefilled with matchers that select the alert.
 
     The UI parses ``filter`` as ``{name="value",...}`` (ui/app/src/Utils/Filter.elm): the
     0.25-0.31 UIs take what is between the quotes as is, without unescaping, while later ones
     JSON-decode it and refuse raw control characters. A value is written so both read the same:
-    one without ``\\``, ``"`` or a control character is an equality matcher; any other becomes
+    one without ``\``, ``"`` or a control character is an equality matcher; any other becomes
     a regex matcher (``=~``, anchored by Alertmanager) in which such a character is a small
     class that holds it, so the silence selects the alert and few others (see `label_regex`).
     Labels whose name the UIs cannot parse (not ``[A-Za-z_][A-Za-z0-9_]*``) are left out; ""
@@ -42,16 +45,21 @@ def silence_url(external_url: str, labels: Mapping[str, str]) -> str:
     """
     if not external_url:
         return ""
-    matchers = ",".join(
-        f'{name}="{value}"' if _writable(value) else f'{name}=~"{label_regex(value)}"'
-        for name, value in sorted(labels.items())
-        if _LABEL_NAME.fullmatch(name)
-    )
+    # Percent-encoding goes character by character: each matcher is encoded once and cached.
+    matchers = [m for item in sorted(labels.items()) if (m := _encoded_matcher(*item))]
     if not matchers:
         return ""
-    return (
-        f"{external_url.rstrip('/')}/#/silences/new?filter={_percent_encode('{' + matchers + '}')}"
-    )
+    return f"{external_url.rstrip('/')}/#/silences/new?filter=%7B{'%2C'.join(matchers)}%7D"
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _encoded_matcher(name: str, value: str) -> str:
+    """One label's matcher in the filter, percent-encoded; "" for a name the UIs cannot parse."""
+    if not _LABEL_NAME.fullmatch(name):
+        return ""
+    if _writable(value):
+        return _percent_encode(f'{name}="{value}"')
+    return _percent_encode(f'{name}=~"{label_regex(value)}"')
 
 
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -77,11 +85,11 @@ def _writable(value: str) -> bool:
 
 
 def label_regex(value: str) -> str:
-    """A Go RE2 regex without backslash, quote or control character that fully matches `value`.
+    r"""A Go RE2 regex without backslash, quote or control character that fully matches `value`.
 
     Metacharacters are written as one-character classes (``[.]``, ``[(]``, ``[]]``), exact. The
     characters that cannot be written in a class by themselves are written as small classes
-    around them: ``^`` as ``[]^]`` (also matches ``]``), ``\\`` as ``[[-^]`` (also ``[ ] ^``),
+    around them: ``^`` as ``[]^]`` (also matches ``]``), ``\`` as ``[[-^]`` (also ``[ ] ^``),
     ``"`` as ``[!-#]`` (also ``! #``), a C0 control character as ``[^ -U+10FFFF]`` (any C0
     control). So the regex matches `value` and only the values of its length that differ from it
     at such characters by one of those neighbours. Alertmanager anchors it as ``^(?:regex)$``
@@ -104,14 +112,11 @@ def _percent_encode(text: str) -> str:
 
 
 class Enricher:
-    """First catalogue entry whose matchers match sets a link; the alert's own annotation wins."""
-
-    SILENCE_CACHE = 100_000  # links kept: an update re-renders every alert of its group
+    """Links for an alert: the first catalogue entry whose matchers match sets a link; the
+    alert's own `runbook_url`/`dashboard_url` annotation wins (routes.yaml `runbooks`)."""
 
     def __init__(self, runbooks: Sequence[RunbookConfig]) -> None:
-        # (externalURL, fingerprint) -> (labels, silence link); the labels are compared, as a
-        # sender other than Alertmanager may reuse a fingerprint for other labels.
-        self._silence: dict[tuple[str, str], tuple[Mapping[str, str], str]] = {}
+        """Compile the catalogue's matchers and URL templates (Jinja2 over labels, annotations)."""
         self._entries = [
             _Entry(
                 r.all_matchers(),
@@ -122,36 +127,24 @@ class Enricher:
         ]
 
     def links(
-        self,
-        labels: Mapping[str, str],
-        annotations: Mapping[str, str],
-        external_url: str,
-        fingerprint: str,
+        self, labels: Mapping[str, str], annotations: Mapping[str, str], external_url: str
     ) -> Links:
+        """The links for an alert with `labels` and `annotations` sent by the Alertmanager at
+        `external_url` ("" if unknown: no silence link). A template that fails gives ""."""
         runbook = annotations.get("runbook_url", "")
         dashboard = annotations.get("dashboard_url", "")
-        context: dict[str, Any] = {"labels": dict(labels), "annotations": dict(annotations)}
+        context: dict[str, Any] = {}
         for entry in self._entries:
             if runbook and dashboard:
                 break
             if not all_match(entry.matchers, labels):
                 continue
+            context = context or {"labels": dict(labels), "annotations": dict(annotations)}
             if not runbook and entry.runbook is not None:
                 runbook = _render(entry.runbook, context)
             if not dashboard and entry.dashboard is not None:
                 dashboard = _render(entry.dashboard, context)
-        return Links(runbook, dashboard, self._silence_url(external_url, labels, fingerprint))
-
-    def _silence_url(self, external_url: str, labels: Mapping[str, str], fingerprint: str) -> str:
-        key = (external_url, fingerprint)
-        cached = self._silence.get(key)
-        if cached is not None and cached[0] == labels:
-            return cached[1]
-        if len(self._silence) >= self.SILENCE_CACHE:
-            self._silence.clear()
-        url = silence_url(external_url, labels)
-        self._silence[key] = (dict(labels), url)
-        return url
+        return Links(runbook, dashboard, silence_url(external_url, labels))
 
 
 def _render(template: Template, context: dict[str, Any]) -> str:

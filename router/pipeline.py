@@ -21,7 +21,11 @@ from router.state import AlertState, Destination, IncidentState, OutboxItem, Pla
 
 
 class Pipeline:
-    """The routing decisions for one loaded config; rebuilt when the config is reloaded."""
+    """The routing decisions for one loaded config; rebuilt when the config is reloaded.
+
+    `new_id()` returns a fresh incident id. The inhibition index lives here (`attach` fills it
+    from the state), so a reload builds a new one under the new rules.
+    """
 
     def __init__(self, config: RouterConfig, new_id: Callable[[], str]) -> None:
         self.config = config
@@ -239,9 +243,7 @@ class Pipeline:
         )
 
     def _alert_view(self, alert: AlertState, external_url: str) -> AlertView:
-        links = self.enricher.links(
-            alert.labels, alert.annotations, external_url, alert.fingerprint
-        )
+        links = self.enricher.links(alert.labels, alert.annotations, external_url)
         return AlertView.model_construct(
             fingerprint=alert.fingerprint,
             status="firing" if alert.status == "firing" else "resolved",

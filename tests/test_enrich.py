@@ -1,4 +1,4 @@
-"""Silence links: the same as computed afresh, also when a fingerprint comes back with other labels."""
+"""Runbook, dashboard and silence links: the catalogue as a table; silence links both UIs read."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from router.config import parse_config
 from router.enrich import Enricher, silence_url
 
 from .amui import filter_of, parse_filter
@@ -23,16 +24,16 @@ def test_silence_link_is_alertmanagers_filter_percent_encoded() -> None:
     assert silence_url(AM + "/", labels) == f"{AM}/#/silences/new?filter={quote(expected, safe='')}"
 
 
-def test_cached_links_follow_the_labels_not_only_the_fingerprint() -> None:
+def test_links_follow_the_labels_and_the_alertmanager() -> None:
     enricher = Enricher([])
     first = {"alertname": "A", "instance": "x"}
-    assert enricher.links(first, {}, AM, "fp1").silence_url == silence_url(AM, first)
-    assert enricher.links(dict(first), {}, AM, "fp1").silence_url == silence_url(AM, first)
-    # A sender other than Alertmanager reusing fp1 for other labels gets their own link.
+    assert enricher.links(first, {}, AM).silence_url == silence_url(AM, first)
+    # The same labels again, then other ones (a sender reusing a fingerprint): each its own.
+    assert enricher.links(dict(first), {}, AM).silence_url == silence_url(AM, first)
     other = {"alertname": "B", "instance": "y"}
-    assert enricher.links(other, {}, AM, "fp1").silence_url == silence_url(AM, other)
+    assert enricher.links(other, {}, AM).silence_url == silence_url(AM, other)
     # Another Alertmanager (externalURL) gets a link to itself.
-    assert enricher.links(other, {}, "http://am2:9093", "fp1").silence_url.startswith(
+    assert enricher.links(other, {}, "http://am2:9093").silence_url.startswith(
         "http://am2:9093/#/silences/new?filter="
     )
 
@@ -144,3 +145,78 @@ def test_plain_values_stay_equality_matchers_and_odd_names_are_left_out() -> Non
         for n, v in [("alertname", "Disk full"), ("job", "node"), ("zone", "é")]
     ]
     assert silence_url(AM, {"a.b": "x"}) == ""
+
+
+CATALOGUE = """
+receivers: [{name: r}]
+route: {receiver: r}
+runbooks:
+  - matchers: ['component=~"postgres|mysql"']
+    runbook_url: "https://runbooks.example.com/db/{{ labels.alertname | lower }}"
+    dashboard_url: "https://grafana.example.com/d/db?var-instance={{ labels.instance | urlencode }}"
+  - matchers: ['alertname=~".+"']
+    runbook_url: "https://runbooks.example.com/alerts/{{ labels.alertname | lower }}"
+  - matchers: ['team="x"']
+    dashboard_url: "https://grafana.example.com/d/{{ annotations.board }}"
+  - matchers: ['team="broken"']
+    dashboard_url: "{{ labels.missing.deeper }}"
+"""
+ENRICHER = Enricher(parse_config(CATALOGUE).runbooks)
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "runbook", "dashboard"),
+    [
+        # the first matching entry sets each link
+        (
+            {"alertname": "DiskFull", "component": "postgres", "instance": "db 1:9100"},
+            {},
+            "https://runbooks.example.com/db/diskfull",
+            "https://grafana.example.com/d/db?var-instance=db%201%3A9100",
+        ),
+        # a later entry fills what the earlier ones left empty
+        (
+            {"alertname": "CPUHigh", "team": "x"},
+            {"board": "cpu"},
+            "https://runbooks.example.com/alerts/cpuhigh",
+            "https://grafana.example.com/d/cpu",
+        ),
+        # the alert's own annotations win
+        (
+            {"alertname": "DiskFull", "component": "mysql", "instance": "i"},
+            {"runbook_url": "https://wiki/disk", "dashboard_url": "https://g/own"},
+            "https://wiki/disk",
+            "https://g/own",
+        ),
+        # nothing matches: no links
+        ({"severity": "info"}, {}, "", ""),
+        # a template that fails to render gives no link, not an error
+        ({"team": "broken"}, {}, "", ""),
+    ],
+)
+def test_links_from_the_catalogue(
+    labels: dict[str, str], annotations: dict[str, str], runbook: str, dashboard: str
+) -> None:
+    links = ENRICHER.links(labels, annotations, AM)
+    assert (links.runbook_url, links.dashboard_url) == (runbook, dashboard)
+    assert links.silence_url == silence_url(AM, labels)
+
+
+@pytest.mark.parametrize(
+    ("external_url", "labels", "link"),
+    [
+        ("", {"alertname": "A"}, ""),  # no externalURL: no silence link
+        (AM, {}, ""),  # no label: nothing to match
+        (AM, {"a.b": "x"}, ""),  # only names the UIs cannot parse
+        (AM + "/", {"alertname": "A"}, f"{AM}/#/silences/new?filter=%7Balertname%3D%22A%22%7D"),
+        (
+            AM,
+            {"b": "2", "a": "1"},  # sorted by name
+            f"{AM}/#/silences/new?filter=%7Ba%3D%221%22%2Cb%3D%222%22%7D",
+        ),
+        (AM, {"a": "x.y"}, f"{AM}/#/silences/new?filter=%7Ba%3D%22x.y%22%7D"),  # = stays =
+        (AM, {"a": 'x"y'}, f"{AM}/#/silences/new?filter=%7Ba%3D~%22x%5B%21-%23%5Dy%22%7D"),
+    ],
+)
+def test_silence_url(external_url: str, labels: dict[str, str], link: str) -> None:
+    assert silence_url(external_url, labels) == link
