@@ -24,7 +24,10 @@ def decide(
     notified: firing alerts in the last notification (None: never notified).
     active: firing alerts now shown (not inhibited); remaining: every alert still firing,
     inhibited ones included; resolved: alerts that stopped firing in this change.
-    An acknowledged incident gets no repeat reminders.
+    An acknowledged incident gets no repeat reminders. `repeat` is the receiver's
+    repeat_interval; `now` and `last_notified_at` are aware datetimes. The rule follows
+    Alertmanager's DedupStage (notify/notify.go needsUpdate): notify when alerts fire that were
+    not notified, when notified ones resolved, or when repeat_interval has passed.
     """
     was_notified = bool(notified)
     if not remaining:

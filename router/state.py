@@ -93,7 +93,7 @@ class Destination(NamedTuple):
     channel_index: int
 
     def __str__(self) -> str:
-        """ "receiver/kind[index]", as logs and errors name a destination."""
+        """The text "receiver/kind[index]", as logs and errors name a destination."""
         return f"{self.receiver}/{self.channel}[{self.channel_index}]"
 
 
