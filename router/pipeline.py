@@ -284,7 +284,7 @@ class Pipeline:
         Returns the open incidents holding an alert whose judgement changed, each with
         `Reason.UNINHIBITED` if one of its alerts was released (else None), to decide again.
         """
-        if not self.inhibitor.rules or not alerts:
+        if not alerts:
             return []
         released: set[str] = set()
         changed: set[str] = set()

@@ -273,6 +273,18 @@ def test_inhibited_targets_are_judged_again_after_a_reload() -> None:
     assert reasons(swept) == {"slack": "inhibited"} and swept.outbox == []
 
 
+def test_a_reload_without_the_rule_releases_what_it_inhibited() -> None:
+    h = Harness()
+    h.post(payload("down", DOWN))
+    assert reasons(h.post(payload("lat", LATENCY))) == {"slack": "inhibited"}
+    config = CONFIG[: CONFIG.index("inhibit_rules:")]
+    h.pipeline = Pipeline(parse_config(config), lambda: "never")
+    h.pipeline.attach(h.state)
+    released = h.sweep(T0 + timedelta(minutes=1))
+    assert h.state.alerts[LATENCY["fingerprint"]].inhibited_by is None
+    assert reasons(released) == {"slack": "uninhibited"} and len(released.outbox) == 1
+
+
 def test_a_stale_source_stops_inhibiting() -> None:
     h = Harness()
     down = alert("ServiceDown", severity="critical", service="search")
