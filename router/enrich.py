@@ -6,9 +6,8 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from jinja2 import Template
+from jinja2 import Template, nodes
 from jinja2.exceptions import TemplateError
 
 from router.config import TEMPLATE_STRINGS, RunbookConfig
@@ -24,11 +23,50 @@ class Links:
     silence_url: str = ""
 
 
+@dataclass(frozen=True, eq=False)  # hashed by identity: a cache key
+class _Link:
+    """One catalogue URL template and the label/annotation values its output depends on."""
+
+    template: Template
+    reads: tuple[tuple[str, str], ...] | None  # (("labels", "alertname"), ...); None: unknown
+
+    @classmethod
+    def compile(cls, source: str) -> _Link:
+        """Compile `source` in the sandbox and find what it reads."""
+        return cls(TEMPLATE_STRINGS.from_string(source), _reads(source))
+
+
 @dataclass(frozen=True)
 class _Entry:
     matchers: tuple[Matcher, ...]
-    runbook: Template | None
-    dashboard: Template | None
+    runbook: _Link | None
+    dashboard: _Link | None
+
+
+_MAPPINGS = ("labels", "annotations")
+_MISSING = object()  # a label the template reads that the alert lacks (Undefined, not "")
+
+
+def _reads(source: str) -> tuple[tuple[str, str], ...] | None:
+    """The (mapping, key) lookups a template's output depends on, or None if it may depend on
+    more: a whole mapping, a method of it, another variable or global, the random filter."""
+    ast = TEMPLATE_STRINGS.parse(source)
+    names = list(ast.find_all(nodes.Name))
+    if any(n.name not in _MAPPINGS for n in names):  # lipsum(), a {% set %} or loop variable
+        return None
+    if any(f.name == "random" for f in ast.find_all(nodes.Filter)):
+        return None
+    reads: list[tuple[str, str]] = []
+    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        target = node.node
+        if not (isinstance(target, nodes.Name) and target.name in _MAPPINGS):
+            continue
+        key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if not isinstance(key, str) or hasattr(dict, key):  # labels.get, labels.items, ...
+            return None
+        reads.append((target.name, key))
+    return tuple(dict.fromkeys(reads)) if len(names) == len(reads) else None
 
 
 def silence_url(external_url: str, labels: Mapping[str, str]) -> str:
@@ -115,16 +153,21 @@ class Enricher:
     """Links for an alert: the first catalogue entry whose matchers match sets a link; the
     alert's own `runbook_url`/`dashboard_url` annotation wins (routes.yaml `runbooks`)."""
 
+    RENDERED_KEPT = 65_536  # rendered links kept; forgotten all at once when full
+
     def __init__(self, runbooks: Sequence[RunbookConfig]) -> None:
         """Compile the catalogue's matchers and URL templates (Jinja2 over labels, annotations)."""
         self._entries = [
             _Entry(
                 r.all_matchers(),
-                TEMPLATE_STRINGS.from_string(r.runbook_url) if r.runbook_url else None,
-                TEMPLATE_STRINGS.from_string(r.dashboard_url) if r.dashboard_url else None,
+                _Link.compile(r.runbook_url) if r.runbook_url else None,
+                _Link.compile(r.dashboard_url) if r.dashboard_url else None,
             )
             for r in runbooks
         ]
+        # A template that reads only some labels (alertname, service) gives the same link for
+        # every alert that shares them: rendered once per (template, values read).
+        self._rendered: dict[tuple[_Link, tuple[object, ...]], str] = {}
 
     def links(
         self, labels: Mapping[str, str], annotations: Mapping[str, str], external_url: str
@@ -133,22 +176,34 @@ class Enricher:
         `external_url` ("" if unknown: no silence link). A template that fails gives ""."""
         runbook = annotations.get("runbook_url", "")
         dashboard = annotations.get("dashboard_url", "")
-        context: dict[str, Any] = {}
         for entry in self._entries:
             if runbook and dashboard:
                 break
             if not all_match(entry.matchers, labels):
                 continue
-            context = context or {"labels": dict(labels), "annotations": dict(annotations)}
             if not runbook and entry.runbook is not None:
-                runbook = _render(entry.runbook, context)
+                runbook = self._render(entry.runbook, labels, annotations)
             if not dashboard and entry.dashboard is not None:
-                dashboard = _render(entry.dashboard, context)
+                dashboard = self._render(entry.dashboard, labels, annotations)
         return Links(runbook, dashboard, silence_url(external_url, labels))
 
+    def _render(
+        self, link: _Link, labels: Mapping[str, str], annotations: Mapping[str, str]
+    ) -> str:
+        if link.reads is None:
+            return _render(link.template, labels, annotations)
+        mappings = {"labels": labels, "annotations": annotations}
+        key = (link, tuple(mappings[m].get(k, _MISSING) for m, k in link.reads))
+        rendered = self._rendered.get(key)
+        if rendered is None:
+            if len(self._rendered) >= self.RENDERED_KEPT:
+                self._rendered.clear()
+            rendered = self._rendered[key] = _render(link.template, labels, annotations)
+        return rendered
 
-def _render(template: Template, context: dict[str, Any]) -> str:
+
+def _render(template: Template, labels: Mapping[str, str], annotations: Mapping[str, str]) -> str:
     try:
-        return template.render(context).strip()
+        return template.render({"labels": dict(labels), "annotations": dict(annotations)}).strip()
     except TemplateError:
         return ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from urllib.parse import quote
@@ -9,9 +10,10 @@ from urllib.parse import quote
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jinja2.exceptions import TemplateError
 
-from router.config import parse_config
-from router.enrich import Enricher, silence_url
+from router.config import TEMPLATE_STRINGS, parse_config
+from router.enrich import Enricher, _reads, silence_url
 
 from .amui import filter_of, parse_filter
 
@@ -220,3 +222,67 @@ def test_links_from_the_catalogue(
 )
 def test_silence_url(external_url: str, labels: dict[str, str], link: str) -> None:
     assert silence_url(external_url, labels) == link
+
+
+# Templates whose output is a function of the alert: the cached link must equal a fresh render.
+DETERMINISTIC = [
+    ("https://r/{{ labels.alertname | lower }}", (("labels", "alertname"),)),
+    (
+        "https://r/{{ labels['alertname'] }}/{{ annotations.summary | urlencode }}",
+        (("labels", "alertname"), ("annotations", "summary")),
+    ),
+    ("{{ labels.x }}{% if labels.y is defined %}+y{% endif %}", (("labels", "x"), ("labels", "y"))),
+    ("{{ labels.alertname ~ labels.alertname }}", (("labels", "alertname"),)),
+    ("{{ labels._x | default('none') }}", (("labels", "_x"),)),
+    ("{{ labels.get('x', 'd') }}", None),  # a method of the mapping: not cached
+    ("{{ labels | tojson }}", None),  # the whole mapping
+    ("{% for k, v in labels | dictsort %}{{ k }}={{ v }},{% endfor %}", None),
+    ("{% set labels = {'x': 'set'} %}{{ labels.x }}", None),
+    ("{{ labels[0] }}", None),
+    ("{{ labels.x.y }}", (("labels", "x"),)),  # an attribute of a str: fails alike
+    ("static", ()),
+]
+# Templates whose output is not a function of the alert: never cached.
+UNCACHEABLE = [
+    "{{ [1, 2, 3] | random }}",
+    "{{ lipsum(1) }}",
+    "{{ labels.items }}",
+    "{{ range(3) }}",
+]
+LABEL_SETS = [
+    {"alertname": "A", "x": "1"},
+    {"alertname": "A", "x": "2", "y": ""},
+    {"alertname": "B"},
+    {"alertname": "A", "x": "1"},
+    {"alertname": "A", "x": ""},
+    {"alertname": "A", "_x": "u", "severity": "critical"},
+    {"alertname": "A", "x": "1", "y": "3"},
+]
+
+
+def _enricher(template: str) -> Enricher:
+    config = (
+        "receivers: [{name: r}]\nroute: {receiver: r}\n"
+        f"runbooks: [{{matchers: ['alertname=~\".*\"'], runbook_url: {json.dumps(template)}}}]\n"
+    )
+    return Enricher(parse_config(config).runbooks)
+
+
+@pytest.mark.parametrize(("template", "reads"), DETERMINISTIC)
+def test_a_link_rendered_once_per_values_read_equals_a_fresh_render(
+    template: str, reads: tuple[tuple[str, str], ...] | None
+) -> None:
+    assert _reads(template) == reads
+    enricher, fresh = _enricher(template), TEMPLATE_STRINGS.from_string(template)
+    for labels in LABEL_SETS * 2:
+        annotations = {"summary": labels.get("x", "none") + " é/&"}
+        try:
+            expected = fresh.render(labels=labels, annotations=annotations).strip()
+        except TemplateError:
+            expected = ""
+        assert enricher.links(labels, annotations, AM).runbook_url == expected, labels
+
+
+@pytest.mark.parametrize("template", UNCACHEABLE)
+def test_templates_that_read_more_than_the_alert_are_not_cached(template: str) -> None:
+    assert _reads(template) is None
