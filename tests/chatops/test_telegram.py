@@ -94,6 +94,17 @@ async def reply_to(fakes: Fakes, chat_id: int, count: int) -> list[str]:
     raise AssertionError(f"expected {count} message(s) to chat {chat_id}, got {texts}")
 
 
+async def callback_answers(fakes: Fakes, count: int) -> list[dict[str, Any]]:
+    """The bot's answers to button presses, once there are `count` of them (bounded wait)."""
+    for _ in range(200):
+        if len(fakes.telegram.callback_answers) >= count:
+            return list(fakes.telegram.callback_answers)
+        await asyncio.sleep(0.025)
+    raise AssertionError(
+        f"expected {count} button answer(s), got {fakes.telegram.callback_answers}"
+    )
+
+
 async def incident_state(client: Client, incident_id: str) -> dict[str, Any]:
     incidents = (await (await client.get("/api/v1/incidents", headers=AUTH)).json())["incidents"]
     found: dict[str, Any] = next(i for i in incidents if i["id"] == incident_id)
@@ -135,7 +146,9 @@ async def test_ack_by_command_updates_every_channel_and_pagerduty(
     await deliver(client, command(f"/ack {incident}", CAROL))
     texts = await reply_to(fakes, -1002, 2)
     assert texts[1].startswith(f"#{incident} was already acknowledged by @alice at ")
-    await asyncio.sleep(0.2)
+    # The answer comes after the command's changes are committed: whatever it queued is sent
+    # once nothing is queued any more.
+    await settled(client)
     assert len(fakes.pagerduty.events) == 2
 
     # /alerts lists it with its ack; /unack takes it back and the Ack button returns.
@@ -165,11 +178,7 @@ async def test_ack_by_reply_and_by_button(fakes: Fakes, make_client: Any) -> Non
     assert replies[-1] == f"✅ #{first} acknowledged by @carol. Reminders and escalation stop."
 
     await deliver(client, button(f"ack:{second}", ALICE))
-    for _ in range(200):
-        if fakes.telegram.callback_answers:
-            break
-        await asyncio.sleep(0.025)
-    assert fakes.telegram.callback_answers[0]["text"].startswith(
+    assert (await callback_answers(fakes, 1))[0]["text"].startswith(
         f"✅ #{second} acknowledged by @alice"
     )
     assert (await incident_state(client, second))["acked_by"] == "@alice"
@@ -201,7 +210,9 @@ async def test_refusals_change_nothing(fakes: Fakes, make_client: Any) -> None:
     assert (await reply_to(fakes, -1002, 3))[
         2
     ] == "No incident #zzzzz. /alerts lists the open ones."
-    await asyncio.sleep(0.2)
+    # Every refusal answered (the button's too), and whatever they queued sent.
+    await callback_answers(fakes, 1)
+    await settled(client)
     assert (await incident_state(client, incident))["acked_by"] is None
     assert [e["event_action"] for e in fakes.pagerduty.events] == ["trigger"]
     resp = await client.post(

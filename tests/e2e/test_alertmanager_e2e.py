@@ -5,6 +5,7 @@ PagerDuty's dedup_key, and links that open the right Alertmanager page."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import aiohttp
 
 from router.matchers import parse_matchers
 
-from ..harness import Fakes
+from ..harness import Fakes, settled
 from .alertmanager import running_alertmanager
 
 TOKEN = "e2e-bearer-token"
@@ -82,6 +83,16 @@ async def eventually(check: Any, timeout_s: float = 20.0) -> Any:
         await asyncio.sleep(0.1)
 
 
+async def until(check: Callable[[], Awaitable[Any]], timeout_s: float = 20.0) -> Any:
+    """Await check() until it returns something truthy (bounded)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not (value := await check()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not seen within {timeout_s}s")
+        await asyncio.sleep(0.1)
+    return value
+
+
 async def test_alertmanager_to_channels(fakes: Fakes, make_client: Any, tmp_path: Path) -> None:
     fakes.telegram.flood_interval_s = 0
     client = await make_client(fakes, ROUTER, ROUTES)
@@ -124,13 +135,17 @@ async def test_alertmanager_to_channels(fakes: Fakes, make_client: Any, tmp_path
         assert mail[0]["Subject"].startswith("[WARNING:2] DiskFull")
 
         # Inhibition: the warning HighErrorRate (same alertname and service as the critical one)
-        # never reaches the team channel.
-        await asyncio.sleep(2.5)  # a few group_intervals
+        # never reaches the team channel. Once the router holds every alert posted, Alertmanager
+        # has sent each group's final state (and sends no more: nothing changes); once nothing
+        # is queued or being sent, whatever those payloads caused has been delivered.
+        async def alerts_known() -> dict[str, Any]:
+            resp = await client.get("/api/v1/alerts", headers={"Authorization": "Bearer t"})
+            by_instance = {a["labels"]["instance"]: a for a in (await resp.json())["alerts"]}
+            return by_instance if len(by_instance) == 4 else {}
+
+        by_instance = await until(alerts_known)
+        await settled(client)
         assert not [p for p in fakes.slack.posts() if p.channel == "C0ALERTS"]
-        incidents = await (
-            await client.get("/api/v1/alerts", headers={"Authorization": "Bearer t"})
-        ).json()
-        by_instance = {a["labels"]["instance"]: a for a in incidents["alerts"]}
         assert by_instance["api-1"]["inhibited_by"] == by_instance["api-0"]["fingerprint"]
 
         # The silence link opens Alertmanager's "new silence" page with matchers that select
