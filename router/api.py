@@ -97,7 +97,7 @@ async def handle_payload(request: web.Request) -> web.Response:
     auth.require(request, rt.config.server.auth)
     correlation_id = request.match_info["correlation_id"]
     outcome = rt.outcomes.get(correlation_id)
-    if outcome is None:  # accepted by an intake process, or before a restart, and not planned
+    if outcome is None:  # accepted before a restart, and not planned yet
         with contextlib.suppress(StoreError):
             alerts = await rt.store.pending_alerts(correlation_id)
             if alerts is not None:
@@ -142,14 +142,12 @@ async def handle_readyz(request: web.Request) -> web.Response:
     problems = []
     if rt.outbox is None or rt.outbox.task is None or rt.outbox.task.done():
         problems.append("delivery worker not running")
-    if rt.intake_process is not None and not rt.intake_process.running:
-        problems.append("intake supervisor gone: alert-router is stopping (exit 1)")
     try:
         await asyncio.wait_for(rt.store.check_writable(), 2.0)
     except (StoreError, TimeoutError) as exc:
         problems.append(f"store not writable: {exc or 'locked for more than 2s'}")
     problems += rt.store.files_lost()
-    cannot_accept = rt.store.inbox.problem() if rt.store.inbox is not None else None
+    cannot_accept = rt.store.problem()
     if cannot_accept is not None and cannot_accept not in problems:
         problems.append(f"cannot accept webhooks: {cannot_accept}")
     if problems:

@@ -6,17 +6,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from router import __version__, heap
+from router import __version__
 from router.config import RouterConfig, config_notes, load_config
 from router.errors import ConfigError, MatcherError, StoreError
 from router.logs import configure, event
 from router.matchers import MatchType, parse_matcher
 from router.routing import Route, explain, match_receivers
-
-if TYPE_CHECKING:
-    from aiohttp import web
 
 log = logging.getLogger("router")
 
@@ -51,11 +47,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     listen = args.listen or config.server.listen
     host, _, port = listen.rpartition(":")
-    intake_process = config.server.intake_process
     try:
-        app = create_app(
-            config, dry_run=args.dry_run, config_path=args.config, intake_process=intake_process
-        )
+        app = create_app(config, dry_run=args.dry_run, config_path=args.config)
     except ConfigError as exc:
         for problem in exc.problems:
             _err(str(problem))
@@ -69,17 +62,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         config=args.config,
         dry_run=args.dry_run,
         storage=str(config.resolve_path(config.storage.path)),
-        intake_process=intake_process,
     )
-    # The store thread plans while the event loop answers webhooks. With Python's default 5 ms
-    # GIL switch interval, every socket call of the loop could wait 5 ms for the GIL to come
-    # back (a convoy: hundreds of ms per loop turn under load); 0.5 ms bounds that wait.
-    sys.setswitchinterval(0.0005)
-    heap.install()  # full garbage collections walk only what is new (see router/heap.py)
     grace_s = config.server.shutdown_grace.total_seconds()
     try:
-        if intake_process:
-            return _serve_with_intake_process(args, app, host, int(port), grace_s)
         # SIGTERM/SIGINT: stop accepting, let deliveries in flight finish (server.shutdown_grace).
         web.run_app(
             app,
@@ -97,27 +82,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         event(log, logging.ERROR, "startup_failed", error=f"cannot listen on {listen}: {exc}")
         return 1
     return 0
-
-
-def _serve_with_intake_process(
-    args: argparse.Namespace, app: web.Application, host: str, port: int, grace_s: float
-) -> int:
-    """Webhooks answered by a second process (router/front.py); this one does the rest."""
-    import asyncio
-    import functools
-
-    from router import front, supervisor
-    from router.runtime import RUNTIME
-
-    rt = app[RUNTIME]
-    try:
-        listen = supervisor.bind(host, port)
-    except OSError as exc:
-        event(log, logging.ERROR, "startup_failed", error=f"cannot listen on {host}:{port}: {exc}")
-        return 1
-    # Forked now, while this process has one thread (see router/supervisor.py).
-    rt.intake_process = supervisor.IntakeProcess(listen, functools.partial(front.run, args.config))
-    return asyncio.run(supervisor.serve(app, rt.intake_process, grace_s, rt.store.inbox_grew))
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

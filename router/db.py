@@ -1,4 +1,4 @@
-"""SQLite files of the router (the store and the inbox): how they are opened, written, dated."""
+"""The store's SQLite file: how it is opened, written, dated, watched and locked."""
 
 from __future__ import annotations
 
@@ -16,20 +16,21 @@ from router.errors import StoreError
 from router.logs import event
 
 log = logging.getLogger("router.store")
+JOURNAL_LIMIT_BYTES = 4 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
     """A connection in WAL mode, autocommit (transactions are explicit), usable off its thread.
 
-    `wal_autocheckpoint=0`: checkpoints run on their own connection (router/checkpoint.py),
-    never inside a commit that someone waits for.
+    SQLite checkpoints the WAL itself once it holds 1,000 pages (`wal_autocheckpoint`, its
+    default), and a checkpoint that reset the WAL cuts the file back to JOURNAL_LIMIT_BYTES.
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=5000")
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-    db.execute("PRAGMA wal_autocheckpoint=0")
+    db.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT_BYTES}")
     return db
 
 

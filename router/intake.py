@@ -1,15 +1,13 @@
-"""POST /webhook: auth, limits, parse, validate, commit to the inbox; 200 only once it is durable.
+"""POST /webhook: auth, limits, parse once, commit to the inbox; 200 only once it is durable.
 
-The same handler serves in the router's process or in an intake process of its own
-(router/front.py); `Intake` is what it needs from either. Planning (route, inhibit, dedup,
-outbox) follows in the router's process (router/store.py).
+Planning (route, inhibit, dedup, outbox) follows from the inbox (router/store.py), with the
+payload as parsed here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -33,15 +31,15 @@ log = logging.getLogger("router.intake")
 # Correlation ids: 64 random bits name a payload in logs and the API; they need to be unique,
 # not secret, so a seeded PRNG does (uuid4 asked the kernel for 16 bytes per webhook).
 _ids = random.Random()
-os.register_at_fork(after_in_child=_ids.seed)  # each intake process (forked) its own sequence
 
 
 @dataclass
 class Intake:
-    """What POST /webhook needs, from whichever process serves it."""
+    """What POST /webhook needs."""
 
     config: Callable[[], RouterConfig]  # the current one (a reload swaps it)
-    accept: Callable[[bytes, datetime, str], Awaitable[None]]  # durable once awaited
+    # (body, received at, correlation id, parsed payload): durable once awaited
+    accept: Callable[[bytes, datetime, str, WebhookPayload], Awaitable[None]]
     backlog: Callable[[], int]  # accepted and not planned yet
     metrics: IntakeMetrics
     clock: Callable[[], datetime]
@@ -148,7 +146,7 @@ async def handle_webhook(request: web.Request) -> web.Response:
         )
     correlation_id = f"{_ids.getrandbits(64):016x}"
     try:
-        await intake.accept(body, intake.clock(), correlation_id)
+        await intake.accept(body, intake.clock(), correlation_id, payload)
     except StoreError as exc:
         metrics.rejected.labels("store").inc()
         event(

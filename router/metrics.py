@@ -41,8 +41,7 @@ REJECT_REASONS = (
 
 
 class IntakeMetrics:
-    """What POST /webhook counts, on a registry of its own: it is served by the process that
-    runs intake (router/front.py), which may not be the one that plans and delivers."""
+    """What POST /webhook counts, on a registry of its own (appended to /metrics)."""
 
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
@@ -83,7 +82,6 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         p = PREFIX
         self.intake = IntakeMetrics()
-        self.intake_here = True  # False when an intake process serves the intake metrics
         self.backlog = Gauge(
             f"{p}intake_backlog",
             "Payloads accepted and not planned yet (routing, dedup, outbox).",
@@ -222,4 +220,4 @@ class Metrics:
     def exposition(self) -> bytes:
         """Every collector served here in the Prometheus text format 0.0.4, UTF-8."""
         core = generate_latest(self.registry)
-        return core + self.intake.exposition() if self.intake_here else core
+        return core + self.intake.exposition()

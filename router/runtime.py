@@ -17,7 +17,6 @@ from router.store import Store
 if TYPE_CHECKING:
     from router.chatops.commands import Commands
     from router.delivery import Clock, Outbox
-    from router.supervisor import IntakeProcess
 
 
 def utc_now() -> datetime:
@@ -36,7 +35,6 @@ class Runtime:
     metrics: Metrics = field(default_factory=Metrics)
     outcomes: Outcomes = field(default_factory=Outcomes)
     config_path: str | None = None
-    intake_process: IntakeProcess | None = None  # when webhooks are answered by another process
     # The config loaded at start: what settings that take effect only at restart still run with.
     started: RouterConfig = field(init=False)
 

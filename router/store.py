@@ -1,4 +1,4 @@
-"""SQLite state: alerts, incidents, outbox; plans the inbox's payloads, on one writer thread."""
+"""SQLite state: the inbox, alerts, incidents, outbox; plans the inbox's payloads, on one writer thread."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import copy
 import os
 import secrets
 import sqlite3
-import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,8 +18,6 @@ from typing import Any, TypeVar
 
 import orjson
 
-from router import inbox
-from router.checkpoint import Checkpointer
 from router.db import FileIdentity, ProcessLock, connect, transaction, ts
 from router.errors import StoreError
 from router.models import IncidentView, WebhookPayload
@@ -30,28 +26,19 @@ from router.state import AlertState, IncidentState, Plan, State
 
 T = TypeVar("T")
 
-
-def _lower_priority() -> None:
-    """Make the calling thread STORE_THREAD_NICE nicer (Linux: nice is per thread)."""
-    if sys.platform != "linux":
-        return  # elsewhere it would apply to the whole process, intake included
-    tid = threading.get_native_id()
-    with contextlib.suppress(OSError):
-        now = os.getpriority(os.PRIO_PROCESS, tid)
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, now + STORE_THREAD_NICE))
-
-
 # Short ids people type on a phone: no 0/o, 1/l/i look-alikes.
 ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 ID_LENGTH = 5
 # Planning runs in slices so that intake commits (the webhook's 200) never wait long behind it.
 PLAN_BATCH = 64
-PLAN_SLICE_S = 0.004
-PLAN_RETRY_S = 1.0
-PLAN_POLL_S = 1.0  # look at the inbox this often even if no one said it grew
-# The store's thread (planning, the router's heaviest work) runs this much nicer than the
-# event loops: in a burst, the webhook's 200 gets the CPU first and planning what is left.
-STORE_THREAD_NICE = 10
+PLAN_SLICE = timedelta(milliseconds=4)
+PLAN_RETRY = timedelta(seconds=1)
+PROBE_INTERVAL = timedelta(seconds=1)  # after a failed commit, try a probe commit this often
+PROBE_BYTES = 64 * 1024  # written (and deleted) by the probe that sees a full disk recover
+INSERT_ROWS = 500  # inbox rows per INSERT statement (SQLite allows 32,766 bound values)
+INBOX_COLUMNS = ["id", "body", "correlation_id", "received_at"]
+# body, correlation id, received at, the payload as intake parsed it, the 200's wait
+Pending = tuple[bytes, str, datetime, WebhookPayload | None, "asyncio.Future[None]"]
 
 SCHEMA = [
     # version 1
@@ -142,9 +129,9 @@ SCHEMA = [
         failed TEXT
     );
     """,
-    # version 5: the inbox moved to a file of its own (router/inbox.py); here, the watermark
-    # (the last inbox id planned, moved in the transaction that writes the plans) and the
-    # payloads that could not be planned, set aside with why
+    # version 5: the inbox moved to a file of its own (`<path>.inbox`, until version 7); here,
+    # its watermark and the payloads that could not be planned, set aside with why; the rows
+    # that waited are carried into version 7's inbox table
     """
     CREATE TABLE inbox_planned (through INTEGER NOT NULL);
     INSERT INTO inbox_planned VALUES (0);
@@ -157,7 +144,7 @@ SCHEMA = [
     );
     INSERT INTO set_aside (body, correlation_id, received_at, error)
         SELECT body, correlation_id, received_at, failed FROM inbox WHERE failed IS NOT NULL;
-    DROP TABLE inbox;
+    ALTER TABLE inbox RENAME TO inbox_v4;
     """,
     # version 6: destinations the service moved (a Telegram group upgraded to a supergroup),
     # so that messages go to the new id across restarts until the config names it
@@ -173,12 +160,93 @@ SCHEMA = [
 ]
 
 
+SCHEMA_VERSION = len(SCHEMA) + 1  # version 7 is _inbox_into_the_store
+
+
+def _inbox_into_the_store(db: sqlite3.Connection, path: str) -> None:
+    """Schema version 7: the inbox becomes a table of the store's file, the watermark a column
+    of its own table (`planner.watermark`).
+
+    Payloads that waited in version 4's inbox table or in versions 5-6's inbox file beside
+    the store (`<path>.inbox`, past its watermark) are carried into the table, in order, in
+    the transaction that sets the version: nothing accepted is lost by an upgrade. Raises
+    StoreError if that file is not an alert-router inbox (another program's file).
+    """
+    old = _old_inbox_path(path)
+    carried: list[tuple[Any, ...]] = []
+    if os.path.exists(old):
+        try:
+            with contextlib.closing(sqlite3.connect(old)) as inbox:
+                columns = [row[1] for row in inbox.execute("PRAGMA table_info(inbox)")]
+                if columns and columns != INBOX_COLUMNS:
+                    raise sqlite3.DatabaseError(
+                        f"not an alert-router inbox (its table inbox has {columns})"
+                    )
+                (through,) = db.execute("SELECT through FROM inbox_planned").fetchone()
+                if columns:
+                    carried = inbox.execute(
+                        "SELECT body, correlation_id, received_at FROM inbox WHERE id>?"
+                        " ORDER BY id",
+                        (through,),
+                    ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{old}: {exc}: the inbox of an earlier alert-router (payloads accepted and"
+                " not planned yet) cannot be read; move it aside to start without those payloads"
+            ) from exc
+    with transaction(db):
+        db.execute(
+            "CREATE TABLE inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL,"
+            " correlation_id TEXT NOT NULL, received_at TEXT NOT NULL)"
+        )
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name='inbox_v4'").fetchone():
+            db.execute(
+                "INSERT INTO inbox (body, correlation_id, received_at) SELECT body,"
+                " correlation_id, received_at FROM inbox_v4 WHERE failed IS NULL ORDER BY id"
+            )
+            db.execute("DROP TABLE inbox_v4")
+        db.executemany(
+            "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)", carried
+        )
+        db.execute("CREATE TABLE planner (watermark INTEGER NOT NULL)")
+        db.execute("INSERT INTO planner VALUES (0)")
+        db.execute("DROP TABLE inbox_planned")
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def _move_watermark(db: sqlite3.Connection, row_id: int) -> None:
+    """Set the watermark to `row_id` and delete the inbox rows it passed (in the caller's
+    transaction, with the plans of those rows)."""
+    db.execute("UPDATE planner SET watermark=?", (row_id,))
+    db.execute("DELETE FROM inbox WHERE id<=?", (row_id,))
+
+
+def _locked(exc: BaseException) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY): worth trying again shortly."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
+def _insert(db: sqlite3.Connection, rows: list[Pending]) -> int:
+    """Insert `rows` into the inbox with one statement; the id of the last one."""
+    values = ",".join(["(?,?,?)"] * len(rows))
+    params = [v for body, cid, now, _, _ in rows for v in (body, cid, ts(now))]
+    cursor = db.execute(
+        f"INSERT INTO inbox (body, correlation_id, received_at) VALUES {values}", params
+    )
+    return int(cursor.lastrowid or 0)
+
+
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value is not None else None
 
 
 def _json(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _old_inbox_path(store_path: str) -> str:
+    """Where schema versions 5-6 kept the inbox: a file of its own beside the store."""
+    return f"{store_path}.inbox"
 
 
 @dataclass(frozen=True)
@@ -203,13 +271,13 @@ class OutboxRow:
 class Store:
     """The only owner of the SQLite file. Every call runs on one thread, in arrival order.
 
-    With `accepts=True` (one process), it also owns the inbox writer behind `accept()`; with
-    False, another process (router/front.py) accepts into the inbox and this one plans.
+    `accept()` commits webhook payloads to the inbox table (payloads that arrive while a commit
+    runs share the next one: group commit); planning reads the inbox past the `watermark` (the
+    id of the last payload planned), and moves the watermark in the transaction that writes the
+    plans, deleting the rows it planned.
     """
 
-    def __init__(
-        self, path: str | Path, *, synchronous: str = "normal", accepts: bool = True
-    ) -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "normal") -> None:
         self.path = str(path)
         if self.path == ":memory:":
             raise StoreError("storage.path must be a file: alert-router keeps what it accepted")
@@ -217,25 +285,21 @@ class Store:
         self.state = State()
         self._pipeline: Pipeline | None = None
         self._db: sqlite3.Connection | None = None
-        self._inbox_db: sqlite3.Connection | None = None  # read here; written by the Inbox
-        self._inbox_reader: sqlite3.Connection | None = None  # for `backlog`, on the event loop
-        self._thread = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="store", initializer=_lower_priority
-        )
-        self._checkpointer = Checkpointer(self.path)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._lock = ProcessLock(self.path)
-        self._files: list[FileIdentity] = []  # the store's file and the inbox's, as opened
-        self.inbox = (
-            inbox.Inbox(inbox.inbox_path(self.path), synchronous, lambda: self.watermark)
-            if accepts
-            else None
-        )
+        self._file: FileIdentity | None = None
         self.watermark = 0  # the last inbox id planned (committed with its plan)
-        self._inbox_last = 0  # the last inbox id seen
+        self._last_id = 0  # the last inbox id committed
+        self._parsed: dict[int, WebhookPayload] = {}  # payloads as intake parsed them, by id
+        self._pending: list[Pending] = []
+        self._committing = False
+        self._idle = asyncio.Event()  # set while no inbox commit is running or waiting
+        self._idle.set()
+        self._failing: str | None = None  # the last inbox commit's error, until one succeeds
         self._planning_scheduled = False
         self._planning_paused = False
         self._closing = False
-        self._poller: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
         # Called on the event loop: (correlation id, plan) once a payload is planned and
         # committed; (correlation id or "", error) when planning fails.
         self.on_planned: Callable[[str, Plan], None] | None = None
@@ -243,29 +307,8 @@ class Store:
 
     @property
     def backlog(self) -> int:
-        """Payloads accepted and not planned yet.
-
-        With an intake process, the inbox's last id is read from its file (planning reads
-        PLAN_BATCH rows at a time, so the last id it has read says little of what waits).
-        """
-        last = self._inbox_last if self.inbox is None else max(self._inbox_last, self.inbox.last_id)
-        if self.inbox is None:
-            last = max(last, self._inbox_written())
-        return max(0, last - self.watermark)
-
-    def _inbox_written(self) -> int:
-        """The id of the last payload committed to the inbox file; 0 if it cannot be read now."""
-        try:
-            if self._inbox_reader is None:
-                self._inbox_reader = sqlite3.connect(
-                    inbox.inbox_path(self.path), timeout=0, check_same_thread=False
-                )
-            rows = self._inbox_reader.execute(
-                "SELECT seq FROM sqlite_sequence WHERE name='inbox'"
-            ).fetchall()  # all: the read ends here, and holds no checkpoint back
-        except sqlite3.Error:
-            return 0
-        return int(rows[0][0]) if rows else 0
+        """Payloads accepted and not planned yet."""
+        return max(0, self._last_id - self.watermark)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -274,40 +317,45 @@ class Store:
         await self._run(self._open_sync)
         pipeline = pipeline_factory(self.new_incident_id)
         await self._run(self._attach_sync, pipeline)
-        if self.inbox is not None:
-            self.inbox.on_committed = self.inbox_grew
-            await self.inbox.open()
-        self._checkpointer.start()
-        self._poller = asyncio.create_task(self._poll_inbox(), name="inbox poll")
-        self.inbox_grew()
+        self._prober = asyncio.create_task(self._probe_forever(), name="store probe")
+        self._schedule_planning(asyncio.get_running_loop())
 
     async def use_pipeline(self, pipeline: Pipeline) -> None:
         """Switch to a pipeline built from a new config (reload)."""
         await self._run(self._attach_sync, pipeline)
 
     async def aclose(self) -> None:
-        """Close after what is queued on the store thread; unplanned payloads wait in the inbox."""
-        if self.inbox is not None:
-            await self.inbox.aclose()
+        """Close after what is queued on the store thread; unplanned payloads wait in the inbox.
+
+        The WAL is copied into the database file and cut back first, so that the file alone
+        holds everything once the router has stopped.
+        """
+        await self._idle.wait()  # what was handed to accept() is committed (or refused) first
         self._closing = True
-        if self._poller is not None:
-            self._poller.cancel()
+        if self._prober is not None:
+            self._prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._poller
-        await self._checkpointer.aclose()
-        for db in (self._db, self._inbox_db):
-            if db is not None:
-                await self._run(db.close)
-        if self._inbox_reader is not None:
-            self._inbox_reader.close()
-        self._db = self._inbox_db = self._inbox_reader = None
+                await self._prober
+        if self._db is not None:
+            with contextlib.suppress(StoreError):
+                await self._run(self._db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._run(self._db.close)
+        self._db = None
         self._thread.shutdown(wait=True)
         self._lock.release()
 
     def files_lost(self) -> list[str]:
-        """Why the store's or the inbox's file is no longer the one opened (deleted, replaced);
-        empty while both are in place."""
-        return [p for p in (f.lost() for f in self._files) if p is not None]
+        """Why the store's file is no longer the one opened (deleted, replaced); empty while it
+        is in place."""
+        problem = self._file.lost() if self._file is not None else None
+        return [problem] if problem is not None else []
+
+    def problem(self) -> str | None:
+        """Why a payload cannot be accepted now (one line), or None if it can: the file is
+        lost, or the last commit to the inbox failed (disk full, I/O error) and no commit or
+        probe since has succeeded."""
+        lost = self.files_lost()
+        return lost[0] if lost else self._failing
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -323,7 +371,7 @@ class Store:
     def _open_sync(self) -> None:
         self._lock.acquire()
         try:
-            self._open_files()
+            self._open_file()
         except sqlite3.DatabaseError as exc:
             self._lock.release()
             if isinstance(exc, sqlite3.OperationalError):  # could not open, locked, read-only
@@ -339,48 +387,31 @@ class Store:
             self._lock.release()
             raise
 
-    def _open_files(self) -> None:
+    def _open_file(self) -> None:
         db = connect(self.path, self.synchronous)
         db.execute("PRAGMA foreign_keys=ON")
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(SCHEMA):
+        if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path}: schema version {version} is newer than this alert-router knows "
-                f"({len(SCHEMA)}); upgrade alert-router or use another storage.path"
+                f"({SCHEMA_VERSION}); upgrade alert-router or use another storage.path"
             )
-        inbox_file = inbox.inbox_path(self.path)
-        try:
-            self._inbox_db = inbox.connect(inbox_file, self.synchronous)
-        except sqlite3.Error as exc:
-            raise StoreError(
-                f"{inbox_file}: {exc}: the inbox (payloads accepted and not planned yet) cannot"
-                " be read; move it aside to start without those payloads"
-            ) from exc
-        self._files = [FileIdentity(self.path), FileIdentity(inbox_file)]
-        if version == 4:
-            self._move_inbox_out(db)
+        self._file = FileIdentity(self.path)
         for number, script in enumerate(SCHEMA[version:], start=version + 1):
             db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
+        if version < SCHEMA_VERSION:
+            _inbox_into_the_store(db, self.path)
+        old = _old_inbox_path(self.path)
+        for leftover in (old, f"{old}-wal", f"{old}-shm"):  # carried over by the migration
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
         # A row claimed by a delivery worker that died is due again.
         db.execute("UPDATE outbox SET state='queued' WHERE state='sending'")
-        self.watermark = db.execute("SELECT through FROM inbox_planned").fetchone()[0]
+        self.watermark = db.execute("SELECT watermark FROM planner").fetchone()[0]
+        last = db.execute("SELECT seq FROM sqlite_sequence WHERE name='inbox'").fetchone()
+        self._last_id = max(self.watermark, last[0] if last else 0)
         self._db = db
         self.state = self._load_state()
-
-    def _move_inbox_out(self, db: sqlite3.Connection) -> None:
-        """Schema 4 kept the inbox in this file: copy what waits there to the inbox file first.
-
-        A crash between the copy and the migration's commit copies them again at the next
-        start: planned twice, as an Alertmanager re-send is (deduplicated), never lost.
-        """
-        assert self._inbox_db is not None
-        rows = db.execute(
-            "SELECT body, correlation_id, received_at FROM inbox WHERE failed IS NULL ORDER BY id"
-        ).fetchall()
-        with transaction(self._inbox_db) as target:
-            target.executemany(
-                "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)", rows
-            )
 
     def _attach_sync(self, pipeline: Pipeline) -> None:
         pipeline.attach(self.state)
@@ -411,25 +442,94 @@ class Store:
 
     # ------------------------------------------------------------ intake
 
-    async def accept(self, body: bytes, now: datetime, correlation_id: str) -> None:
-        """Write one validated payload to the inbox; return once that is committed (durable).
+    async def accept(
+        self,
+        body: bytes,
+        now: datetime,
+        correlation_id: str,
+        payload: WebhookPayload | None = None,
+    ) -> None:
+        """Commit one validated payload to the inbox; return once that is committed (durable).
 
-        Planning (route, inhibit, dedup, outbox) follows on the store thread, in arrival
-        order, and each plan is handed to `on_planned` on the event loop.
+        `payload` is `body` as intake parsed it: planning uses it instead of parsing the body
+        again. Payloads handed over while a commit runs share the next one. Raises StoreError
+        if the commit fails or the file is lost (nothing is then accepted). Planning (route,
+        inhibit, dedup, outbox) follows on the store thread, in arrival order, and each plan is
+        handed to `on_planned` on the event loop.
         """
-        if self.inbox is None:
-            raise StoreError("this store does not accept: the intake process does")
-        await self.inbox.accept(body, now, correlation_id)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((body, correlation_id, now, payload, future))
+        if not self._committing:
+            self._committing = True
+            self._idle.clear()
+            asyncio.get_running_loop().call_soon(self._commit_pending)
+        await future
 
-    def inbox_grew(self) -> None:
-        """New payloads in the inbox (called on the event loop): plan them."""
-        self._schedule_planning(asyncio.get_running_loop())
+    def _commit_pending(self) -> None:
+        """Commit what waits, one batch at a time, on the store thread (called on the loop)."""
+        if not self._pending:
+            self._committing = False
+            self._idle.set()
+            return
+        batch, self._pending = self._pending, []
+        future = asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sync, batch)
+        future.add_done_callback(lambda f: self._committed(batch, f))
 
-    async def _poll_inbox(self) -> None:
-        """Plan what another process accepted even if its wake-up was lost."""
+    def _committed(self, batch: list[Pending], done: asyncio.Future[None]) -> None:
+        exc = done.exception()
+        error: StoreError | None = None
+        if isinstance(exc, StoreError):
+            error = exc
+        elif isinstance(exc, (sqlite3.Error, OSError)):
+            error = self._failure(exc)
+            if not _locked(exc):
+                self._failing = f"the last commit to the inbox failed: {error}"
+        elif exc is not None:
+            error = StoreError(f"{self.path}: {exc}")
+        for *_, future in batch:
+            if future.done():  # the caller went away (request cancelled)
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(None)
+        loop = asyncio.get_running_loop()
+        if error is None:
+            self._schedule_planning(loop)
+        self._commit_pending()
+
+    def _commit_sync(self, batch: list[Pending]) -> None:
+        """Insert the batch in one transaction (on the store thread)."""
+        lost = self.files_lost()
+        if lost:
+            raise StoreError(lost[0])
+        with transaction(self._conn()) as db:
+            for start in range(0, len(batch), INSERT_ROWS):
+                last = _insert(db, batch[start : start + INSERT_ROWS])
+        first = last - len(batch) + 1
+        for offset, (*_, payload, _future) in enumerate(batch):
+            if payload is not None:
+                self._parsed[first + offset] = payload
+        self._last_id = last  # only once committed
+        self._failing = None
+
+    async def _probe_forever(self) -> None:
+        """After a failed inbox commit: commit (and delete) PROBE_BYTES every PROBE_INTERVAL;
+        success clears the failure, so that /readyz says ready again."""
         while True:
-            await asyncio.sleep(PLAN_POLL_S)
-            self.inbox_grew()
+            await asyncio.sleep(PROBE_INTERVAL.total_seconds())
+            if self._failing is not None and not self._pending:
+                with contextlib.suppress(StoreError):
+                    await self._run(self._probe_sync)
+                    self._failing = None
+
+    def _probe_sync(self) -> None:
+        with transaction(self._conn()) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS probe (data BLOB)")
+            db.execute("INSERT INTO probe VALUES (zeroblob(?))", (PROBE_BYTES,))
+            db.execute("DELETE FROM probe")
+
+    # ------------------------------------------------------------ planning
 
     def _schedule_planning(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._planning_scheduled and not self._closing:
@@ -437,19 +537,19 @@ class Store:
             self._thread.submit(self._plan_inbox, loop)
 
     def _plan_inbox(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Plan the oldest inbox payloads for at most PLAN_SLICE_S, then let other calls run.
+        """Plan the oldest inbox payloads for at most PLAN_SLICE, then let other calls run.
 
         The watermark moves in the transaction that writes the plans. If the store fails,
         the payloads stay and planning is tried again later; if one payload cannot be planned
         (a bug), it is set aside with its error, and the others go on.
         """
         self._planning_scheduled = False
-        if self._db is None or self._inbox_db is None or self._pipeline is None:
+        if self._db is None or self._pipeline is None:
             return
         if self._planning_paused or self._closing:
             return
         try:
-            rows = self._inbox_db.execute(
+            rows = self._db.execute(
                 "SELECT id, body, correlation_id, received_at FROM inbox WHERE id>?"
                 " ORDER BY id LIMIT ?",
                 (self.watermark, PLAN_BATCH),
@@ -459,22 +559,28 @@ class Store:
             return
         if not rows:
             return
-        self._inbox_last = max(self._inbox_last, rows[-1][0])
         steps = [self._inbox_step(*row) for row in rows]
+        until = time.monotonic() + PLAN_SLICE.total_seconds()
         try:
-            planned = self._transact_many(steps, until=time.monotonic() + PLAN_SLICE_S)
+            planned = self._transact_many(steps, until=until)
         except StoreError as exc:
             if isinstance(exc.__cause__, sqlite3.Error):
                 self._retry_later(loop, exc)
                 return
             planned = self._plan_one_by_one(loop, rows, steps)
         else:
-            self.watermark = rows[len(planned) - 1][0]
+            self._planned_through(rows[len(planned) - 1][0])
         if self.on_planned is not None and planned:
             done = [(row[2], plan) for row, plan in zip(rows, planned, strict=False)]
             loop.call_soon_threadsafe(_each, self.on_planned, done)  # one wake-up per slice
         if len(planned) < len(rows) or len(rows) == PLAN_BATCH:
             self._schedule_planning(loop)
+
+    def _planned_through(self, row_id: int) -> None:
+        """The watermark is committed at `row_id`: forget what intake parsed up to it."""
+        for planned in range(self.watermark + 1, row_id + 1):
+            self._parsed.pop(planned, None)
+        self.watermark = row_id
 
     def _inbox_step(
         self, row_id: int, body: bytes, correlation_id: str, received_at: str
@@ -482,9 +588,9 @@ class Store:
         now = datetime.fromisoformat(received_at)
 
         def step(p: Pipeline) -> Plan:
-            payload = WebhookPayload.model_validate_json(body)
+            payload = self._parsed.get(row_id) or WebhookPayload.model_validate_json(body)
             plan = p.ingest(payload, self.state, now, correlation_id)
-            self._conn().execute("UPDATE inbox_planned SET through=?", (row_id,))
+            _move_watermark(self._conn(), row_id)
             return plan
 
         return step, now
@@ -502,7 +608,7 @@ class Store:
         ):
             try:
                 planned.append(self._transact(step, now))
-                self.watermark = row_id
+                self._planned_through(row_id)
             except StoreError as exc:
                 if isinstance(exc.__cause__, sqlite3.Error):
                     self._retry_later(loop, exc)
@@ -515,11 +621,11 @@ class Store:
                             " VALUES (?,?,?,?)",
                             (body, correlation_id, received_at, error),
                         )
-                        db.execute("UPDATE inbox_planned SET through=?", (row_id,))
+                        _move_watermark(db, row_id)
                 except sqlite3.Error as failure:
                     self._retry_later(loop, self._failure(failure))
                     break
-                self.watermark = row_id
+                self._planned_through(row_id)
                 if self.on_failed is not None:
                     loop.call_soon_threadsafe(self.on_failed, correlation_id, error)
                 break  # the rows after it are planned by the next turn, in order
@@ -530,23 +636,27 @@ class Store:
         return await self._run(self._pending_alerts_sync, correlation_id)
 
     def _pending_alerts_sync(self, correlation_id: str) -> int | None:
-        if self._inbox_db is None:
-            return None
-        row = self._inbox_db.execute(
-            "SELECT body FROM inbox WHERE id>? AND correlation_id=?",
-            (self.watermark, correlation_id),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT body FROM inbox WHERE id>? AND correlation_id=?",
+                (self.watermark, correlation_id),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         alerts = orjson.loads(row[0]).get("alerts")
         return len(alerts) if isinstance(alerts, list) else 0
 
     def _retry_later(self, loop: asyncio.AbstractEventLoop, exc: StoreError) -> None:
-        """The store failed: keep the payloads in the inbox and try again in PLAN_RETRY_S."""
+        """The store failed: keep the payloads in the inbox and try again in PLAN_RETRY."""
         self._planning_paused = True
         if self.on_failed is not None:
             loop.call_soon_threadsafe(self.on_failed, "", str(exc))
-        loop.call_soon_threadsafe(loop.call_later, PLAN_RETRY_S, self._resume_planning, loop)
+        loop.call_soon_threadsafe(
+            loop.call_later, PLAN_RETRY.total_seconds(), self._resume_planning, loop
+        )
 
     def _resume_planning(self, loop: asyncio.AbstractEventLoop) -> None:
         self._planning_paused = False

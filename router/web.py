@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
-from router import api, auth, heap, intake, serving
+from router import api, auth, intake, serving
 from router.alertmanager import Alertmanager
 from router.channels import CHANNELS, build_channels, channel_class, kinds_used
 from router.chatops.commands import Commands
@@ -52,37 +52,24 @@ def create_app(
     dry_run: bool = False,
     clock: Clock = utc_now,
     config_path: str | None = None,
-    intake_process: bool = False,
 ) -> web.Application:
-    """Build the app for one config; raises ConfigError if a template does not compile.
-
-    With `intake_process`, webhooks are accepted by another process (router/front.py) that
-    writes the inbox, and this one plans, delivers and answers everything else.
-    """
+    """Build the app for one config; raises ConfigError if a template does not compile."""
     renderer = build_renderer(config)
     set_secrets(secret_values(config))
-    store = Store(
-        config.resolve_path(config.storage.path),
-        synchronous=config.storage.synchronous,
-        accepts=not intake_process,
+    store = Store(config.resolve_path(config.storage.path), synchronous=config.storage.synchronous)
+    app = web.Application(
+        client_max_size=config.server.max_body_bytes, middlewares=[serving.bounded_bodies()]
     )
-    middlewares = [serving.bounded_bodies()]
-    if intake_process:  # reached only through the intake process's private Unix socket
-        middlewares.insert(0, _forwarded_peer)
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=middlewares)
     rt = app[RUNTIME] = Runtime(config, store, renderer, dry_run, clock, config_path=config_path)
-    if intake_process:
-        rt.metrics.intake_here = False
-    else:
-        app[intake.INTAKE] = intake.Intake(
-            config=lambda: rt.config,
-            accept=store.accept,
-            backlog=lambda: store.backlog,
-            metrics=rt.metrics.intake,
-            clock=clock,
-            on_accepted=rt.outcomes.pending,
-        )
-        app.router.add_post("/webhook", intake.handle_webhook)
+    app[intake.INTAKE] = intake.Intake(
+        config=lambda: rt.config,
+        accept=store.accept,
+        backlog=lambda: store.backlog,
+        metrics=rt.metrics.intake,
+        clock=clock,
+        on_accepted=rt.outcomes.pending,
+    )
+    app.router.add_post("/webhook", intake.handle_webhook)
     app.router.add_get("/api/v1/alerts", api.handle_alerts)
     app.router.add_get("/api/v1/incidents", api.handle_incidents)
     app.router.add_get("/api/v1/payloads/{correlation_id}", api.handle_payload)
@@ -94,13 +81,6 @@ def create_app(
     app.cleanup_ctx.append(_workers_ctx)
     _add_chatops(app, config)
     return app
-
-
-@web.middleware
-async def _forwarded_peer(request: web.Request, handler: serving.Handler) -> web.StreamResponse:
-    """The client's address, as the intake process forwards it (X-Forwarded-For, which it sets
-    itself): a Unix socket has none, and logs of refused requests name the peer."""
-    return await handler(request.clone(remote=request.headers.get("X-Forwarded-For", "")))
 
 
 def _add_chatops(app: web.Application, config: RouterConfig) -> None:
@@ -228,7 +208,6 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
 
 RESTART_ONLY = (
     "server.listen",
-    "server.intake_process",
     "storage.path",
     "storage.synchronous",
     "chatops",
@@ -263,8 +242,6 @@ async def reload_config(rt: Runtime) -> tuple[bool, list[str]]:
         rt.outbox.replace_channels(build_channels(new, renderer, dry_run=rt.dry_run))
     rt.metrics.declare(new)
     rt.metrics.config_loaded(True, rt.clock().timestamp())
-    if rt.intake_process is not None:
-        rt.intake_process.reload()
     event(
         log,
         logging.INFO,
@@ -321,6 +298,5 @@ async def _sweep_forever(rt: Runtime) -> None:
             if since_prune >= PRUNE_INTERVAL_S:
                 since_prune = 0
                 await rt.store.prune(rt.config.storage.retention, rt.clock())
-                heap.release()
         except Exception:  # the sweeper must outlive any one failure; the next tick retries
             log.exception("sweep_failed")

@@ -17,7 +17,7 @@ from .helpers import require_binary
 @pytest.fixture(scope="session", autouse=True)
 def temp_dir_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """TMPDIR for everything the suite starts, one folder of this run (so that runs beside it
-    do not count), and the run fails if a router left its socket's private folder in it."""
+    do not count)."""
     folder = tmp_path_factory.mktemp("tmpdir")
     before = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(folder)
@@ -30,8 +30,6 @@ def temp_dir_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
         else:
             os.environ["TMPDIR"] = before
         tempfile.tempdir = None
-    left = sorted(p.name for p in folder.glob("alert-router-*"))
-    assert not left, f"routers left their private socket folders behind: {left}"
 
 
 @pytest.fixture(scope="session")

@@ -61,10 +61,9 @@ def fixture_json(name: str) -> dict[str, object]:
 
 def waiting_in_inbox(store_path: Path) -> list[str]:
     """Correlation ids in the inbox after the store's watermark: accepted, not planned yet."""
-    with sqlite3.connect(store_path) as db:
-        (through,) = db.execute("SELECT through FROM inbox_planned").fetchone()
-    with sqlite3.connect(f"{store_path}.inbox") as db:
-        rows = db.execute("SELECT correlation_id FROM inbox WHERE id>? ORDER BY id", (through,))
+    with contextlib.closing(sqlite3.connect(store_path, timeout=5)) as db:
+        (watermark,) = db.execute("SELECT watermark FROM planner").fetchone()
+        rows = db.execute("SELECT correlation_id FROM inbox WHERE id>? ORDER BY id", (watermark,))
         return [r[0] for r in rows]
 
 

@@ -1,5 +1,4 @@
-"""Chat-ops rejections are logged with the client's address, also when the intake process
-(the default layout) passed the request on to the router's process."""
+"""Chat-ops rejections are logged with the client's address (a real `alert-router serve`)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from ..e2e.test_intake_process import SIGNING, running
+from ..e2e.test_process import SIGNING, running
 from ..harness import Fakes
 from ..helpers import slack_signed
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -26,6 +28,7 @@ from ..helpers import (
 pytestmark = pytest.mark.slow
 TOKEN = "process-bearer-token-123"
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+SIGNING = "process-slack-signing-secret"
 
 
 def start(config: Path, *extra: str) -> subprocess.Popen[bytes]:
@@ -45,6 +48,57 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+
+
+def write_config(path: Path, port: int, fakes: Fakes, token: str = TOKEN) -> None:
+    """A router on `port`, PagerDuty to the fake, Slack chat-ops signed with SIGNING."""
+    path.write_text(f"""
+server: {{listen: "127.0.0.1:{port}", auth: {{bearer_token: {token}}}}}
+storage: {{path: "{path.parent / "state.db"}"}}
+receivers:
+  - name: main
+    pagerduty_configs: [{{routing_key: R0UTINGKEY0000000000000000000000,
+                         url: "{fakes.urls["pagerduty"]}/v2/enqueue"}}]
+route: {{receiver: main}}
+chatops:
+  slack: {{signing_secret: {SIGNING}, team_id: T1, allowed_channels: [C1]}}
+""")
+
+
+@contextlib.asynccontextmanager
+async def running(
+    fakes: Fakes, tmp_path: Path, port: int = 0
+) -> AsyncIterator[tuple[subprocess.Popen[bytes], str, int]]:
+    """A router (see write_config) on `port` or a free one, answering; after, stopped cleanly
+    unless the test has already ended it."""
+    port = port or free_port()
+    write_config(tmp_path / "routes.yaml", port, fakes)
+    proc = start(tmp_path / "routes.yaml")
+    try:
+        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
+        yield proc, f"http://127.0.0.1:{port}", port
+    finally:
+        if proc.poll() is None:
+            assert stop(proc) == 0
+
+
+async def test_header_bytes_that_are_not_utf8_are_unequal_to_the_token(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    # The token followed by one byte that is not UTF-8 must not let anyone in to the read API
+    # (an HTTP client that dropped such bytes once did, in front of the router).
+    async with running(fakes, tmp_path) as (_, _, port):
+        for tail in (b"\xff", b"\xe9", b"\xc3"):
+            request = (
+                b"GET /api/v1/alerts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                b"Authorization: Bearer " + TOKEN.encode() + tail + b"\r\n\r\n"
+            )
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(request)
+                assert (await reader.readline()).startswith(b"HTTP/1.1 401 "), tail
+            finally:
+                writer.close()
 
 
 async def test_sigterm_under_load_finishes_in_flight_and_loses_nothing(
