@@ -124,7 +124,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
         rt.metrics.outbox_depth.set(depth)
         rt.metrics.outbox_oldest.set(oldest)
         rt.metrics.dead_letters.set(dead)
-        rt.metrics.backlog.set(rt.store.backlog)
+        rt.metrics.backlog.set(rt.planner.backlog)
     except StoreError:
         pass  # the counters still answer; /readyz says the store is failing
     # The 0.0.4 text format: every Prometheus 2.x parses it (prometheus-client's default is 1.0.0).

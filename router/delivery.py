@@ -32,7 +32,7 @@ from router.logs import event, redact
 from router.metrics import Metrics
 from router.models import Reason
 from router.state import Destination
-from router.store import OutboxRow, Store
+from router.store import MessageKey, OutboxRow, Store
 
 log = logging.getLogger("router.delivery")
 
@@ -43,9 +43,9 @@ Clock = Callable[[], datetime]
 class DeliverySettings:
     max_age: timedelta = timedelta(hours=1)
     storm_threshold: int = 10
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 300.0
-    poll_s: float = 1.0
+    backoff_base: timedelta = timedelta(seconds=1)  # the first retry's wait, doubled each time
+    backoff_max: timedelta = timedelta(minutes=5)
+    poll: timedelta = timedelta(seconds=1)  # look for due rows this often without a wake-up
     claim_batch: int = 200
     max_in_memory: int = 400  # claimed rows held by workers: beyond this, leave them in the store
     unexpected_attempts: int = 3  # attempts that raised an unclassified error, then dead letter
@@ -71,23 +71,23 @@ class Outbox:
         settings: DeliverySettings = DeliverySettings(),
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        wake: asyncio.Event | None = None,
     ) -> None:
+        """`wake` is set by whoever queues rows (the planner) to have them claimed at once."""
         self.metrics = metrics or Metrics()
         self.store = store
         self.channels = channels
         self.clock = clock
         self.settings = settings
         self.rng = rng or random.Random()
-        self.wake = asyncio.Event()
+        self.wake = wake or asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self._queues: dict[Destination, list[OutboxRow]] = {}
         self._workers: dict[Destination, asyncio.Task[None]] = {}
         self._held_until: dict[Destination, datetime] = {}
         self._last_sent: dict[Destination, float] = {}
         self._stopping = False
-        self._refs: dict[
-            tuple[str, str, str, int], str
-        ] = {}  # messages sent since rows were claimed
+        self._refs: dict[MessageKey, str] = {}  # messages sent since rows were claimed
         # Acceptances not yet written: one store call records those of many destinations, and
         # each destination's worker waits for its own before it sends the next (see _record).
         self._marks: list[tuple[OutboxRow, str, datetime, asyncio.Future[None]]] = []
@@ -101,7 +101,8 @@ class Outbox:
     # ------------------------------------------------------------ dispatcher
 
     async def run(self) -> None:
-        while True:
+        """Claim due rows and hand them to their destination's worker, until drain()."""
+        while not self._stopping:  # also ends a run whose cancellation was lost (see below)
             if not self._moves_loaded:
                 await self._load_moves()
             rows: list[OutboxRow] = []
@@ -119,11 +120,14 @@ class Outbox:
                 rows = []
             if not rows:
                 self.wake.clear()
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
+                # that comes as the wake-up does, and drain() then waited for this task forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_s)
+                    async with asyncio.timeout(self.settings.poll.total_seconds()):
+                        await self.wake.wait()
 
     async def _dispatch(self, row: OutboxRow) -> None:
-        dest = Destination(row.receiver, row.channel, row.channel_index)
+        dest = row.destination
         if dest not in self.channels:
             await self._dead(row, f"no {dest} in the loaded config (receiver or channel removed)")
             return
@@ -423,11 +427,11 @@ class Outbox:
         if isinstance(result, Failed):
             await self._dead(row, result.reason)
             return True
-        wait = result.after.total_seconds() if result.after is not None else None
+        wait: timedelta | None = result.after
         if wait is None:
-            wait = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2**row.attempts)
+            wait = min(self.settings.backoff_max, self.settings.backoff_base * 2**row.attempts)
             wait *= self.rng.uniform(0.5, 1.0)
-        until = now + timedelta(seconds=wait)
+        until = now + wait
         if until - row.created_at > self.settings.max_age:
             await self._dead(
                 row, f"gave up after {self.settings.max_age} (last error: {result.reason})"
@@ -443,11 +447,11 @@ class Outbox:
             destination=str(dest),
             incident=row.incident_id,
             error=result.reason,
-            retry_in_s=round(wait, 3),
+            retry_in_s=round(wait.total_seconds(), 3),
             attempt=row.attempts + 1,
             correlation_id=row.correlation_id,
         )
-        asyncio.get_running_loop().call_later(wait, self.wake.set)
+        asyncio.get_running_loop().call_later(wait.total_seconds(), self.wake.set)
         return False
 
     async def _write_marks(self) -> None:
@@ -469,13 +473,13 @@ class Outbox:
 
     async def _dead(self, row: OutboxRow, reason: str) -> None:
         await self.store.mark_dead(row, reason)
-        self.metrics.dead.labels(row.receiver, row.channel).inc()
+        self.metrics.dead.labels(row.destination.receiver, row.destination.channel).inc()
         event(
             log,
             logging.ERROR,
             "notification_dead",
-            receiver=row.receiver,
-            channel=row.channel,
+            receiver=row.destination.receiver,
+            channel=row.destination.channel,
             incident=row.incident_id,
             error=reason,
             correlation_id=row.correlation_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -11,6 +12,7 @@ from aiohttp import web
 from router.config import RouterConfig
 from router.metrics import Metrics
 from router.outcomes import Outcomes
+from router.planner import Planner
 from router.render import Renderer
 from router.store import Store
 
@@ -27,6 +29,7 @@ def utc_now() -> datetime:
 class Runtime:
     config: RouterConfig
     store: Store
+    planner: Planner
     renderer: Renderer
     dry_run: bool = False
     clock: Clock = field(default=utc_now)
@@ -34,6 +37,7 @@ class Runtime:
     commands: Commands | None = None
     metrics: Metrics = field(default_factory=Metrics)
     outcomes: Outcomes = field(default_factory=Outcomes)
+    wake_outbox: asyncio.Event = field(default_factory=asyncio.Event)
     config_path: str | None = None
     # The config loaded at start: what settings that take effect only at restart still run with.
     started: RouterConfig = field(init=False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import signal
 import uuid
@@ -21,11 +20,13 @@ from router.config import RouterConfig, load_config, secret_values
 from router.delivery import Clock, DeliverySettings, Outbox
 from router.errors import ConfigError
 from router.logs import event, set_secrets
+from router.metrics import Metrics
+from router.outcomes import Outcomes
 from router.pipeline import Pipeline
+from router.planner import Planner
 from router.render import Renderer
 from router.runtime import RUNTIME, Runtime, utc_now
-from router.state import Plan
-from router.store import Store
+from router.store.sqlite import SqliteStore
 
 log = logging.getLogger("router.web")
 
@@ -56,15 +57,36 @@ def create_app(
     """Build the app for one config; raises ConfigError if a template does not compile."""
     renderer = build_renderer(config)
     set_secrets(secret_values(config))
-    store = Store(config.resolve_path(config.storage.path), synchronous=config.storage.synchronous)
+    store = SqliteStore(
+        config.resolve_path(config.storage.path), synchronous=config.storage.synchronous
+    )
     app = web.Application(
         client_max_size=config.server.max_body_bytes, middlewares=[serving.bounded_bodies()]
     )
-    rt = app[RUNTIME] = Runtime(config, store, renderer, dry_run, clock, config_path=config_path)
+    metrics, outcomes, wake_outbox = Metrics(), Outcomes(), asyncio.Event()
+    planner = Planner(
+        store,
+        lambda new_id: Pipeline(config, new_id),
+        wake_outbox=wake_outbox,
+        outcomes=outcomes,
+        metrics=metrics,
+    )
+    rt = app[RUNTIME] = Runtime(
+        config,
+        store,
+        planner,
+        renderer,
+        dry_run,
+        clock,
+        metrics=metrics,
+        outcomes=outcomes,
+        wake_outbox=wake_outbox,
+        config_path=config_path,
+    )
     app[intake.INTAKE] = intake.Intake(
         config=lambda: rt.config,
-        accept=store.accept,
-        backlog=lambda: store.backlog,
+        accept=planner.accept,
+        backlog=lambda: planner.backlog,
         metrics=rt.metrics.intake,
         clock=clock,
         on_accepted=rt.outcomes.pending,
@@ -91,7 +113,7 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
         return
     alertmanager = Alertmanager(timedelta(seconds=2))  # inside Slack's 3-second answer window
     rt.commands = Commands(
-        rt.store,
+        rt.planner,
         rt.clock,
         alertmanager,
         chatops.alertmanager_url,
@@ -136,9 +158,12 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
-    rt.store.on_planned = functools.partial(on_planned, rt)
-    rt.store.on_failed = functools.partial(on_plan_failed, rt)
-    await rt.store.open(lambda new_id: Pipeline(rt.config, new_id))
+    await rt.store.open()
+    try:
+        await rt.planner.start()
+    except BaseException:
+        await rt.store.aclose()
+        raise
     rt.metrics.declare(rt.config)
     rt.metrics.config_loaded(True, rt.clock().timestamp())
     event(
@@ -146,35 +171,12 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
         logging.INFO,
         "store_opened",
         path=rt.store.path,
-        firing_alerts=len(rt.store.state.alerts),
-        open_incidents=len(rt.store.state.incidents),
+        firing_alerts=len(rt.planner.state.alerts),
+        open_incidents=len(rt.planner.state.incidents),
     )
     yield
+    await rt.planner.aclose()
     await rt.store.aclose()
-
-
-def on_planned(rt: Runtime, correlation_id: str, plan: Plan) -> None:
-    """A payload's plan is committed (called on the event loop): count, log, wake delivery."""
-    if plan.outbox and rt.outbox is not None:
-        rt.outbox.wake.set()
-    rt.metrics.observe_plan(plan)
-    outcome = rt.outcomes.planned(correlation_id, plan)
-    event(log, logging.INFO, "webhook_planned", **outcome)
-
-
-def on_plan_failed(rt: Runtime, correlation_id: str, error: str) -> None:
-    """Planning failed: the store is failing (retried), or one payload (set aside in the store)."""
-    rt.metrics.plan_failures.inc()
-    if correlation_id:
-        rt.outcomes.failed(correlation_id, error)
-    event(
-        log,
-        logging.ERROR,
-        "webhook_plan_failed",
-        correlation_id=correlation_id or None,
-        error=error,
-        kept="in the store's set_aside table" if correlation_id else "in the inbox; retrying",
-    )
 
 
 async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -183,8 +185,8 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = DeliverySettings(
         max_age=d.max_age,
         storm_threshold=d.storm_threshold,
-        backoff_base_s=d.min_backoff.total_seconds(),
-        backoff_max_s=d.max_backoff.total_seconds(),
+        backoff_base=d.min_backoff,
+        backoff_max=d.max_backoff,
     )
     rt.outbox = Outbox(
         rt.store,
@@ -192,6 +194,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
         rt.clock,
         settings,
         metrics=rt.metrics,
+        wake=rt.wake_outbox,
     )
     rt.outbox.task = asyncio.create_task(rt.outbox.run(), name="outbox")
     sweeper = asyncio.create_task(_sweep_forever(rt), name="sweeper")
@@ -235,7 +238,7 @@ async def reload_config(rt: Runtime) -> tuple[bool, list[str]]:
         for key in RESTART_ONLY
         if _section(rt.started, key) != _section(new, key)
     ]
-    await rt.store.use_pipeline(Pipeline(new, rt.store.new_incident_id))
+    await rt.planner.use_pipeline(Pipeline(new, rt.store.new_incident_id))
     rt.config, rt.renderer = new, renderer
     set_secrets(secret_values(new))
     if rt.outbox is not None:
@@ -290,10 +293,8 @@ async def _sweep_forever(rt: Runtime) -> None:
     while True:
         await asyncio.sleep(SWEEP_INTERVAL_S)
         try:
-            plan = await rt.store.sweep(rt.clock(), uuid.uuid4().hex[:16])
+            plan = await rt.planner.sweep(rt.clock(), uuid.uuid4().hex[:16])
             rt.metrics.observe_plan(plan)
-            if plan.outbox and rt.outbox is not None:
-                rt.outbox.wake.set()
             since_prune += SWEEP_INTERVAL_S
             if since_prune >= PRUNE_INTERVAL_S:
                 since_prune = 0

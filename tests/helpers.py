@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
@@ -10,11 +11,22 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+
+from router.config import RouterConfig
+from router.metrics import Metrics
+from router.models import WebhookPayload
+from router.outcomes import Outcomes
+from router.pipeline import Pipeline
+from router.planner import Planner
+from router.state import Plan
+from router.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -197,3 +209,46 @@ async def post_until_gone(
         await asyncio.gather(*(worker(session) for _ in range(workers)))
     assert stopped and posted < max_posts, f"the router answered all {max_posts} posts"
     return accepted, posted
+
+
+@dataclass
+class Core:
+    """The store and the planner of a router without its HTTP side: what planning tests drive.
+
+    The planner runs no task of its own: `ingest` and `plan_waiting` plan what waits, now."""
+
+    store: SqliteStore
+    planner: Planner
+    outcomes: Outcomes
+
+    async def ingest(self, body: bytes, at: datetime, correlation_id: str) -> Plan:
+        """Accept `body` as the webhook does (parsed once, committed), then plan what waits;
+        this payload's plan."""
+        payload = WebhookPayload.model_validate_json(body)
+        await self.planner.accept(body, at, correlation_id, payload)
+        return dict(await self.planner.plan_waiting())[correlation_id]
+
+    async def aclose(self) -> None:
+        """Stop the planner, then close the store."""
+        await self.planner.aclose()
+        await self.store.aclose()
+
+
+async def open_core(path: Path, config: RouterConfig) -> Core:
+    """Open the store at `path` and load its state into a planner for `config`."""
+    store = SqliteStore(path)
+    await store.open()
+    outcomes = Outcomes()
+    planner = Planner(
+        store,
+        lambda new_id: Pipeline(config, new_id),
+        wake_outbox=asyncio.Event(),
+        outcomes=outcomes,
+        metrics=Metrics(),
+    )
+    try:
+        await planner.start(background=False)
+    except BaseException:
+        await store.aclose()
+        raise
+    return Core(store, planner, outcomes)

@@ -19,9 +19,10 @@ from router.config import parse_duration
 from router.errors import AlertmanagerError, StoreError
 from router.logs import event
 from router.metrics import Metrics
+from router.planner import Planner
 from router.render import clock, human_duration
 from router.state import IncidentState
-from router.store import ID_ALPHABET, ID_LENGTH, Store
+from router.store import ID_ALPHABET, ID_LENGTH
 
 log = logging.getLogger("router.chatops")
 
@@ -148,7 +149,7 @@ def display_name(text: str) -> str:
 class Commands:
     def __init__(
         self,
-        store: Store,
+        planner: Planner,
         clock_: Callable[[], datetime],
         alertmanager: Alertmanager,
         alertmanager_url: str | None,
@@ -156,7 +157,7 @@ class Commands:
         metrics: Metrics | None = None,
     ) -> None:
         self.metrics = metrics or Metrics()
-        self.store = store
+        self.planner = planner
         self.clock = clock_
         self.alertmanager = alertmanager
         self.alertmanager_url = alertmanager_url
@@ -237,7 +238,7 @@ class Commands:
 
     async def _open_incident(self, incident_id: str) -> IncidentState | str:
         """The open incident, or the answer that says why there is none."""
-        incident = await self.store.incident(incident_id)
+        incident = await self.planner.incident(incident_id)
         if incident is None:
             return f"No incident #{incident_id}. /alerts lists the open ones."
         if incident.status == "resolved":
@@ -270,7 +271,7 @@ class Commands:
             except AlertmanagerError as exc:
                 event(log, logging.ERROR, "silence_failed", incident=incident_id, error=str(exc))
                 silence_note = f" The silence could not be created: {exc}"
-        result = await self.store.set_ack(
+        result = await self.planner.set_ack(
             incident_id,
             None,
             actor.name,
@@ -304,7 +305,7 @@ class Commands:
         incident_id = incident.id
         if not incident.acked_by:
             return f"#{incident_id} is not acknowledged."
-        result = await self.store.set_ack(
+        result = await self.planner.set_ack(
             incident_id, incident.acked_by, None, self.clock(), uuid.uuid4().hex[:16]
         )
         if result is None:
@@ -331,7 +332,7 @@ class Commands:
         return f"↩️ #{incident_id} is no longer acknowledged (by {actor.name}){note}."
 
     async def _alerts(self) -> str:
-        incidents = sorted(await self.store.open_incidents(), key=lambda i: i.opened_at)
+        incidents = sorted(self.planner.open_incidents(), key=lambda i: i.opened_at)
         shown = [i for i in incidents if i.notified]
         if not shown:
             return "No open incidents. 🎉"

@@ -44,7 +44,7 @@ async def test_the_store_decides_one_winner_of_two_concurrent_acks(
 ) -> None:
     client = await make_client(fakes, RECEIVERS)
     incident = (await post(client, firing_payload(1, "cas")))["incidents"][0]
-    store = client.app[RUNTIME].store
+    store = client.app[RUNTIME].planner
     now = datetime.now(UTC)
     results = await asyncio.gather(
         *(store.set_ack(incident, None, name, now, f"c{n}") for n, name in enumerate(["@a", "@b"]))

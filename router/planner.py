@@ -1,0 +1,265 @@
+"""The planner: inbox payloads -> plans in arrival order; each plan commits with the watermark."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from router.errors import StoreError
+from router.logs import event
+from router.metrics import Metrics
+from router.models import WebhookPayload
+from router.outcomes import Outcomes
+from router.pipeline import Pipeline
+from router.state import IncidentState, Plan, State
+from router.store import InboxRow, Store
+
+log = logging.getLogger("router.planner")
+
+PLAN_BATCH = 64  # inbox rows read at a time
+PLAN_SLICE = timedelta(milliseconds=4)  # pipeline work between two turns of the event loop
+PLAN_RETRY = timedelta(seconds=1)  # after a failed commit, plan again this much later
+
+
+class Planner:
+    """Owns the working state (firing alerts, open incidents) and every change to it.
+
+    Payloads from the inbox, sweeps (inhibition released, escalation) and acks each run the
+    pipeline on the state and commit the plan; one lock serializes them, so that a change is
+    decided on the state the previous one committed. A commit that fails leaves the state
+    half-changed: it is loaded again from the store, as the next start would load it.
+
+    Planning runs on the event loop in slices of PLAN_SLICE, the webhook's commits and answers
+    in between; a slice's plans commit in one transaction with the watermark (the id of the
+    last payload planned). The payload intake parsed is handed over in memory (`accepted`);
+    after a restart, rows past the watermark are parsed from their stored body.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        pipeline_factory: Callable[[Callable[[], str]], Pipeline],
+        *,
+        wake_outbox: asyncio.Event,
+        outcomes: Outcomes,
+        metrics: Metrics,
+    ) -> None:
+        """`pipeline_factory(new_incident_id)` builds the pipeline of the current config;
+        `wake_outbox` is set when a commit queued notifications."""
+        self.store = store
+        self.state = State()
+        self.watermark = 0
+        self._factory = pipeline_factory
+        self._pipeline = pipeline_factory(store.new_incident_id)
+        self._wake_outbox = wake_outbox
+        self._outcomes = outcomes
+        self._metrics = metrics
+        self._lock = asyncio.Lock()
+        self._grew = asyncio.Event()
+        self._parsed: dict[int, WebhookPayload] = {}  # inbox id -> the payload intake parsed
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Payloads accepted and not planned yet."""
+        return max(0, self.store.last_inbox_id - self.watermark)
+
+    async def start(self, *, background: bool = True) -> None:
+        """Load the state and the watermark; with `background`, plan what waits past it and
+        what comes next in a task of its own (else the caller calls plan_waiting()).
+
+        Raises StoreError if the store cannot be read."""
+        self.state, self.watermark = await self.store.load_state()
+        self._pipeline.attach(self.state)
+        if background:
+            self._task = asyncio.create_task(self._run(), name="planner")
+            self._grew.set()
+
+    async def aclose(self) -> None:
+        """Stop planning after the slice in progress; what waits is planned at the next start."""
+        if self._task is not None:
+            async with self._lock:
+                self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def use_pipeline(self, pipeline: Pipeline) -> None:
+        """Plan with a pipeline built from a new config (reload), from the next change on."""
+        async with self._lock:
+            pipeline.attach(self.state)
+            self._pipeline = pipeline
+            self._factory = lambda new_id: Pipeline(pipeline.config, new_id)
+
+    async def accept(
+        self, body: bytes, now: datetime, correlation_id: str, payload: WebhookPayload
+    ) -> None:
+        """Commit a payload to the inbox (durable once this returns), then plan it: with
+        `payload`, as parsed by intake. Raises StoreError if it could not be committed."""
+        row_id = await self.store.accept(body, now, correlation_id)
+        if row_id > self.watermark:
+            self._parsed[row_id] = payload
+        self._grew.set()
+
+    # ------------------------------------------------------------ the inbox
+
+    async def _run(self) -> None:
+        while True:
+            await self._grew.wait()
+            self._grew.clear()
+            try:
+                await self.plan_waiting()
+            except StoreError as exc:  # the payloads wait in the inbox; try again later
+                self._plan_failed(None, str(exc))
+                await asyncio.sleep(PLAN_RETRY.total_seconds())
+                self._grew.set()
+
+    async def plan_waiting(self) -> list[tuple[str, Plan]]:
+        """Plan every payload past the watermark, in arrival order, one slice at a time (the
+        event loop serves in between); (correlation id, plan) of each, as committed.
+
+        Raises StoreError if the store failed: the payloads not committed stay in the inbox
+        and the state is loaded again."""
+        done: list[tuple[str, Plan]] = []
+        while True:
+            rows = await self.store.inbox_after(self.watermark, PLAN_BATCH)
+            if not rows:
+                return done
+            async with self._lock:
+                try:
+                    done += await self._plan_slice(rows)
+                except StoreError:
+                    with contextlib.suppress(StoreError):
+                        await self._reload()
+                    raise
+            await asyncio.sleep(0)  # answer webhooks between slices
+
+    async def _plan_slice(self, rows: list[InboxRow]) -> list[tuple[str, Plan]]:
+        """Plan `rows` for at most PLAN_SLICE and commit the plans with the watermark (one
+        transaction); a payload that cannot be planned is set aside and ends the slice."""
+        planned: list[tuple[InboxRow, Plan]] = []
+        failed: tuple[InboxRow, str] | None = None
+        until = time.monotonic() + PLAN_SLICE.total_seconds()
+        for row in rows:
+            try:
+                payload = self._parsed.pop(row.id, None) or row.payload()
+                plan = self._pipeline.ingest(
+                    payload, self.state, row.received_at, row.correlation_id
+                )
+            except Exception as exc:  # a bug, or a body an earlier version accepted
+                failed = (row, str(exc))
+                break
+            planned.append((row, plan))
+            if time.monotonic() > until:
+                break
+        if planned:
+            await self.store.commit_plans(
+                [(plan, row.received_at) for row, plan in planned], planned[-1][0].id
+            )
+            self.watermark = planned[-1][0].id
+        for row, plan in planned:
+            self._planned(row.correlation_id, plan)
+        if failed is not None:
+            await self._reload()  # the state holds half of the failed payload's change
+            row, error = failed
+            await self.store.set_aside(row, error)
+            self.watermark = row.id
+            self._plan_failed(row, error)
+        return [(row.correlation_id, plan) for row, plan in planned]
+
+    def _planned(self, correlation_id: str, plan: Plan) -> None:
+        """A payload's plan is committed: count, log, wake delivery."""
+        if plan.outbox:
+            self._wake_outbox.set()
+        self._metrics.observe_plan(plan)
+        outcome = self._outcomes.planned(correlation_id, plan)
+        event(log, logging.INFO, "webhook_planned", **outcome)
+
+    def _plan_failed(self, row: InboxRow | None, error: str) -> None:
+        """Planning failed: the store (retried), or one payload (set aside in the store)."""
+        self._metrics.plan_failures.inc()
+        correlation_id = row.correlation_id if row is not None else ""
+        if correlation_id:
+            self._outcomes.failed(correlation_id, error)
+        event(
+            log,
+            logging.ERROR,
+            "webhook_plan_failed",
+            correlation_id=correlation_id or None,
+            error=error,
+            kept="in the store's set_aside table" if correlation_id else "in the inbox; retrying",
+        )
+
+    async def _reload(self) -> None:
+        """Take the state again from the store (after a change that did not commit)."""
+        self.state, self.watermark = await self.store.load_state()
+        self._pipeline = self._factory(self.store.new_incident_id)
+        self._pipeline.attach(self.state)
+
+    # ------------------------------------------------------------ time and people
+
+    async def sweep(self, now: datetime, correlation_id: str) -> Plan:
+        """Judge inhibition again and escalate what is due; the plan, committed.
+
+        Raises StoreError if the commit failed (the state is then loaded again)."""
+        async with self._lock:
+            plan = self._pipeline.sweep(self.state, now, correlation_id)
+            await self._commit(plan, now)
+        return plan
+
+    async def set_ack(
+        self,
+        incident_id: str,
+        expect: str | None,
+        acked_by: str | None,
+        now: datetime,
+        correlation_id: str,
+        **details: str,
+    ) -> Plan | IncidentState | None:
+        """Compare-and-set the ack of an open incident: if its `acked_by` is still `expect`, set
+        it to `acked_by` (None: take the ack back) and queue the updates of every message.
+
+        Returns the Plan committed if this call won; a copy of the incident as it is if its ack
+        was no longer `expect` (someone else acked or unacked first: nothing is written or
+        queued); None if the incident is not open. Of two concurrent acks exactly one wins.
+        Raises StoreError if the commit failed.
+        """
+        async with self._lock:
+            current = self.state.open_incident(incident_id)
+            if current is None:
+                return None
+            if current.acked_by != expect:
+                return copy.deepcopy(current)
+            plan = self._pipeline.set_ack(
+                self.state, current, acked_by, now, correlation_id, **details
+            )
+            await self._commit(plan, now)
+        return plan
+
+    async def _commit(self, plan: Plan, now: datetime) -> None:
+        """Commit one plan (no watermark move) and wake delivery; on failure, reload the state
+        and raise. The caller counts the plan (metrics)."""
+        try:
+            await self.store.commit_plans([(plan, now)], None)
+        except StoreError:
+            with contextlib.suppress(StoreError):
+                await self._reload()
+            raise
+        if plan.outbox:
+            self._wake_outbox.set()
+
+    async def incident(self, incident_id: str) -> IncidentState | None:
+        """The incident with this id: a copy of the live one if open, else as stored; None if
+        unknown. Raises StoreError if the store cannot be read."""
+        live = self.state.open_incident(incident_id)
+        if live is not None:
+            return copy.deepcopy(live)
+        return await self.store.incident(incident_id)
+
+    def open_incidents(self) -> list[IncidentState]:
+        """Copies of the open incidents."""
+        return [copy.deepcopy(i) for i in self.state.incidents.values()]

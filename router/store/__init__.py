@@ -1,0 +1,159 @@
+"""The store: what alert-router keeps (inbox, alerts, incidents, outbox), behind one interface.
+
+`Store` is all that the rest of the router may call; `router.store.sqlite.SqliteStore` is the
+engine (one file, one writer thread). A second engine (PostgreSQL, issue 17) implements the same
+Protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from router.models import IncidentView, WebhookPayload
+from router.state import Destination, IncidentState, Plan, State
+
+# Short incident ids people type on a phone: no 0/o, 1/l/i look-alikes.
+ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+ID_LENGTH = 5
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    """A payload accepted (answered 200) and not planned yet: `id` orders the inbox."""
+
+    id: int
+    body: bytes
+    correlation_id: str
+    received_at: datetime
+
+    def payload(self) -> WebhookPayload:
+        """The body parsed again (after a restart). Raises pydantic.ValidationError."""
+        return WebhookPayload.model_validate_json(self.body)
+
+
+MessageKey = tuple[str, Destination]  # (incident id, destination): one message each
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """One notification claimed for delivery: the incident's view for one destination.
+
+    `ref` is the message to edit, as the store knew it when the row was claimed."""
+
+    id: int
+    incident_id: str
+    destination: Destination
+    view: IncidentView
+    correlation_id: str
+    created_at: datetime
+    attempts: int
+    ref: str | None = None
+
+    @property
+    def message_key(self) -> MessageKey:
+        """Which message this row concerns: one per incident and destination."""
+        return (self.incident_id, self.destination)
+
+
+class Store(Protocol):
+    """What the router asks of its storage. Every method raises StoreError when the engine
+    fails (the caller retries, answers 503, or reports not ready); none blocks the event loop.
+    """
+
+    path: str
+
+    # lifecycle and health
+    async def open(self) -> None:
+        """Take the store (one router per store), create or upgrade its schema."""
+
+    async def aclose(self) -> None:
+        """Let the store go; what is committed stays."""
+
+    def files_lost(self) -> list[str]:
+        """Why the store's files are no longer the ones opened; empty while they are."""
+
+    def problem(self) -> str | None:
+        """Why a payload cannot be accepted now (lost file, failed commit); None if it can."""
+
+    async def check_writable(self) -> None:
+        """Take the write lock and let it go."""
+
+    # intake and planning
+    @property
+    def last_inbox_id(self) -> int:
+        """The id of the last payload committed to the inbox."""
+
+    async def accept(self, body: bytes, now: datetime, correlation_id: str) -> int:
+        """Commit one payload to the inbox; its id once durable (group commit)."""
+
+    async def inbox_after(self, watermark: int, limit: int) -> list[InboxRow]:
+        """Up to `limit` inbox rows past `watermark`, oldest first."""
+
+    async def load_state(self) -> tuple[State, int]:
+        """The firing alerts and open incidents, and the watermark, as committed."""
+
+    def new_incident_id(self) -> str:
+        """A short id no incident has (nor one handed out since the store opened)."""
+
+    async def commit_plans(self, plans: list[tuple[Plan, datetime]], watermark: int | None) -> None:
+        """Write the plans (each with the time it was made) and, unless None, move the
+        watermark, in one transaction; the inbox rows it passes are deleted."""
+
+    async def set_aside(self, row: InboxRow, error: str) -> None:
+        """Keep a payload that cannot be planned, with why, and move the watermark past it."""
+
+    async def pending_alerts(self, correlation_id: str) -> int | None:
+        """How many alerts a payload waiting in the inbox has; None if it is not waiting."""
+
+    # delivery
+    async def claim_due(self, now: datetime, channels: list[str], limit: int) -> list[OutboxRow]:
+        """Mark up to `limit` due rows of these channel kinds as being sent; oldest first."""
+
+    async def mark_sent_many(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
+        """Record (row, message ref, when) acceptances by the channels, in one transaction."""
+
+    async def defer(
+        self, row: OutboxRow, error: str, until: datetime, *, attempted: bool = True
+    ) -> None:
+        """Retry `row` at `until`, and hold every later row of its destination until then."""
+
+    async def mark_dead(self, row: OutboxRow, error: str) -> None:
+        """Give up on `row` (a dead letter), with why."""
+
+    async def message_ref(self, row: OutboxRow) -> str | None:
+        """The message sent for the row's incident and destination, if any."""
+
+    async def save_moved_chat(self, channel: str, old_id: str, new_id: str, now: datetime) -> None:
+        """Remember that `channel`'s destination `old_id` is now `new_id`."""
+
+    async def moved_chats(self) -> dict[str, dict[str, str]]:
+        """Every move remembered: channel kind -> {old id: new id}."""
+
+    # reads
+    async def incident(self, incident_id: str) -> IncidentState | None:
+        """The incident with this id as stored; None if unknown."""
+
+    async def incident_for_message(self, channel: str, ref: str) -> str | None:
+        """The id of the incident whose message on `channel` is `ref`; None if none is."""
+
+    async def outbox_stats(self, now: datetime) -> tuple[int, float, int]:
+        """(waiting notifications, age in seconds of the oldest waiting one, dead letters)."""
+
+    async def list_alerts(
+        self, limit: int, after: str = "", status: str = "", receiver: str = ""
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` alerts by fingerprint after `after`, as GET /api/v1/alerts shows them."""
+
+    async def list_incidents(
+        self,
+        limit: int,
+        before: tuple[str, str] | None = None,
+        status: str = "",
+        receiver: str = "",
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` incidents newest first, as GET /api/v1/incidents shows them."""
+
+    async def prune(self, older_than: timedelta, now: datetime) -> int:
+        """Forget resolved alerts, closed incidents and finished deliveries past retention."""

@@ -1,0 +1,175 @@
+"""Rows <-> state: how alerts, incidents and plans are written to the store's tables and read back."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from router.state import AlertState, IncidentState, Plan
+from router.store.files import ts
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value is not None else None
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def alert_from_row(r: tuple[Any, ...]) -> AlertState:
+    """An `alerts` row (SELECT *) as state."""
+    return AlertState(
+        fingerprint=r[0],
+        labels=orjson.loads(r[1]),
+        annotations=orjson.loads(r[2]),
+        status=r[3],
+        starts_at=datetime.fromisoformat(r[4]),
+        ends_at=_dt(r[5]),
+        generator_url=r[6],
+        first_seen=datetime.fromisoformat(r[7]),
+        last_seen=datetime.fromisoformat(r[8]),
+        inhibited_by=r[9],
+        receivers=orjson.loads(r[10]),
+    )
+
+
+def alert_json(a: AlertState) -> dict[str, Any]:
+    """An alert as GET /api/v1/alerts shows it (Alertmanager's field names, ISO 8601 times)."""
+    return {
+        "fingerprint": a.fingerprint,
+        "labels": a.labels,
+        "annotations": a.annotations,
+        "status": a.status,
+        "startsAt": ts(a.starts_at),
+        "endsAt": ts(a.ends_at),
+        "generatorURL": a.generator_url,
+        "inhibited_by": a.inhibited_by,
+        "receivers": a.receivers,
+        "first_seen": ts(a.first_seen),
+        "last_seen": ts(a.last_seen),
+    }
+
+
+def incident_from_row(r: tuple[Any, ...]) -> IncidentState:
+    """An `incidents` row (SELECT *) as state."""
+    return IncidentState(
+        id=r[0],
+        receiver=r[1],
+        am_receiver=r[2],
+        group_key=r[3],
+        status=r[4],
+        opened_at=datetime.fromisoformat(r[5]),
+        resolved_at=_dt(r[6]),
+        alerts=set(orjson.loads(r[7])),
+        notified=None if r[8] is None else set(orjson.loads(r[8])),
+        last_notified_at=_dt(r[9]),
+        group_labels=orjson.loads(r[10]),
+        common_labels=orjson.loads(r[11]),
+        common_annotations=orjson.loads(r[12]),
+        external_url=r[13],
+        truncated_alerts=r[14],
+        acked_by=r[15],
+        acked_at=_dt(r[16]),
+        ack_via=r[17],
+        ack_comment=r[18],
+        silence_id=r[19],
+        escalated_at=_dt(r[20]),
+        escalated_to=r[21],
+    )
+
+
+def write_plan(db: sqlite3.Connection, plan: Plan, now: datetime) -> None:
+    """Write what `plan` changed (alerts, incidents, outbox rows queued at `now`) in the
+    caller's transaction."""
+    db.executemany(
+        "INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                a.fingerprint,
+                _json(a.labels),
+                _json(a.annotations),
+                a.status,
+                ts(a.starts_at),
+                ts(a.ends_at),
+                a.generator_url,
+                ts(a.first_seen),
+                ts(a.last_seen),
+                a.inhibited_by,
+                _json(a.receivers),
+            )
+            for a in plan.alerts.values()
+        ],
+    )
+    db.executemany(
+        "INSERT OR REPLACE INTO incidents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                i.id,
+                i.receiver,
+                i.am_receiver,
+                i.group_key,
+                i.status,
+                ts(i.opened_at),
+                ts(i.resolved_at),
+                _json(sorted(i.alerts)),
+                None if i.notified is None else _json(sorted(i.notified)),
+                ts(i.last_notified_at),
+                _json(i.group_labels),
+                _json(i.common_labels),
+                _json(i.common_annotations),
+                i.external_url,
+                i.truncated_alerts,
+                i.acked_by,
+                ts(i.acked_at),
+                i.ack_via,
+                i.ack_comment,
+                i.silence_id,
+                ts(i.escalated_at),
+                i.escalated_to,
+            )
+            for i in plan.incidents.values()
+        ],
+    )
+    db.executemany(
+        "INSERT INTO outbox (incident_id, receiver, channel, channel_index, reason, view,"
+        " correlation_id, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                o.incident_id,
+                *o.destination,
+                o.view.reason.value,
+                o.view.model_dump_json(),
+                o.view.correlation_id,
+                ts(now),
+                ts(now),
+            )
+            for o in plan.outbox
+        ],
+    )
+
+
+def incident_json(i: IncidentState, notifications: list[dict[str, Any]]) -> dict[str, Any]:
+    """An incident as GET /api/v1/incidents shows it, with its `notifications`."""
+    return {
+        "id": i.id,
+        "receiver": i.receiver,
+        "alertmanager_receiver": i.am_receiver,
+        "group_key": i.group_key,
+        "status": i.status,
+        "opened_at": ts(i.opened_at),
+        "resolved_at": ts(i.resolved_at),
+        "acked_by": i.acked_by,
+        "acked_at": ts(i.acked_at),
+        "ack_via": i.ack_via or None,
+        "ack_comment": i.ack_comment or None,
+        "silence_id": i.silence_id or None,
+        "escalated_to": i.escalated_to or None,
+        "escalated_at": ts(i.escalated_at),
+        "alerts": sorted(i.alerts),
+        "group_labels": i.group_labels,
+        "notifications": notifications,
+    }

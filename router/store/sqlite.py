@@ -1,0 +1,584 @@
+"""The SQLite engine of the store: one file, one writer thread, every call in arrival order."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from router.errors import StoreError
+from router.models import IncidentView
+from router.state import Destination, IncidentState, Plan, State
+from router.store import ID_ALPHABET, ID_LENGTH, InboxRow, MessageKey, OutboxRow
+from router.store.files import FileIdentity, ProcessLock, connect, transaction, ts
+from router.store.rows import (
+    alert_from_row,
+    alert_json,
+    incident_from_row,
+    incident_json,
+    write_plan,
+)
+from router.store.schema import migrate
+
+T = TypeVar("T")
+
+PROBE_INTERVAL = timedelta(seconds=1)  # after a failed commit, try a probe commit this often
+PROBE_BYTES = 64 * 1024  # written (and deleted) by the probe that sees a full disk recover
+INSERT_ROWS = 500  # inbox rows per INSERT statement (SQLite allows 32,766 bound values)
+# body, correlation id, received at, the 200's wait for the commit
+Pending = tuple[bytes, str, datetime, "asyncio.Future[int]"]
+
+
+class SqliteStore:
+    """The store (router.store.Store) in one SQLite file in WAL mode, written by one thread.
+
+    `accept()` commits webhook payloads to the inbox table; payloads handed over while a commit
+    runs share the next one (group commit). `commit_plans()` writes plans and moves the
+    watermark (table `planner`) in one transaction, deleting the inbox rows it passed. A
+    `<path>.lock` flock keeps a second router off the file.
+    """
+
+    def __init__(self, path: str | Path, *, synchronous: str = "normal") -> None:
+        """A store for the file at `path` (made at open); raises StoreError for ":memory:"."""
+        self.path = str(path)
+        if self.path == ":memory:":
+            raise StoreError("storage.path must be a file: alert-router keeps what it accepted")
+        self.synchronous = synchronous.upper()
+        self._db: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._lock = ProcessLock(self.path)
+        self._file: FileIdentity | None = None
+        self._last_id = 0  # the last inbox id committed
+        self._ids: set[str] = set()  # incident ids stored or handed out
+        self._pending: list[Pending] = []
+        self._committing = False
+        self._idle = asyncio.Event()  # set while no inbox commit is running or waiting
+        self._idle.set()
+        self._failing: str | None = None  # the last inbox commit's error, until one succeeds
+        self._prober: asyncio.Task[None] | None = None
+
+    @property
+    def last_inbox_id(self) -> int:
+        """The id of the last payload committed to the inbox (0 if none ever was)."""
+        return self._last_id
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        """Lock, create or upgrade the file (see router/store/schema.py).
+
+        Raises StoreError naming the file and what to do: locked by another router, not
+        readable, of a newer version, or an earlier version's inbox file that is not readable.
+        """
+        await self._run(self._open_sync)
+        self._prober = asyncio.create_task(self._probe_forever(), name="store probe")
+
+    async def aclose(self) -> None:
+        """Close once what was handed to accept() is committed (or refused).
+
+        The WAL is copied into the database file and emptied first, so that the file alone
+        holds everything once the router has stopped.
+        """
+        await self._idle.wait()
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+        if self._db is not None:
+            with contextlib.suppress(StoreError):
+                await self._run(self._db.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._run(self._db.close)
+        self._db = None
+        self._thread.shutdown(wait=True)
+        self._lock.release()
+
+    def files_lost(self) -> list[str]:
+        """Why the store's file is no longer the one opened (deleted, replaced); empty while it
+        is in place."""
+        problem = self._file.lost() if self._file is not None else None
+        return [problem] if problem is not None else []
+
+    def problem(self) -> str | None:
+        """Why a payload cannot be accepted now (one line), or None if it can: the file is
+        lost, or the last commit to the inbox failed (disk full, I/O error) and no commit or
+        probe since has succeeded."""
+        lost = self.files_lost()
+        return lost[0] if lost else self._failing
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+        except (sqlite3.Error, OSError) as exc:  # OSError: making the folder, the lock file
+            raise self._failure(exc) from exc
+
+    def _failure(self, exc: sqlite3.Error | OSError) -> StoreError:
+        if isinstance(exc, OSError):
+            return StoreError(f"{exc.filename or self.path}: {exc.strerror}")
+        return StoreError(f"{self.path}: {exc}")
+
+    def _open_sync(self) -> None:
+        self._lock.acquire()
+        try:
+            db = connect(self.path, self.synchronous)
+            db.execute("PRAGMA foreign_keys=ON")
+            self._file = FileIdentity(self.path)
+            migrate(db, self.path)
+            # A row claimed by a delivery worker that died is due again.
+            db.execute("UPDATE outbox SET state='queued' WHERE state='sending'")
+            last = db.execute("SELECT seq FROM sqlite_sequence WHERE name='inbox'").fetchone()
+            self._last_id = last[0] if last else 0
+            self._ids = {row[0] for row in db.execute("SELECT id FROM incidents")}
+            self._db = db
+        except sqlite3.DatabaseError as exc:
+            self._lock.release()
+            if isinstance(exc, sqlite3.OperationalError):  # could not open, locked, read-only
+                raise StoreError(
+                    f"{self.path}: {exc}: check that alert-router's user can write this file"
+                    " and its folder"
+                ) from exc
+            raise StoreError(
+                f"{self.path}: {exc}: the store (alerts, incidents, notifications) cannot be"
+                " read; restore it from a backup, or move it aside to start with an empty state"
+            ) from exc
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the store is not open")
+        return self._db
+
+    # ------------------------------------------------------------ state
+
+    async def load_state(self) -> tuple[State, int]:
+        """The firing alerts and open incidents, and the watermark, as committed."""
+        return await self._run(self._load_state_sync)
+
+    def _load_state_sync(self) -> tuple[State, int]:
+        db = self._conn()
+        state = State()
+        for row in db.execute("SELECT * FROM alerts WHERE status='firing'"):
+            state.alerts[row[0]] = alert_from_row(row)
+        for row in db.execute("SELECT * FROM incidents WHERE status='firing'"):
+            state.open(incident_from_row(row))
+        (watermark,) = db.execute("SELECT watermark FROM planner").fetchone()
+        return state, int(watermark)
+
+    def new_incident_id(self) -> str:
+        """A short id no stored incident has, nor any handed out since the store opened
+        (memory only: called by the pipeline on the event loop)."""
+        while True:
+            candidate = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+            if candidate not in self._ids:
+                self._ids.add(candidate)
+                return candidate
+
+    async def commit_plans(self, plans: list[tuple[Plan, datetime]], watermark: int | None) -> None:
+        """Write the plans (each with the time it was made) and, unless `watermark` is None,
+        move the watermark there and delete the inbox rows up to it: one transaction.
+
+        Raises StoreError if it did not commit (nothing of it is then written)."""
+        await self._run(self._commit_plans_sync, plans, watermark)
+
+    def _commit_plans_sync(self, plans: list[tuple[Plan, datetime]], watermark: int | None) -> None:
+        with transaction(self._conn()) as db:
+            for plan, now in plans:
+                write_plan(db, plan, now)
+            if watermark is not None:
+                _move_watermark(db, watermark)
+
+    async def set_aside(self, row: InboxRow, error: str) -> None:
+        """Keep a payload that cannot be planned in `set_aside`, with why, and move the
+        watermark past it (one transaction). Raises StoreError if it did not commit."""
+        await self._run(self._set_aside_sync, row, error)
+
+    def _set_aside_sync(self, row: InboxRow, error: str) -> None:
+        with transaction(self._conn()) as db:
+            db.execute(
+                "INSERT INTO set_aside (body, correlation_id, received_at, error) VALUES (?,?,?,?)",
+                (row.body, row.correlation_id, ts(row.received_at), error),
+            )
+            _move_watermark(db, row.id)
+
+    # ------------------------------------------------------------ the inbox
+
+    async def accept(self, body: bytes, now: datetime, correlation_id: str) -> int:
+        """Commit one validated payload to the inbox; its inbox id, once durable.
+
+        Payloads handed over while a commit runs share the next one. Raises StoreError if the
+        commit failed or the file is lost (nothing is then accepted).
+        """
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((body, correlation_id, now, future))
+        if not self._committing:
+            self._committing = True
+            self._idle.clear()
+            asyncio.get_running_loop().call_soon(self._commit_pending)
+        return await future
+
+    def _commit_pending(self) -> None:
+        """Commit what waits, one batch at a time, on the store thread (called on the loop)."""
+        if not self._pending:
+            self._committing = False
+            self._idle.set()
+            return
+        batch, self._pending = self._pending, []
+        done = asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sync, batch)
+        done.add_done_callback(lambda f: self._committed(batch, f))
+
+    def _committed(self, batch: list[Pending], done: asyncio.Future[int]) -> None:
+        """Answer the batch's waits, then commit what came meanwhile (called on the loop)."""
+        try:
+            exc = done.exception()
+            error: StoreError | None = None
+            if isinstance(exc, StoreError):
+                error = exc
+            elif isinstance(exc, (sqlite3.Error, OSError)):
+                error = self._failure(exc)
+                if not _locked(exc):
+                    self._failing = f"the last commit to the inbox failed: {error}"
+            elif exc is not None:
+                error = StoreError(f"{self.path}: {exc}")
+            first = 0 if error is not None else done.result() - len(batch) + 1
+            for offset, (*_, future) in enumerate(batch):
+                if future.done():  # the caller went away (request cancelled)
+                    continue
+                if error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(first + offset)
+        finally:
+            self._commit_pending()
+
+    def _commit_sync(self, batch: list[Pending]) -> int:
+        """Insert the batch in one transaction (on the store thread); the last id."""
+        lost = self.files_lost()
+        if lost:
+            raise StoreError(lost[0])
+        with transaction(self._conn()) as db:
+            for start in range(0, len(batch), INSERT_ROWS):
+                last = _insert(db, batch[start : start + INSERT_ROWS])
+        self._last_id = last  # only once committed
+        self._failing = None
+        return last
+
+    async def _probe_forever(self) -> None:
+        """After a failed inbox commit: commit (and delete) PROBE_BYTES every PROBE_INTERVAL;
+        success clears the failure, so that /readyz says ready again."""
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL.total_seconds())
+            if self._failing is not None and not self._pending:
+                with contextlib.suppress(StoreError):
+                    await self._run(self._probe_sync)
+                    self._failing = None
+
+    def _probe_sync(self) -> None:
+        with transaction(self._conn()) as db:
+            db.execute("CREATE TABLE IF NOT EXISTS probe (data BLOB)")
+            db.execute("INSERT INTO probe VALUES (zeroblob(?))", (PROBE_BYTES,))
+            db.execute("DELETE FROM probe")
+
+    async def inbox_after(self, watermark: int, limit: int) -> list[InboxRow]:
+        """Up to `limit` inbox rows past `watermark`, oldest first."""
+        rows = await self._run(
+            self._query,
+            "SELECT id, body, correlation_id, received_at FROM inbox WHERE id>? ORDER BY id"
+            " LIMIT ?",
+            (watermark, limit),
+        )
+        return [InboxRow(r[0], r[1], r[2], datetime.fromisoformat(r[3])) for r in rows]
+
+    async def pending_alerts(self, correlation_id: str) -> int | None:
+        """How many alerts a payload waiting in the inbox has; None if it is not waiting."""
+        rows = await self._run(
+            self._query, "SELECT body FROM inbox WHERE correlation_id=?", (correlation_id,)
+        )
+        if not rows:
+            return None
+        alerts = orjson.loads(rows[0][0]).get("alerts")
+        return len(alerts) if isinstance(alerts, list) else 0
+
+    # ------------------------------------------------------------ reads
+
+    async def incident(self, incident_id: str) -> IncidentState | None:
+        """The incident with this id as stored; None if unknown."""
+        rows = await self._run(self._query, "SELECT * FROM incidents WHERE id=?", (incident_id,))
+        return incident_from_row(rows[0]) if rows else None
+
+    async def incident_for_message(self, channel: str, ref: str) -> str | None:
+        """The id of the incident whose message on `channel` is `ref`; None if none is."""
+        rows = await self._run(
+            self._query,
+            "SELECT incident_id FROM messages WHERE channel=? AND ref=?",
+            (channel, ref),
+        )
+        return str(rows[0][0]) if rows else None
+
+    # ------------------------------------------------------------ outbox
+
+    async def claim_due(
+        self, now: datetime, channels: list[str], limit: int = 100
+    ) -> list[OutboxRow]:
+        """Mark up to `limit` due rows of these channels as being sent; return them oldest first."""
+        return await self._run(self._claim_due_sync, now, channels, limit)
+
+    def _claim_due_sync(self, now: datetime, channels: list[str], limit: int) -> list[OutboxRow]:
+        db = self._conn()
+        marks = ",".join("?" * len(channels))
+        rows = db.execute(
+            "UPDATE outbox SET state='sending' WHERE id IN ("
+            " SELECT id FROM outbox WHERE state='queued' AND next_attempt_at<=?"
+            f" AND channel IN ({marks}) ORDER BY id LIMIT ?)"
+            " RETURNING id, incident_id, receiver, channel, channel_index, view, correlation_id,"
+            " created_at, attempts",
+            (ts(now), *channels, limit),
+        ).fetchall()
+        refs: dict[MessageKey, str] = {}
+        incident_ids = sorted({r[1] for r in rows})
+        for start in range(0, len(incident_ids), 500):
+            chunk = incident_ids[start : start + 500]
+            for m in db.execute(
+                "SELECT incident_id, receiver, channel, channel_index, ref FROM messages"
+                f" WHERE incident_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ):
+                refs[(m[0], Destination(m[1], m[2], m[3]))] = m[4]
+        return sorted(
+            (
+                OutboxRow(
+                    r[0],
+                    r[1],
+                    Destination(r[2], r[3], r[4]),
+                    IncidentView.model_validate_json(r[5]),
+                    r[6],
+                    datetime.fromisoformat(r[7]),
+                    r[8],
+                    refs.get((r[1], Destination(r[2], r[3], r[4]))),
+                )
+                for r in rows
+            ),
+            key=lambda r: r.id,
+        )
+
+    async def mark_sent_many(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
+        await self._run(self._mark_sent_sync, sent)
+
+    def _mark_sent_sync(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
+        with transaction(self._conn()) as db:
+            for row, ref, now in sent:
+                self._mark_one(db, row, ref, now)
+
+    def _mark_one(self, db: sqlite3.Connection, row: OutboxRow, ref: str, now: datetime) -> None:
+        db.execute(
+            "UPDATE outbox SET state='sent', sent_at=?, message_ref=?, last_error=NULL,"
+            " attempts=attempts+1 WHERE id=?",
+            (ts(now), ref, row.id),
+        )
+        if ref:
+            db.execute(
+                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?)",
+                (row.incident_id, *row.destination, ref, ts(now)),
+            )
+
+    async def message_ref(self, row: OutboxRow) -> str | None:
+        rows = await self._run(
+            self._query,
+            "SELECT ref FROM messages WHERE incident_id=? AND receiver=? AND channel=? AND channel_index=?",
+            (row.incident_id, *row.destination),
+        )
+        return str(rows[0][0]) if rows else None
+
+    async def defer(
+        self, row: OutboxRow, error: str, until: datetime, *, attempted: bool = True
+    ) -> None:
+        """Retry `row` at `until`, and hold every later row of its destination until then too,
+        so that a destination's notifications keep their order."""
+        await self._run(self._defer_sync, row, error, until, int(attempted))
+
+    def _defer_sync(self, row: OutboxRow, error: str, until: datetime, attempted: int) -> None:
+        with transaction(self._conn()) as db:
+            db.execute(
+                "UPDATE outbox SET state='queued', last_error=?, next_attempt_at=?,"
+                " attempts=attempts+? WHERE id=?",
+                (error, ts(until), attempted, row.id),
+            )
+            db.execute(
+                "UPDATE outbox SET state='queued', next_attempt_at=max(next_attempt_at, ?)"
+                " WHERE receiver=? AND channel=? AND channel_index=? AND state IN ('queued','sending')"
+                " AND id>?",
+                (ts(until), *row.destination, row.id),
+            )
+
+    async def mark_dead(self, row: OutboxRow, error: str) -> None:
+        await self._run(
+            self._exec,
+            "UPDATE outbox SET state='dead', last_error=?, attempts=attempts+1 WHERE id=?",
+            (error, row.id),
+        )
+
+    async def save_moved_chat(self, channel: str, old_id: str, new_id: str, now: datetime) -> None:
+        """Remember that `channel`'s destination `old_id` is now `new_id` (replacing a move of
+        the same id). Raises StoreError if it cannot be written."""
+        await self._run(
+            self._exec,
+            "INSERT OR REPLACE INTO moved_chats VALUES (?,?,?,?)",
+            (channel, old_id, new_id, ts(now)),
+        )
+
+    async def moved_chats(self) -> dict[str, dict[str, str]]:
+        """Every move remembered: channel kind -> {old id: new id}."""
+        moved: dict[str, dict[str, str]] = {}
+        for channel, old_id, new_id in await self._run(
+            self._query, "SELECT channel, old_id, new_id FROM moved_chats", ()
+        ):
+            moved.setdefault(channel, {})[old_id] = new_id
+        return moved
+
+    def _exec(self, sql: str, args: tuple[Any, ...]) -> None:
+        self._conn().execute(sql, args)
+
+    # ------------------------------------------------------------ reads
+
+    async def check_writable(self) -> None:
+        """Take the write lock and let it go: raises StoreError if the file cannot be written."""
+        await self._run(self._check_writable_sync)
+
+    def _check_writable_sync(self) -> None:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+
+    async def outbox_stats(self, now: datetime) -> tuple[int, float, int]:
+        """(waiting notifications, age in seconds of the oldest waiting one, dead letters)."""
+        rows = await self._run(
+            self._query,
+            "SELECT sum(state IN ('queued','sending')), min(CASE WHEN state IN ('queued','sending')"
+            " THEN created_at END), sum(state='dead') FROM outbox",
+            (),
+        )
+        waiting, oldest, dead = rows[0]
+        age = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
+        return int(waiting or 0), max(0.0, age), int(dead or 0)
+
+    async def list_alerts(
+        self, limit: int, after: str = "", status: str = "", receiver: str = ""
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` alerts by fingerprint (as Alertmanager's API sorts them), after the
+        fingerprint `after`; only those of `status` and routed to `receiver`, if given."""
+        where, args = _where(
+            ("fingerprint > ?", after),
+            ("status = ?", status),
+            ("EXISTS (SELECT 1 FROM json_each(alerts.receivers) WHERE value = ?)", receiver),
+        )
+        sql = f"SELECT * FROM alerts{where} ORDER BY fingerprint LIMIT ?"
+        rows = await self._run(self._query, sql, (*args, limit))
+        return [alert_json(alert_from_row(r)) for r in rows]
+
+    async def list_incidents(
+        self,
+        limit: int,
+        before: tuple[str, str] | None = None,
+        status: str = "",
+        receiver: str = "",
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` incidents, newest first (by opened_at, then id), after the one whose
+        (opened_at, id) is `before`; only those of `status` and `receiver`, if given."""
+        opened_at, incident_id = before or ("", "")
+        where, args = _where(
+            ("(opened_at < ?1 OR (opened_at = ?1 AND id < ?2))", opened_at, incident_id),
+            ("status = ?", status),
+            ("receiver = ?", receiver),
+        )
+        sql = f"SELECT * FROM incidents{where} ORDER BY opened_at DESC, id DESC LIMIT ?"
+        incidents = await self._run(self._query, sql, (*args, limit))
+        ids = [row[0] for row in incidents]
+        outbox = await self._run(
+            self._query,
+            "SELECT incident_id, id, channel, channel_index, reason, state, attempts, last_error,"
+            " created_at, sent_at FROM outbox WHERE incident_id IN"
+            " (SELECT value FROM json_each(?)) ORDER BY id",
+            (orjson.dumps(ids).decode(),),
+        )
+        by_incident: dict[str, list[dict[str, Any]]] = {}
+        for o in outbox:
+            by_incident.setdefault(o[0], []).append(
+                {
+                    "id": o[1],
+                    "channel": o[2],
+                    "channel_index": o[3],
+                    "reason": o[4],
+                    "state": o[5],
+                    "attempts": o[6],
+                    "last_error": o[7],
+                    "created_at": o[8],
+                    "sent_at": o[9],
+                }
+            )
+        return [
+            incident_json(incident_from_row(row), by_incident.get(row[0], [])) for row in incidents
+        ]
+
+    def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return self._conn().execute(sql, args).fetchall()
+
+    async def prune(self, older_than: timedelta, now: datetime) -> int:
+        """Forget resolved alerts, closed incidents and finished deliveries past retention."""
+        return await self._run(self._prune_sync, ts(now - older_than))
+
+    def _prune_sync(self, cutoff: str) -> int:
+        db = self._conn()
+        finished = (
+            "SELECT id FROM incidents WHERE status='resolved' AND resolved_at<? AND id NOT IN"
+            " (SELECT incident_id FROM outbox WHERE state NOT IN ('sent','dead') OR created_at>=?)"
+        )
+        with transaction(db):
+            n = db.execute(
+                f"DELETE FROM outbox WHERE incident_id IN ({finished})", (cutoff, cutoff)
+            ).rowcount
+            db.execute(f"DELETE FROM messages WHERE incident_id IN ({finished})", (cutoff, cutoff))
+            n += db.execute(
+                f"DELETE FROM incidents WHERE id IN ({finished})", (cutoff, cutoff)
+            ).rowcount
+            n += db.execute(
+                "DELETE FROM alerts WHERE status='resolved' AND last_seen<?", (cutoff,)
+            ).rowcount
+        return n
+
+
+def _move_watermark(db: sqlite3.Connection, watermark: int) -> None:
+    """Set the watermark and delete the inbox rows it passed (in the caller's transaction,
+    with the plans of those rows)."""
+    db.execute("UPDATE planner SET watermark=?", (watermark,))
+    db.execute("DELETE FROM inbox WHERE id<=?", (watermark,))
+
+
+def _locked(exc: BaseException) -> bool:
+    """Another connection holds the lock (SQLITE_BUSY)."""
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
+def _insert(db: sqlite3.Connection, rows: list[Pending]) -> int:
+    """Insert `rows` into the inbox with one statement; the id of the last one."""
+    values = ",".join(["(?,?,?)"] * len(rows))
+    params = [v for body, cid, now, _ in rows for v in (body, cid, ts(now))]
+    cursor = db.execute(
+        f"INSERT INTO inbox (body, correlation_id, received_at) VALUES {values}", params
+    )
+    return int(cursor.lastrowid or 0)
+
+
+def _where(*conditions: tuple[str, ...]) -> tuple[str, list[str]]:
+    """(" WHERE a AND b", arguments) of the (clause, its arguments...) whose first argument is
+    not empty; ("", []) if none is."""
+    used = [c for c in conditions if c[1]]
+    clauses = " AND ".join(c[0] for c in used)
+    return (f" WHERE {clauses}" if used else ""), [a for c in used for a in c[1:]]
