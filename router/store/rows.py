@@ -134,15 +134,20 @@ def write_plan(db: sqlite3.Connection, plan: Plan, now: datetime) -> None:
             for i in plan.incidents.values()
         ],
     )
+    view_ids: dict[int, int] = {}  # id(view) -> its row: a view shared by destinations, once
+    for o in plan.outbox:
+        if id(o.view) not in view_ids:
+            cursor = db.execute("INSERT INTO views (view) VALUES (?)", (o.view.model_dump_json(),))
+            view_ids[id(o.view)] = int(cursor.lastrowid or 0)
     db.executemany(
-        "INSERT INTO outbox (incident_id, receiver, channel, channel_index, reason, view,"
+        "INSERT INTO outbox (incident_id, receiver, channel, channel_index, reason, view_id,"
         " correlation_id, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?)",
         [
             (
                 o.incident_id,
                 *o.destination,
                 o.view.reason.value,
-                o.view.model_dump_json(),
+                view_ids[id(o.view)],
                 o.view.correlation_id,
                 ts(now),
                 ts(now),

@@ -132,7 +132,38 @@ SCHEMA = [
 ]
 
 
-SCHEMA_VERSION = len(SCHEMA) + 1  # version 7 is _inbox_into_the_store
+INBOX_VERSION = len(SCHEMA) + 1  # version 7: _inbox_into_the_store
+# version 8: an outbox row's view (the whole rendered incident, several KiB) is written once to
+# `views`; the outbox row, rewritten at each delivery state change, keeps only its id
+VIEWS = """
+    CREATE TABLE views (id INTEGER PRIMARY KEY AUTOINCREMENT, view TEXT NOT NULL);
+    CREATE TABLE outbox_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        incident_id TEXT NOT NULL REFERENCES incidents(id),
+        receiver TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        channel_index INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        view_id INTEGER NOT NULL REFERENCES views(id),
+        correlation_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT NOT NULL,
+        last_error TEXT,
+        sent_at TEXT,
+        message_ref TEXT
+    );
+    INSERT INTO views (id, view) SELECT id, view FROM outbox;
+    INSERT INTO outbox_new SELECT id, incident_id, receiver, channel, channel_index, reason, id,
+        correlation_id, created_at, state, attempts, next_attempt_at, last_error, sent_at,
+        message_ref FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_new RENAME TO outbox;
+    CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+    CREATE INDEX outbox_incident ON outbox(incident_id);
+"""
+SCHEMA_VERSION = INBOX_VERSION + 1
 
 
 def old_inbox_path(store_path: str) -> str:
@@ -154,8 +185,10 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
         )
     for number, script in enumerate(SCHEMA[version:], start=version + 1):
         db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
-    if version < SCHEMA_VERSION:
+    if version < INBOX_VERSION:
         _inbox_into_the_store(db, path)
+    if version < SCHEMA_VERSION:
+        db.executescript(f"BEGIN;{VIEWS};PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
     old = old_inbox_path(path)
     for leftover in (old, f"{old}-wal", f"{old}-shm"):  # carried over by the migration
         with contextlib.suppress(FileNotFoundError):
@@ -210,4 +243,4 @@ def _inbox_into_the_store(db: sqlite3.Connection, path: str) -> None:
         db.execute("CREATE TABLE planner (watermark INTEGER NOT NULL)")
         db.execute("INSERT INTO planner VALUES (0)")
         db.execute("DROP TABLE inbox_planned")
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute(f"PRAGMA user_version={INBOX_VERSION}")

@@ -338,10 +338,18 @@ class SqliteStore:
             "UPDATE outbox SET state='sending' WHERE id IN ("
             " SELECT id FROM outbox WHERE state='queued' AND next_attempt_at<=?"
             f" AND channel IN ({marks}) ORDER BY id LIMIT ?)"
-            " RETURNING id, incident_id, receiver, channel, channel_index, view, correlation_id,"
+            " RETURNING id, incident_id, receiver, channel, channel_index, view_id, correlation_id,"
             " created_at, attempts",
             (ts(now), *channels, limit),
         ).fetchall()
+        view_ids = sorted({r[5] for r in rows})
+        views: dict[int, IncidentView] = {}
+        for start in range(0, len(view_ids), 500):
+            chunk = view_ids[start : start + 500]
+            for view_id, view in db.execute(
+                f"SELECT id, view FROM views WHERE id IN ({','.join('?' * len(chunk))})", chunk
+            ):
+                views[view_id] = IncidentView.model_validate_json(view)
         refs: dict[MessageKey, str] = {}
         incident_ids = sorted({r[1] for r in rows})
         for start in range(0, len(incident_ids), 500):
@@ -358,7 +366,7 @@ class SqliteStore:
                     r[0],
                     r[1],
                     Destination(r[2], r[3], r[4]),
-                    IncidentView.model_validate_json(r[5]),
+                    views[r[5]],
                     r[6],
                     datetime.fromisoformat(r[7]),
                     r[8],
@@ -370,6 +378,7 @@ class SqliteStore:
         )
 
     async def mark_sent_many(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
+        """Record (row, message ref, when) acceptances by the channels, in one transaction."""
         await self._run(self._mark_sent_sync, sent)
 
     def _mark_sent_sync(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
@@ -390,6 +399,7 @@ class SqliteStore:
             )
 
     async def message_ref(self, row: OutboxRow) -> str | None:
+        """The message sent for the row's incident and destination, if any."""
         rows = await self._run(
             self._query,
             "SELECT ref FROM messages WHERE incident_id=? AND receiver=? AND channel=? AND channel_index=?",
@@ -419,6 +429,7 @@ class SqliteStore:
             )
 
     async def mark_dead(self, row: OutboxRow, error: str) -> None:
+        """Give up on `row` (a dead letter), with why."""
         await self._run(
             self._exec,
             "UPDATE outbox SET state='dead', last_error=?, attempts=attempts+1 WHERE id=?",
@@ -541,9 +552,12 @@ class SqliteStore:
             " (SELECT incident_id FROM outbox WHERE state NOT IN ('sent','dead') OR created_at>=?)"
         )
         with transaction(db):
-            n = db.execute(
-                f"DELETE FROM outbox WHERE incident_id IN ({finished})", (cutoff, cutoff)
-            ).rowcount
+            views = db.execute(
+                f"DELETE FROM outbox WHERE incident_id IN ({finished}) RETURNING view_id",
+                (cutoff, cutoff),
+            ).fetchall()
+            n = len(views)
+            db.executemany("DELETE FROM views WHERE id=?", views)
             db.execute(f"DELETE FROM messages WHERE incident_id IN ({finished})", (cutoff, cutoff))
             n += db.execute(
                 f"DELETE FROM incidents WHERE id IN ({finished})", (cutoff, cutoff)
