@@ -134,10 +134,13 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
 
 async def handle_healthz(request: web.Request) -> web.Response:
+    """GET /healthz: 200 while the process serves (liveness; no dependency is checked)."""
     return _json({"status": "ok"})
 
 
 async def handle_readyz(request: web.Request) -> web.Response:
+    """GET /readyz: 200 if webhooks can be accepted and delivered now, else 503 with the
+    `reasons` (store not writable or lost, a failed commit, no delivery worker)."""
     rt = request.app[RUNTIME]
     problems = []
     if rt.outbox is None or rt.outbox.task is None or rt.outbox.task.done():

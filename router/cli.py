@@ -36,6 +36,7 @@ def _load(path: str) -> RouterConfig | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """`serve`: run the router until SIGTERM/SIGINT; the exit code (1: could not start)."""
     from aiohttp import web
 
     from router import serving
@@ -85,6 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """`check-config FILE...`: 0 if every file is valid, else 1 with every problem printed."""
     status = 0
     for path in args.files:
         config = _load(path)
@@ -103,6 +105,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_routes_test(args: argparse.Namespace) -> int:
+    """`routes test NAME=VALUE...`: print the receivers, as amtool does; 1 on a bad label."""
     config = _load(args.config)
     if config is None:
         return 1
@@ -126,6 +129,7 @@ def cmd_routes_test(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `alert-router` and its commands."""
     parser = argparse.ArgumentParser(
         prog="alert-router",
         description="Alertmanager webhook router: routing, inhibition, enrichment and durable "
@@ -189,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv` (default: sys.argv) and run the command; its exit code."""
     args = build_parser().parse_args(argv)
     code: int = args.func(args)
     return code

@@ -41,6 +41,9 @@ Clock = Callable[[], datetime]
 
 @dataclass(frozen=True)
 class DeliverySettings:
+    """How the outbox retries and batches (from routes.yaml's `delivery`): dead-letter age,
+    digest threshold, exponential backoff bounds, poll interval, claim sizes."""
+
     max_age: timedelta = timedelta(hours=1)
     storm_threshold: int = 10
     backoff_base: timedelta = timedelta(seconds=1)  # the first retry's wait, doubled each time
@@ -63,6 +66,9 @@ def _raised(exc: Exception) -> Raised:
 
 
 class Outbox:
+    """The outbox workers: one dispatcher claims due rows, one worker per destination sends
+    them in order (see the module docstring)."""
+
     def __init__(
         self,
         store: Store,

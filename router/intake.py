@@ -109,6 +109,8 @@ def _why_invalid(body: bytes, exc: orjson.JSONDecodeError) -> str:
 
 
 async def handle_webhook(request: web.Request) -> web.Response:
+    """POST /webhook: 200 with the correlation id once the payload is committed; 401, 4xx
+    with what is wrong, or 503 (backlog full, store failing) otherwise."""
     intake = request.app[INTAKE]
     config, metrics = intake.config(), intake.metrics
     try:

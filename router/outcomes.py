@@ -19,9 +19,11 @@ class Outcomes:
         self._by_id: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def get(self, correlation_id: str) -> dict[str, Any] | None:
+        """The outcome of a payload by correlation id; None if unknown or forgotten."""
         return self._by_id.get(correlation_id)
 
     def pending(self, correlation_id: str, alerts: int) -> None:
+        """A payload was accepted (committed) with this many alerts and waits to be planned."""
         # Planning may have finished before the handler got here: never overwrite its outcome.
         self._by_id.setdefault(
             correlation_id, {"correlation_id": correlation_id, "state": "pending", "alerts": alerts}
@@ -29,6 +31,7 @@ class Outcomes:
         self._trim()
 
     def planned(self, correlation_id: str, plan: Plan) -> dict[str, Any]:
+        """A payload's plan is committed: record and return its outcome (decisions, counts)."""
         outcome = {
             "correlation_id": correlation_id,
             "state": "planned",
@@ -43,6 +46,7 @@ class Outcomes:
         return outcome
 
     def failed(self, correlation_id: str, error: str) -> None:
+        """A payload could not be planned (it was set aside, with `error`)."""
         self._by_id[correlation_id] = {
             "correlation_id": correlation_id,
             "state": "failed",

@@ -22,11 +22,14 @@ if TYPE_CHECKING:
 
 
 def utc_now() -> datetime:
+    """The current time, aware, in UTC (the default clock)."""
     return datetime.now(UTC)
 
 
 @dataclass
 class Runtime:
+    """The running router's parts, shared by the handlers and workers of one app."""
+
     config: RouterConfig
     store: Store
     planner: Planner

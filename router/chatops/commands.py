@@ -62,6 +62,7 @@ class Allow:
     users: frozenset[str] = frozenset()
 
     def admits(self, actor: Actor) -> bool:
+        """True if the allow-lists let `actor` ack here (empty lists admit everyone)."""
         return actor.place in self.places and (not self.users or actor.user_id in self.users)
 
 
@@ -102,6 +103,8 @@ class Policy:
 
 @dataclass(frozen=True)
 class Command:
+    """A parsed chat command: its name, the incident id it names (if any), and the rest."""
+
     name: str
     incident_id: str | None = None
     duration: timedelta | None = None
@@ -147,6 +150,9 @@ def display_name(text: str) -> str:
 
 
 class Commands:
+    """The chat-ops rules, platform-free: authorize, ack and unack (through the planner's
+    compare-and-set), list open incidents; each answer is the text to show."""
+
     def __init__(
         self,
         planner: Planner,

@@ -136,6 +136,7 @@ class ProcessLock:
         self._fd = fd
 
     def release(self) -> None:
+        """Let the lock go (closing its file); nothing if it is not held."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
