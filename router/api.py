@@ -1,24 +1,49 @@
-"""GET /api/v1/alerts and /api/v1/incidents: read-only JSON views of the store, same auth as intake."""
+"""Read-only HTTP: alerts, incidents, payload outcomes, /metrics and health (intake's auth)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 
 import orjson
 from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from router import auth
+from router.config import RouterConfig
 from router.errors import StoreError
-from router.runtime import RUNTIME
+from router.metrics import Metrics
+from router.outcomes import Outcomes
 from router.serving import json_dumps
+from router.store import Store
 
 
 def _json(data: object) -> web.Response:
     return web.json_response(data, dumps=json_dumps)
 
+
+@dataclass(frozen=True)
+class Reads:
+    """What the read API and health endpoints read, given to them explicitly by the app.
+
+    `config()` is the config running now (a reload swaps it); `backlog()` counts payloads
+    accepted and not planned; `delivering()` is False once the delivery worker stopped.
+    """
+
+    store: Store
+    outcomes: Outcomes
+    metrics: Metrics
+    config: Callable[[], RouterConfig]
+    clock: Callable[[], datetime]
+    backlog: Callable[[], int]
+    delivering: Callable[[], bool]
+
+
+READS = web.AppKey("reads", Reads)
 
 DEFAULT_LIMIT = 1_000
 MAX_LIMIT = 10_000
@@ -65,11 +90,11 @@ def _cursor(key: list[str]) -> str:
 async def handle_alerts(request: web.Request) -> web.Response:
     """GET /api/v1/alerts?limit=&cursor=&status=&receiver=: a page of alerts by fingerprint,
     and `next`, the cursor of the following page (null on the last one)."""
-    rt = request.app[RUNTIME]
-    auth.require(request, rt.config.server.auth)
+    r = request.app[READS]
+    auth.require(request, r.config().server.auth)
     limit, key, status, receiver = _page_query(request, 1)
     after = key[0] if key else ""
-    alerts = await rt.store.list_alerts(limit + 1, after, status, receiver)
+    alerts = await r.store.list_alerts(limit + 1, after, status, receiver)
     more = len(alerts) > limit
     alerts = alerts[:limit]
     return _json({"alerts": alerts, "next": _cursor([alerts[-1]["fingerprint"]]) if more else None})
@@ -78,11 +103,11 @@ async def handle_alerts(request: web.Request) -> web.Response:
 async def handle_incidents(request: web.Request) -> web.Response:
     """GET /api/v1/incidents?limit=&cursor=&status=&receiver=: a page of incidents, newest
     first, and `next`, the cursor of the following page (null on the last one)."""
-    rt = request.app[RUNTIME]
-    auth.require(request, rt.config.server.auth)
+    r = request.app[READS]
+    auth.require(request, r.config().server.auth)
     limit, key, status, receiver = _page_query(request, 2)
     before = (key[0], key[1]) if key else None
-    incidents = await rt.store.list_incidents(limit + 1, before, status, receiver)
+    incidents = await r.store.list_incidents(limit + 1, before, status, receiver)
     more = len(incidents) > limit
     incidents = incidents[:limit]
     last = incidents[-1] if more else None
@@ -93,23 +118,23 @@ async def handle_incidents(request: web.Request) -> web.Response:
 
 async def handle_payload(request: web.Request) -> web.Response:
     """GET /api/v1/payloads/<correlation id>: pending, planned (with decisions) or failed."""
-    rt = request.app[RUNTIME]
-    auth.require(request, rt.config.server.auth)
+    r = request.app[READS]
+    auth.require(request, r.config().server.auth)
     correlation_id = request.match_info["correlation_id"]
-    outcome = rt.outcomes.get(correlation_id)
+    outcome = r.outcomes.get(correlation_id)
     if outcome is None:  # accepted before a restart, and not planned yet
         with contextlib.suppress(StoreError):
-            alerts = await rt.store.pending_alerts(correlation_id)
+            alerts = await r.store.pending_alerts(correlation_id)
             if alerts is not None:
                 outcome = {"correlation_id": correlation_id, "state": "pending", "alerts": alerts}
         # Planned meanwhile: its outcome was handed to the loop before this lookup's answer.
-        outcome = outcome or rt.outcomes.get(correlation_id)
+        outcome = outcome or r.outcomes.get(correlation_id)
     if outcome is None:
         return web.json_response(
             {
                 "status": "error",
                 "error": "unknown correlation id (or forgotten: the last"
-                f" {rt.outcomes.keep} payloads are kept)",
+                f" {r.outcomes.keep} payloads are kept)",
             },
             status=404,
         )
@@ -118,18 +143,18 @@ async def handle_payload(request: web.Request) -> web.Response:
 
 async def handle_metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format; outbox gauges are read from the store now."""
-    rt = request.app[RUNTIME]
+    r = request.app[READS]
     try:
-        depth, oldest, dead = await rt.store.outbox_stats(rt.clock())
-        rt.metrics.outbox_depth.set(depth)
-        rt.metrics.outbox_oldest.set(oldest)
-        rt.metrics.dead_letters.set(dead)
-        rt.metrics.backlog.set(rt.planner.backlog)
+        depth, oldest, dead = await r.store.outbox_stats(r.clock())
+        r.metrics.outbox_depth.set(depth)
+        r.metrics.outbox_oldest.set(oldest)
+        r.metrics.dead_letters.set(dead)
+        r.metrics.backlog.set(r.backlog())
     except StoreError:
         pass  # the counters still answer; /readyz says the store is failing
     # The 0.0.4 text format: every Prometheus 2.x parses it (prometheus-client's default is 1.0.0).
     return web.Response(
-        body=rt.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
+        body=r.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
     )
 
 
@@ -141,18 +166,18 @@ async def handle_healthz(request: web.Request) -> web.Response:
 async def handle_readyz(request: web.Request) -> web.Response:
     """GET /readyz: 200 if webhooks can be accepted and delivered now, else 503 with the
     `reasons` (store not writable or lost, a failed commit, no delivery worker)."""
-    rt = request.app[RUNTIME]
+    r = request.app[READS]
     problems = []
-    if rt.outbox is None or rt.outbox.task is None or rt.outbox.task.done():
+    if not r.delivering():
         problems.append("delivery worker not running")
     try:
-        await asyncio.wait_for(rt.store.check_writable(), 2.0)
+        await asyncio.wait_for(r.store.check_writable(), 2.0)
     except (StoreError, TimeoutError) as exc:
         problems.append(f"store not writable: {exc or 'locked for more than 2s'}")
-    problems += rt.store.files_lost()
-    cannot_accept = rt.store.problem()
+    problems += r.store.files_lost()
+    cannot_accept = r.store.problem()
     if cannot_accept is not None and cannot_accept not in problems:
         problems.append(f"cannot accept webhooks: {cannot_accept}")
     if problems:
         return web.json_response({"status": "not ready", "reasons": problems}, status=503)
-    return _json({"status": "ready", "config": rt.config.source})
+    return _json({"status": "ready", "config": r.config().source})

@@ -40,7 +40,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from router import serving
-    from router.web import create_app
+    from router.app import create_app
 
     configure(args.log_format, args.log_level)
     config = _load(args.config)

@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiosmtpd.controller import Controller
 
+from router.app import create_app
 from router.config import parse_config
-from router.web import create_app
 
 from .fakes.email import Mailbox, check_password
 from .fakes.pagerduty import FakePagerDuty

@@ -13,8 +13,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from router import api
+from router.app import create_app
 from router.config import parse_config
-from router.web import create_app
 
 from .harness import firing_payload, outcome
 

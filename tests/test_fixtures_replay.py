@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from router.app import create_app
 from router.config import parse_config
-from router.web import create_app
 
 from .harness import outcome
 from .helpers import ROOT, fixture_body

@@ -28,9 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from router import serving
+from router.app import create_app
 from router.config import parse_config
 from router.errors import ConfigError
-from router.web import create_app
 
 from .helpers import fixture_body, free_port, slack_signed
 

@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from router.app import create_app
 from router.config import parse_config
-from router.web import create_app
 
 from .harness import firing_payload, outcome
 from .helpers import fixture_body

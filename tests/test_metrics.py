@@ -8,8 +8,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from router.app import create_app
 from router.config import load_config
-from router.web import create_app
 
 from .chatops.test_slack import CHATOPS, command, slash
 from .harness import AUTH, Client, Fakes, config_text, firing_payload, post, settled

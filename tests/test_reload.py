@@ -10,8 +10,8 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from router.app import create_app
 from router.config import load_config
-from router.web import create_app
 
 from .harness import outcome
 from .helpers import fixture_body

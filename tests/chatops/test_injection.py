@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from router.runtime import RUNTIME
+from router.app import RUNTIME
 
 from ..harness import Client, Fakes, firing_payload, post, settled
 from . import test_slack

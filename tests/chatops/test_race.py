@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from router.runtime import RUNTIME
+from router.app import RUNTIME
 from router.state import IncidentState, Plan
 
 from ..harness import Client, Fakes, firing_payload, post, settled

@@ -1,4 +1,4 @@
-"""create_app(): routes, state, and the start and stop of the store and background workers."""
+"""create_app(): the aiohttp app, its routes, and the start and stop of its workers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import logging
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
@@ -25,13 +26,45 @@ from router.outcomes import Outcomes
 from router.pipeline import Pipeline
 from router.planner import Planner
 from router.render import Renderer
-from router.runtime import RUNTIME, Runtime, utc_now
+from router.store import Store
 from router.store.sqlite import SqliteStore
 
-log = logging.getLogger("router.web")
+log = logging.getLogger("router.app")
 
 SWEEP_INTERVAL_S = 10.0
 PRUNE_INTERVAL_S = 3600.0
+
+
+def utc_now() -> datetime:
+    """The current time, aware, in UTC (the default clock)."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class Runtime:
+    """The running router's parts that reload and the workers swap or start: the config
+    running now, its renderer, the outbox (None until the workers start)."""
+
+    config: RouterConfig
+    store: Store
+    planner: Planner
+    renderer: Renderer
+    dry_run: bool = False
+    clock: Clock = field(default=utc_now)
+    outbox: Outbox | None = None
+    commands: Commands | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    outcomes: Outcomes = field(default_factory=Outcomes)
+    wake_outbox: asyncio.Event = field(default_factory=asyncio.Event)
+    config_path: str | None = None
+    # The config loaded at start: what settings that take effect only at restart still run with.
+    started: RouterConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.config
+
+
+RUNTIME = web.AppKey("runtime", Runtime)
 
 
 def build_renderer(config: RouterConfig) -> Renderer:
@@ -92,6 +125,17 @@ def create_app(
         on_accepted=rt.outcomes.pending,
     )
     app.router.add_post("/webhook", intake.handle_webhook)
+    app[api.READS] = api.Reads(
+        store,
+        outcomes,
+        metrics,
+        config=lambda: rt.config,
+        clock=clock,
+        backlog=lambda: planner.backlog,
+        delivering=lambda: (
+            rt.outbox is not None and rt.outbox.task is not None and not rt.outbox.task.done()
+        ),
+    )
     app.router.add_get("/api/v1/alerts", api.handle_alerts)
     app.router.add_get("/api/v1/incidents", api.handle_incidents)
     app.router.add_get("/api/v1/payloads/{correlation_id}", api.handle_payload)
