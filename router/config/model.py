@@ -62,8 +62,6 @@ class ServerConfig(Strict):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_backlog: int = Field(default=10_000, ge=1)
     shutdown_grace: Duration = timedelta(seconds=10)
-    # answer webhooks in a process of their own (router/front.py): a second CPU core for intake
-    intake_process: bool = True
 
 
 class StorageConfig(Strict):

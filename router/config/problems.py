@@ -18,6 +18,12 @@ from pydantic import BaseModel
 from router.config.model import RouteConfig, RouterConfig
 from router.config.types import WithSecrets
 
+# Keys of earlier versions, by key path: each is refused with why it went and what to do.
+REMOVED_KEYS = {
+    "server.intake_process": "removed: alert-router now runs as one process, which answers "
+    "webhooks itself; delete this key",
+}
+
 
 def format_path(loc: tuple[Any, ...]) -> str:
     """A pydantic `loc` as the key path users read: ("route", "routes", 2) -> route.routes[2]."""
@@ -157,6 +163,9 @@ def message(err: Mapping[str, Any], expected: list[str]) -> str:
     kind: str = err["type"]
     msg: str = err["msg"]
     if kind == "extra_forbidden":
+        removed = REMOVED_KEYS.get(format_path(err["loc"]))
+        if removed is not None:
+            return removed
         key = str(err["loc"][-1])
         channels = [k for k in expected if k.endswith("_configs")]
         if key.endswith("_configs") and channels:

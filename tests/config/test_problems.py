@@ -94,6 +94,10 @@ EXPECTED = {
     "bad-listen.yaml": [
         "{f}:2: server.listen: invalid listen address 'localhost': expected HOST:PORT, e.g. 0.0.0.0:9095"
     ],
+    "intake-process.yaml": [
+        "{f}:4: server.intake_process: removed: alert-router now runs as one process, which "
+        "answers webhooks itself; delete this key"
+    ],
     # templates.directory is checked at load (check-config, serve, reload), each problem naming
     # its template file: tests/data/config/templates-*/.
     "template-directory-missing.yaml": [
