@@ -83,6 +83,9 @@ class Reason(enum.StrEnum):
     ACKED = "acked"  # someone acknowledged it: messages are updated everywhere
     UNACKED = "unacked"  # the acknowledgement was taken back
     ESCALATED = "escalated"  # unacknowledged for too long: sent to the escalation receiver
+    RECEIVER_REMOVED = (
+        "receiver_removed"  # a reload removed the incident's receiver: no one to tell
+    )
 
     @property
     def notifies(self) -> bool:

@@ -8,7 +8,7 @@ returned `Plan` lists, and commits. `now` is always a parameter (an aware dateti
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from router.config import ReceiverConfig, RouterConfig
 from router.dedup import decide
@@ -163,7 +163,9 @@ class Pipeline:
         correlation_id: str,
         upgrade: Reason | None = None,
     ) -> None:
-        receiver = self.receivers[incident.receiver]
+        # A reload may have removed the incident's receiver: its state still follows the alerts
+        # (so it closes when they resolve), but only an escalation receiver is left to tell.
+        targets = recipients(incident, self.receivers)
         active = {fp for fp in incident.alerts if not _inhibited(state, fp)}
         reason = decide(
             notified=incident.notified,
@@ -172,11 +174,13 @@ class Pipeline:
             resolved={a.fingerprint for a in resolved},
             last_notified_at=incident.last_notified_at,
             acked=incident.acked_by is not None,
-            repeat=receiver.repeat_interval,
+            repeat=targets[0].repeat_interval if targets else timedelta.max,
             now=now,
         )
         if upgrade is not None and reason in (Reason.NEW_ALERTS, Reason.FIRST):
             reason = upgrade
+        if not targets and reason.notifies:
+            reason = Reason.RECEIVER_REMOVED
         if not incident.alerts:
             incident.status, incident.resolved_at = "resolved", now
             state.close(incident)
@@ -191,7 +195,7 @@ class Pipeline:
         ]
         view = self._view(state, incident, active, shown_resolved, reason, now, correlation_id)
         queued = 0
-        for target in recipients(incident, self.receivers):
+        for target in targets:
             for kind, index, cfg in target.channels():
                 send_resolved = getattr(cfg, "send_resolved", None)
                 if send_resolved is None:

@@ -285,6 +285,52 @@ def test_a_reload_without_the_rule_releases_what_it_inhibited() -> None:
     assert reasons(released) == {"slack": "uninhibited"} and len(released.outbox) == 1
 
 
+WITHOUT_PAGER = (  # CONFIG after a reload that removed the receiver "pager"
+    CONFIG.replace("      receiver: pager\n", "      receiver: slack\n")
+    .replace("  - name: pager\n    repeat_interval: 30m\n", "  - name: gone\n")
+    .replace("    pagerduty_configs: [{routing_key: k}]\n", "")
+    .replace('    telegram_configs: [{bot_token: "1:t", chat_id: 1, send_resolved: false}]\n', "")
+)
+SEARCH_DOWN = alert("ServiceDown", severity="warning", service="search")
+SEARCH_LATENCY = alert("HighLatency", severity="critical", service="search")
+
+
+def reload_without_pager(h: Harness) -> None:
+    h.pipeline = Pipeline(parse_config(WITHOUT_PAGER), lambda: "new")
+    h.pipeline.attach(h.state)
+
+
+def resolved(a: dict[str, Any]) -> dict[str, Any]:
+    return {**a, "status": "resolved"}
+
+
+def test_an_incident_whose_receiver_a_reload_removed_is_still_planned() -> None:
+    """Its alerts are still judged and it closes when they resolve; it tells no one."""
+    h = Harness()
+    assert reasons(h.post(payload("lat", SEARCH_LATENCY))) == {"pager": "first"}
+    reload_without_pager(h)
+    plan = h.post(payload("down", SEARCH_DOWN), T0 + timedelta(minutes=1))  # re-judges "pager"
+    assert reasons(plan) == {"slack": "first", "pager": "inhibited"}
+    assert [item.destination.receiver for item in plan.outbox] == ["slack"]
+    back = h.post(payload("down", resolved(SEARCH_DOWN)), T0 + timedelta(minutes=2))
+    assert reasons(back)["pager"] == "unchanged"  # notified before it was inhibited
+    gone = h.post(payload("lat", resolved(SEARCH_LATENCY)), T0 + timedelta(minutes=3))
+    assert reasons(gone) == {"slack": "unchanged", "pager": "receiver_removed"}
+    assert gone.outbox == []
+    assert not any(i.receiver == "pager" for i in h.state.incidents.values())  # closed
+    assert h.sweep(T0 + timedelta(hours=5)).outbox == []
+
+
+def test_a_release_with_no_receiver_left_to_tell_is_named() -> None:
+    h = Harness()
+    h.post(payload("down", SEARCH_DOWN))
+    assert reasons(h.post(payload("lat", SEARCH_LATENCY))) == {"pager": "inhibited"}
+    reload_without_pager(h)
+    released = h.post(payload("down", resolved(SEARCH_DOWN)), T0 + timedelta(minutes=1))
+    assert reasons(released) == {"slack": "resolved", "pager": "receiver_removed"}
+    assert [item.destination.receiver for item in released.outbox] == ["slack"]
+
+
 def test_a_stale_source_stops_inhibiting() -> None:
     h = Harness()
     down = alert("ServiceDown", severity="critical", service="search")
