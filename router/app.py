@@ -15,7 +15,7 @@ from aiohttp import web
 
 from router import api, auth, intake, serving
 from router.alertmanager import Alertmanager
-from router.channels import CHANNELS, build_channels, channel_class, kinds_used
+from router.channels import build_channels, template_parts
 from router.chatops.commands import Commands
 from router.config import RouterConfig, load_config, secret_values
 from router.delivery import Clock, DeliverySettings, Outbox
@@ -68,15 +68,13 @@ RUNTIME = web.AppKey("runtime", Runtime)
 
 
 def build_renderer(config: RouterConfig) -> Renderer:
-    """The config's templates, every one compiled now: raises ConfigError naming file and line.
-    Digest templates are checked for the kinds this config uses (a reload that adds one checks
-    its digest then)."""
+    """The config's templates, every one checked now (each part every kind needs, compiled, its
+    includes found): raises ConfigError naming file and line."""
     override = (
         config.resolve_path(config.templates.directory) if config.templates.directory else None
     )
     renderer = Renderer(override)
-    digests = [f"{k}/digest" for k in kinds_used(config) if channel_class(k).storm_guard]
-    renderer.check([*CHANNELS, *digests])
+    renderer.check(template_parts())
     return renderer
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from html import escape as html_escape
 from html.parser import HTMLParser
@@ -268,13 +268,11 @@ class Renderer:
         self._parts[kind] = found
         return found
 
-    def check(
-        self, kinds: Iterable[str], required: Mapping[str, Collection[str]] | None = None
-    ) -> None:
-        """Compile every template of `kinds` (folders: "telegram", "telegram/digest") now, so
-        that a broken one stops the start, not a 3 a.m. page; raises ConfigError listing each
-        problem that `problems` finds. `required` maps a folder to the parts it must have."""
-        problems = self.problems({k: (required or {}).get(k, ()) for k in kinds})
+    def check(self, required: Mapping[str, Collection[str]]) -> None:
+        """Check every template of the folders in `required` now ("telegram",
+        "telegram/digest" -> the parts each must have), so that a broken one stops the start,
+        not a 3 a.m. page; raises ConfigError listing each problem that `problems` finds."""
+        problems = self.problems(required)
         if problems:
             raise ConfigError(problems)
 

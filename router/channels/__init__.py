@@ -99,11 +99,6 @@ def template_parts() -> dict[str, frozenset[str]]:
     return out
 
 
-def kinds_used(config: RouterConfig) -> list[str]:
-    """The kinds the config's receivers have at least one channel config of, sorted."""
-    return sorted({kind for receiver in config.receivers for kind, _, _ in receiver.channels()})
-
-
 def build_channels(
     config: RouterConfig, renderer: Renderer, *, dry_run: bool
 ) -> dict[Destination, AnyChannel]:
