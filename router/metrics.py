@@ -41,10 +41,10 @@ REJECT_REASONS = (
 
 
 class IntakeMetrics:
-    """What POST /webhook counts, on a registry of its own (appended to /metrics)."""
+    """What POST /webhook counts (router/intake.py), registered on the app's `registry`."""
 
-    def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
         p = PREFIX
         self.payloads = Counter(
             f"{p}payloads_received_total", "Webhook payloads accepted (answered 200).", registry=r
@@ -66,13 +66,9 @@ class IntakeMetrics:
         for reason in REJECT_REASONS:  # from 0, so that the first refusal shows as an increase
             self.rejected.labels(reason)
 
-    def exposition(self) -> bytes:
-        """The intake collectors in the Prometheus text format 0.0.4, UTF-8."""
-        return generate_latest(self.registry)
-
 
 class Metrics:
-    """The app's collectors (planning, delivery, outbox, chat-ops, config) plus IntakeMetrics.
+    """Every collector of the app, on one registry; `intake` holds POST /webhook's.
 
     Durations are observed in seconds and timestamps set in Unix seconds, Prometheus' base
     units: callers convert a timedelta with `.total_seconds()`.
@@ -81,7 +77,7 @@ class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         p = PREFIX
-        self.intake = IntakeMetrics()
+        self.intake = IntakeMetrics(r)
         self.backlog = Gauge(
             f"{p}intake_backlog",
             "Payloads accepted and not planned yet (routing, dedup, outbox).",
@@ -218,6 +214,5 @@ class Metrics:
             self.queued.labels(item.destination.receiver, item.destination.channel).inc()
 
     def exposition(self) -> bytes:
-        """Every collector served here in the Prometheus text format 0.0.4, UTF-8."""
-        core = generate_latest(self.registry)
-        return core + self.intake.exposition()
+        """Every collector in the Prometheus text format 0.0.4, UTF-8 (served at /metrics)."""
+        return generate_latest(self.registry)

@@ -1,8 +1,7 @@
-"""HTTP serving shared by every app: request bodies read once, decoded and bounded; timeouts.
+"""HTTP serving: request bodies read once, decoded and bounded; header bounds; timeouts.
 
-Every server of alert-router (the intake process's, the router's, the one-process `serve`)
-runs with SERVER_SETTINGS and the `bounded_bodies` middleware, so that no client, signed in or
-not, makes a request cost more memory than its path's body limit:
+alert-router's server runs with SERVER_SETTINGS and the `bounded_bodies` middleware, so that
+no client, signed in or not, makes a request cost more memory than its path's body limit:
 
 - A body is counted as decoded: `Content-Encoding: gzip` or `deflate` is inflated here, in
   steps that never produce more than the limit (a 200 KB gzip bomb that inflates to 200 MiB is
