@@ -8,7 +8,7 @@ and one entry in CHANNELS (README, "Channels").
 
 A channel's class (and its client library: python-telegram-bot, slack-sdk...) is imported only
 when a config uses that kind: a router that pages through PagerDuty alone does not carry the
-Telegram and Slack libraries (about 10 MiB). Config models are small and imported at load.
+Telegram and Slack libraries. Config models are small and imported at load.
 """
 
 from __future__ import annotations
