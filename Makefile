@@ -48,9 +48,12 @@ golden: $(STAMP) ## rewrite tests/golden/ from the current templates (review the
 bench: $(STAMP) ## run the benchmark (a few minutes; prints its figures)
 	$(PY) bench/bench.py
 
-deps: ## install the Debian packages the suite uses (Alertmanager + amtool, Prometheus + promtool, docker-compose, kubectl unless one is on PATH); needs root
+deps: ## install the Debian packages the suite uses (Alertmanager + amtool, Prometheus + promtool, docker-compose, PostgreSQL, kubectl unless one is on PATH); needs root
 	apt-get update -q && apt-get install -y -q --no-install-recommends prometheus-alertmanager prometheus docker-compose \
-	  $$(command -v kubectl >/dev/null || echo kubernetes-client)
+	  postgresql $$(command -v kubectl >/dev/null || echo kubernetes-client)
+	@# The tests start a PostgreSQL server of their own (tests/postgres.py): stop the cluster Debian made.
+	pg_lsclusters --no-header 2>/dev/null | awk '$$4 == "online" {print $$1, $$2}' | \
+	  while read -r version cluster; do pg_ctlcluster --force "$$version" "$$cluster" stop; done
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,7 @@ from router.pipeline import Pipeline
 from router.planner import Planner
 from router.render import Renderer
 from router.store import Store
-from router.store.sqlite import SqliteStore
+from router.store.engines import store_for
 
 log = logging.getLogger("router.app")
 
@@ -88,9 +88,7 @@ def create_app(
     """Build the app for one config; raises ConfigError if a template does not compile."""
     renderer = build_renderer(config)
     set_secrets(secret_values(config))
-    store = SqliteStore(
-        config.resolve_path(config.storage.path), synchronous=config.storage.synchronous
-    )
+    store = store_for(config)
     app = web.Application(
         client_max_size=config.server.max_body_bytes, middlewares=[serving.bounded_bodies()]
     )
@@ -254,6 +252,8 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
 RESTART_ONLY = (
     "server.listen",
     "storage.path",
+    "storage.url",
+    "storage.password",
     "storage.synchronous",
     "chatops",
 )

@@ -13,6 +13,7 @@ from router.errors import ConfigError, MatcherError, StoreError
 from router.logs import configure, event
 from router.matchers import MatchType, parse_matcher
 from router.routing import Route, explain, match_receivers
+from router.store.engines import where
 
 log = logging.getLogger("router")
 
@@ -62,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         listen=listen,
         config=args.config,
         dry_run=args.dry_run,
-        storage=str(config.resolve_path(config.storage.path)),
+        storage=where(config),
     )
     grace_s = config.server.shutdown_grace.total_seconds()
     try:

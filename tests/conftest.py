@@ -11,7 +11,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from .harness import Client, Fakes, client_factory, start_fakes
-from .helpers import require_binary
+from .helpers import require_binary, skip_or_fail
+from .postgres import PostgresServer, binaries
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -35,6 +36,27 @@ def temp_dir_of_the_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
 @pytest.fixture(scope="session")
 def amtool() -> str:
     return require_binary("amtool")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server (Debian's postgresql package) for the session; skipped locally
+    if it is not installed, a failure under CI=true."""
+    bin_dir = binaries()
+    if bin_dir is None:
+        skip_or_fail("PostgreSQL not found: install Debian's postgresql (make deps)")
+    server = PostgresServer(bin_dir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of a new, empty database of its own for one test."""
+    return await postgres_server.new_database()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import pytest
@@ -26,6 +26,7 @@ from router.outcomes import Outcomes
 from router.pipeline import Pipeline
 from router.planner import Planner
 from router.state import Plan
+from router.store import Store
 from router.store.sqlite import SqliteStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,10 +56,16 @@ def require_binary(name: str) -> str:
             f"{name} not found: install Debian's {package} "
             f"(make deps, or apt-get install {package})"
         )
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail(message)
     return path
+
+
+def skip_or_fail(message: str) -> NoReturn:
+    """Skip the test for want of a Debian package locally; fail it under CI=true (CI installs
+    every package the suite needs)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def fixture_body(name: str) -> bytes:
@@ -217,7 +224,7 @@ class Core:
 
     The planner runs no task of its own: `ingest` and `plan_waiting` plan what waits, now."""
 
-    store: SqliteStore
+    store: Store
     planner: Planner
     outcomes: Outcomes
 
@@ -234,9 +241,10 @@ class Core:
         await self.store.aclose()
 
 
-async def open_core(path: Path, config: RouterConfig) -> Core:
-    """Open the store at `path` and load its state into a planner for `config`."""
-    store = SqliteStore(path)
+async def open_core(where: Path | Store, config: RouterConfig) -> Core:
+    """Open the store (a SQLite file at a path, or a store of any engine, not open yet) and
+    load its state into a planner for `config`."""
+    store = SqliteStore(where) if isinstance(where, Path) else where
     await store.open()
     outcomes = Outcomes()
     planner = Planner(

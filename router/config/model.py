@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -64,13 +65,73 @@ class ServerConfig(Strict):
     shutdown_grace: Duration = timedelta(seconds=10)
 
 
-class StorageConfig(Strict):
-    """`storage`: the SQLite state file, its sync mode, and how long state is kept (timedelta)."""
+class StorageConfig(WithSecrets):
+    """`storage`: the engine (a SQLite file at `path`, the default, or PostgreSQL at `url`),
+    SQLite's sync mode, and how long state is kept (timedelta).
+
+    `url` is postgresql://user@host:port/database; its password is kept apart, in `password`
+    (from the URL, `password` with ${VAR}, or `password_file`: one of them), so that `url` may
+    be logged. Raises ValueError when both engines are named or the password is given twice.
+    """
+
+    secret_keys = ("password",)
 
     path: str = "alert-router.db"
+    url: str | None = None
+    password: SecretStr | None = None
     synchronous: Literal["normal", "full"] = "normal"
     stale_after: Duration = timedelta(hours=6)
     retention: Duration = timedelta(days=7)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_engine(cls, data: Any) -> Any:
+        """`path` or `url`, not both; the URL's password moves to `password`."""
+        if not isinstance(data, dict) or data.get("url") is None:
+            if isinstance(data, dict) and (data.get("password") or data.get("password_file")):
+                raise ValueError("password is for storage.url (PostgreSQL); SQLite has none")
+            return data
+        if data.get("path") is not None:
+            raise ValueError(
+                "path and url are mutually exclusive: path selects SQLite, url PostgreSQL;"
+                " set one of them"
+            )
+        url, password = split_password(str(data["url"]))
+        data = {**data, "url": url}
+        if password is not None:
+            if data.get("password") is not None or data.get("password_file") is not None:
+                given = "password" if data.get("password") is not None else "password_file"
+                raise ValueError(f"url has a password and so has {given}: set one of them")
+            data["password"] = password
+        return data
+
+    @property
+    def engine(self) -> Literal["sqlite", "postgresql"]:
+        """Which engine the section selects: PostgreSQL if `url` is set, else SQLite."""
+        return "sqlite" if self.url is None else "postgresql"
+
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """(the URL without its password, the password or None) for a postgresql:// URL.
+
+    The user information is what precedes the URL's last "@", so that a password given by
+    ${VAR} may hold "/", "#", "?" or "@" unencoded (percent-encoding is decoded too). Raises
+    ValueError, never showing the password, if the URL is not postgresql:// or postgres://,
+    names no host or database, or carries a password in its query."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, location = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    bare = f"{scheme}{sep}{user}{at}{location}"
+    parts = urlsplit(bare)
+    if not sep or scheme not in ("postgresql", "postgres"):
+        raise ValueError(
+            f"url: expected postgresql://user@host:5432/database, got scheme {parts.scheme!r}"
+        )
+    if "password" in parse_qs(parts.query):
+        raise ValueError("url: a password in the query; use storage.password or password_file")
+    if not parts.hostname or parts.path in ("", "/"):
+        raise ValueError("url: expected postgresql://user@host:5432/database (host and database)")
+    return bare, (unquote(password) if colon else None)
 
 
 class DeliveryConfig(Strict):

@@ -1,12 +1,13 @@
 """The store: what alert-router keeps (inbox, alerts, incidents, outbox), behind one interface.
 
-`Store` is all that the rest of the router may call; `router.store.sqlite.SqliteStore` is the
-engine (one file, one writer thread). A second engine (PostgreSQL, issue 17) implements the same
-Protocol.
+`Store` is all that the rest of the router may call; `router.store.sqlite.SqliteStore` (one
+file, one writer thread; the default) and `router.store.postgres.PostgresStore` (a PostgreSQL
+database, issue 17) are its engines, chosen by `open_store()` from the `storage` section.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -31,6 +32,15 @@ class InboxRow:
     def payload(self) -> WebhookPayload:
         """The body parsed again (after a restart). Raises pydantic.ValidationError."""
         return WebhookPayload.model_validate_json(self.body)
+
+
+def unused_id(taken: set[str]) -> str:
+    """A short incident id (ID_LENGTH characters of ID_ALPHABET) not in `taken`; added to it."""
+    while True:
+        candidate = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+        if candidate not in taken:
+            taken.add(candidate)
+            return candidate
 
 
 MessageKey = tuple[str, Destination]  # (incident id, destination): one message each

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from router.state import AlertState, IncidentState, Plan
+from router.state import AlertState, IncidentState, OutboxItem, Plan
 from router.store.files import ts
 
 
@@ -82,57 +82,120 @@ def incident_from_row(r: tuple[Any, ...]) -> IncidentState:
     )
 
 
+ALERT_COLUMNS = [
+    "fingerprint",
+    "labels",
+    "annotations",
+    "status",
+    "starts_at",
+    "ends_at",
+    "generator_url",
+    "first_seen",
+    "last_seen",
+    "inhibited_by",
+    "receivers",
+]
+INCIDENT_COLUMNS = [
+    "id",
+    "receiver",
+    "am_receiver",
+    "group_key",
+    "status",
+    "opened_at",
+    "resolved_at",
+    "alerts",
+    "notified",
+    "last_notified_at",
+    "group_labels",
+    "common_labels",
+    "common_annotations",
+    "external_url",
+    "truncated_alerts",
+    "acked_by",
+    "acked_at",
+    "ack_via",
+    "ack_comment",
+    "silence_id",
+    "escalated_at",
+    "escalated_to",
+]
+
+
+def alert_values(a: AlertState) -> tuple[Any, ...]:
+    """An alert as the values of an `alerts` row, in ALERT_COLUMNS order (both engines)."""
+    return (
+        a.fingerprint,
+        _json(a.labels),
+        _json(a.annotations),
+        a.status,
+        ts(a.starts_at),
+        ts(a.ends_at),
+        a.generator_url,
+        ts(a.first_seen),
+        ts(a.last_seen),
+        a.inhibited_by,
+        _json(a.receivers),
+    )
+
+
+def incident_values(i: IncidentState) -> tuple[Any, ...]:
+    """An incident as the values of an `incidents` row, in INCIDENT_COLUMNS order."""
+    return (
+        i.id,
+        i.receiver,
+        i.am_receiver,
+        i.group_key,
+        i.status,
+        ts(i.opened_at),
+        ts(i.resolved_at),
+        _json(sorted(i.alerts)),
+        None if i.notified is None else _json(sorted(i.notified)),
+        ts(i.last_notified_at),
+        _json(i.group_labels),
+        _json(i.common_labels),
+        _json(i.common_annotations),
+        i.external_url,
+        i.truncated_alerts,
+        i.acked_by,
+        ts(i.acked_at),
+        i.ack_via,
+        i.ack_comment,
+        i.silence_id,
+        ts(i.escalated_at),
+        i.escalated_to,
+    )
+
+
+def outbox_values(o: OutboxItem, view_id: int, now: datetime) -> tuple[Any, ...]:
+    """An outbox item queued at `now` as the values of OUTBOX_INSERT's columns."""
+    return (
+        o.incident_id,
+        *o.destination,
+        o.view.reason.value,
+        view_id,
+        o.view.correlation_id,
+        ts(now),
+        ts(now),
+    )
+
+
+# The columns an outbox row is inserted with (the rest have defaults).
+OUTBOX_INSERT = (
+    "incident_id, receiver, channel, channel_index, reason, view_id, correlation_id, created_at,"
+    " next_attempt_at"
+)
+
+
 def write_plan(db: sqlite3.Connection, plan: Plan, now: datetime) -> None:
     """Write what `plan` changed (alerts, incidents, outbox rows queued at `now`) in the
-    caller's transaction."""
+    caller's SQLite transaction."""
     db.executemany(
-        "INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-        [
-            (
-                a.fingerprint,
-                _json(a.labels),
-                _json(a.annotations),
-                a.status,
-                ts(a.starts_at),
-                ts(a.ends_at),
-                a.generator_url,
-                ts(a.first_seen),
-                ts(a.last_seen),
-                a.inhibited_by,
-                _json(a.receivers),
-            )
-            for a in plan.alerts.values()
-        ],
+        f"INSERT OR REPLACE INTO alerts VALUES ({','.join('?' * len(ALERT_COLUMNS))})",
+        [alert_values(a) for a in plan.alerts.values()],
     )
     db.executemany(
-        "INSERT OR REPLACE INTO incidents VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        [
-            (
-                i.id,
-                i.receiver,
-                i.am_receiver,
-                i.group_key,
-                i.status,
-                ts(i.opened_at),
-                ts(i.resolved_at),
-                _json(sorted(i.alerts)),
-                None if i.notified is None else _json(sorted(i.notified)),
-                ts(i.last_notified_at),
-                _json(i.group_labels),
-                _json(i.common_labels),
-                _json(i.common_annotations),
-                i.external_url,
-                i.truncated_alerts,
-                i.acked_by,
-                ts(i.acked_at),
-                i.ack_via,
-                i.ack_comment,
-                i.silence_id,
-                ts(i.escalated_at),
-                i.escalated_to,
-            )
-            for i in plan.incidents.values()
-        ],
+        f"INSERT OR REPLACE INTO incidents VALUES ({','.join('?' * len(INCIDENT_COLUMNS))})",
+        [incident_values(i) for i in plan.incidents.values()],
     )
     view_ids: dict[int, int] = {}  # id(view) -> its row: a view shared by destinations, once
     for o in plan.outbox:
@@ -140,21 +203,23 @@ def write_plan(db: sqlite3.Connection, plan: Plan, now: datetime) -> None:
             cursor = db.execute("INSERT INTO views (view) VALUES (?)", (o.view.model_dump_json(),))
             view_ids[id(o.view)] = int(cursor.lastrowid or 0)
     db.executemany(
-        "INSERT INTO outbox (incident_id, receiver, channel, channel_index, reason, view_id,"
-        " correlation_id, created_at, next_attempt_at) VALUES (?,?,?,?,?,?,?,?,?)",
-        [
-            (
-                o.incident_id,
-                *o.destination,
-                o.view.reason.value,
-                view_ids[id(o.view)],
-                o.view.correlation_id,
-                ts(now),
-                ts(now),
-            )
-            for o in plan.outbox
-        ],
+        f"INSERT INTO outbox ({OUTBOX_INSERT}) VALUES (?,?,?,?,?,?,?,?,?)",
+        [outbox_values(o, view_ids[id(o.view)], now) for o in plan.outbox],
     )
+
+
+# The outbox columns notification_json reads, after the incident's id (both engines select them).
+NOTIFICATION_COLUMNS = (
+    "incident_id, id, channel, channel_index, reason, state, attempts, last_error, created_at,"
+    " sent_at"
+)
+
+
+def notification_json(o: tuple[Any, ...]) -> dict[str, Any]:
+    """An outbox row (NOTIFICATION_COLUMNS) as an incident's notification in GET
+    /api/v1/incidents."""
+    keys = NOTIFICATION_COLUMNS.split(", ")[1:]
+    return dict(zip(keys, o[1:], strict=True))
 
 
 def incident_json(i: IncidentState, notifications: list[dict[str, Any]]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,13 +16,15 @@ import orjson
 from router.errors import StoreError
 from router.models import IncidentView
 from router.state import Destination, IncidentState, Plan, State
-from router.store import ID_ALPHABET, ID_LENGTH, InboxRow, MessageKey, OutboxRow
+from router.store import InboxRow, MessageKey, OutboxRow, unused_id
 from router.store.files import FileIdentity, ProcessLock, connect, transaction, ts
 from router.store.rows import (
+    NOTIFICATION_COLUMNS,
     alert_from_row,
     alert_json,
     incident_from_row,
     incident_json,
+    notification_json,
     write_plan,
 )
 from router.store.schema import migrate
@@ -176,11 +177,7 @@ class SqliteStore:
     def new_incident_id(self) -> str:
         """A short id no stored incident has, nor any handed out since the store opened
         (memory only: called by the pipeline on the event loop)."""
-        while True:
-            candidate = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
-            if candidate not in self._ids:
-                self._ids.add(candidate)
-                return candidate
+        return unused_id(self._ids)
 
     async def commit_plans(self, plans: list[tuple[Plan, datetime]], watermark: int | None) -> None:
         """Write the plans (each with the time it was made) and, unless `watermark` is None,
@@ -514,26 +511,13 @@ class SqliteStore:
         ids = [row[0] for row in incidents]
         outbox = await self._run(
             self._query,
-            "SELECT incident_id, id, channel, channel_index, reason, state, attempts, last_error,"
-            " created_at, sent_at FROM outbox WHERE incident_id IN"
+            f"SELECT {NOTIFICATION_COLUMNS} FROM outbox WHERE incident_id IN"
             " (SELECT value FROM json_each(?)) ORDER BY id",
             (orjson.dumps(ids).decode(),),
         )
         by_incident: dict[str, list[dict[str, Any]]] = {}
         for o in outbox:
-            by_incident.setdefault(o[0], []).append(
-                {
-                    "id": o[1],
-                    "channel": o[2],
-                    "channel_index": o[3],
-                    "reason": o[4],
-                    "state": o[5],
-                    "attempts": o[6],
-                    "last_error": o[7],
-                    "created_at": o[8],
-                    "sent_at": o[9],
-                }
-            )
+            by_incident.setdefault(o[0], []).append(notification_json(tuple(o)))
         return [
             incident_json(incident_from_row(row), by_incident.get(row[0], [])) for row in incidents
         ]

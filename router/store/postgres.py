@@ -1,0 +1,614 @@
+"""The PostgreSQL engine of the store (asyncpg): the SQLite engine's semantics on a database server.
+
+One router per database in this version: a session advisory lock (ROUTER_LOCK), held on a
+connection of its own for the router's life, keeps a second one off, as SQLite's flock does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from router.errors import StoreError
+from router.models import IncidentView
+from router.state import Destination, IncidentState, Plan, State
+from router.store import InboxRow, OutboxRow, unused_id
+from router.store.files import ts
+from router.store.postgres_schema import ROUTER_LOCK, migrate
+from router.store.rows import (
+    ALERT_COLUMNS,
+    INCIDENT_COLUMNS,
+    NOTIFICATION_COLUMNS,
+    OUTBOX_INSERT,
+    alert_from_row,
+    alert_json,
+    alert_values,
+    incident_from_row,
+    incident_json,
+    incident_values,
+    notification_json,
+    outbox_values,
+)
+
+PROBE_INTERVAL = timedelta(seconds=1)  # after a failed inbox commit, try a commit this often
+CONNECT_TIMEOUT = timedelta(seconds=10)
+POOL_SIZE = 4  # connections: the inbox's commits, the planner, delivery, the API's reads
+# Errors of the database or of the connection to it: each becomes a StoreError.
+FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# body, correlation id, received at, the 200's wait for the commit
+Pending = tuple[bytes, str, datetime, "asyncio.Future[int]"]
+
+
+def _upsert(table: str, columns: list[str]) -> str:
+    """INSERT of a whole row that replaces the row of the same primary key (the first column)."""
+    marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+    update = ", ".join(f"{c}=EXCLUDED.{c}" for c in columns[1:])
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
+        f" ON CONFLICT ({columns[0]}) DO UPDATE SET {update}"
+    )
+
+
+UPSERT_ALERT = _upsert("alerts", ALERT_COLUMNS)
+UPSERT_INCIDENT = _upsert("incidents", INCIDENT_COLUMNS)
+
+
+class PostgresStore:
+    """The store (router.store.Store) in a PostgreSQL database, through a small asyncpg pool.
+
+    `accept()` commits webhook payloads to the inbox table; payloads handed over while a commit
+    runs share the next one (group commit), so the inbox's ids are committed in order.
+    `commit_plans()` writes plans and moves the watermark in one transaction. `path` is the URL
+    without its password (what logs and errors show).
+    """
+
+    def __init__(self, url: str, password: str | None = None) -> None:
+        """A store for the database at `url` (postgresql://user@host:port/database, without a
+        password), with `password` if the server asks for one. Nothing is connected yet."""
+        self.path = url
+        self._password = password
+        self._pool: asyncpg.Pool | None = None
+        self._lock: asyncpg.Connection | None = None  # holds ROUTER_LOCK
+        self._last_id = 0
+        self._ids: set[str] = set()
+        self._pending: list[Pending] = []
+        self._committing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._committer: asyncio.Task[None] | None = None
+        self._failing: str | None = None
+        self._prober: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        """The class and the URL, never the password."""
+        return f"PostgresStore({self.path!r})"
+
+    @property
+    def last_inbox_id(self) -> int:
+        """The id of the last payload committed to the inbox (0 if none ever was)."""
+        return self._last_id
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def open(self) -> None:
+        """Connect, take ROUTER_LOCK, create or upgrade the schema (postgres_schema.migrate).
+
+        Raises StoreError naming the database (never the password): not reachable, refused
+        the credentials, held by another alert-router, or of a newer schema version.
+        """
+        try:
+            self._lock = await self._connect()
+            if not await self._lock.fetchval("SELECT pg_try_advisory_lock($1)", ROUTER_LOCK):
+                raise StoreError(
+                    f"{self.path}: another alert-router uses this database (it holds PostgreSQL"
+                    f" advisory lock {ROUTER_LOCK}); this version runs one router per database"
+                )
+            await migrate(self._lock, self.path)
+            self._pool = await asyncpg.create_pool(
+                self.path,
+                password=self._password,
+                min_size=1,
+                max_size=POOL_SIZE,
+                timeout=CONNECT_TIMEOUT.total_seconds(),
+            )
+            async with self._conn() as db:
+                # A row claimed by a delivery worker that died is due again.
+                await db.execute("UPDATE outbox SET state='queued' WHERE state='sending'")
+                self._last_id = await db.fetchval(
+                    "SELECT greatest((SELECT max(id) FROM inbox), (SELECT watermark FROM planner))"
+                )
+                self._ids = {r[0] for r in await db.fetch("SELECT id FROM incidents")}
+        except FAILURES as exc:
+            await self._close_connections()
+            raise self._failure(exc) from exc
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._prober = asyncio.create_task(self._probe_forever(), name="store probe")
+
+    async def _connect(self) -> asyncpg.Connection:
+        """One connection to the database (bounded by CONNECT_TIMEOUT)."""
+        return await asyncpg.connect(
+            self.path, password=self._password, timeout=CONNECT_TIMEOUT.total_seconds()
+        )
+
+    async def aclose(self) -> None:
+        """Close once what was handed to accept() is committed (or refused); let the lock go."""
+        await self._idle.wait()
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        """Close the pool and the lock's connection (which lets ROUTER_LOCK go)."""
+        pool, lock, self._pool, self._lock = self._pool, self._lock, None, None
+        with contextlib.suppress(*FAILURES):
+            if pool is not None:
+                await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT.total_seconds())
+        with contextlib.suppress(*FAILURES):
+            if lock is not None:
+                await lock.close(timeout=CONNECT_TIMEOUT.total_seconds())
+
+    def files_lost(self) -> list[str]:
+        """Why this router may no longer write the database: the connection that holds
+        ROUTER_LOCK closed (another router could now take the database); empty while held."""
+        if self._lock is not None and self._lock.is_closed():
+            return [f"{self.path}: the connection holding alert-router's lock on it was lost"]
+        return []
+
+    def problem(self) -> str | None:
+        """Why a payload cannot be accepted now (one line), or None if it can: the lock is
+        lost, or the last commit to the inbox failed and no commit or probe since succeeded."""
+        lost = self.files_lost()
+        return lost[0] if lost else self._failing
+
+    def _failure(self, exc: BaseException) -> StoreError:
+        """A database or connection error as a StoreError naming the database."""
+        if isinstance(exc, StoreError):
+            return exc
+        if isinstance(exc, asyncio.TimeoutError):
+            return StoreError(f"{self.path}: no answer within {CONNECT_TIMEOUT}")
+        return StoreError(f"{self.path}: {exc}")
+
+    @contextlib.asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; database errors become StoreError."""
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        try:
+            async with self._pool.acquire() as db:
+                yield db
+        except FAILURES as exc:
+            raise self._failure(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction on a pooled connection, refused (StoreError) once the lock is lost."""
+        lost = self.files_lost()
+        if lost:
+            raise StoreError(lost[0])
+        async with self._conn() as db, db.transaction():
+            yield db
+
+    # ------------------------------------------------------------ state
+
+    async def load_state(self) -> tuple[State, int]:
+        """The firing alerts and open incidents, and the watermark, as committed."""
+        state = State()
+        async with self._conn() as db, db.transaction(isolation="repeatable_read"):
+            for row in await db.fetch("SELECT * FROM alerts WHERE status='firing'"):
+                state.alerts[row[0]] = alert_from_row(tuple(row))
+            for row in await db.fetch("SELECT * FROM incidents WHERE status='firing'"):
+                state.open(incident_from_row(tuple(row)))
+            watermark = await db.fetchval("SELECT watermark FROM planner")
+        return state, int(watermark)
+
+    def new_incident_id(self) -> str:
+        """A short id no stored incident has, nor any handed out since the store opened."""
+        return unused_id(self._ids)
+
+    async def commit_plans(self, plans: list[tuple[Plan, datetime]], watermark: int | None) -> None:
+        """Write the plans (each with the time it was made) and, unless `watermark` is None,
+        move the watermark there and delete the inbox rows up to it: one transaction.
+
+        Raises StoreError if it did not commit (nothing of it is then written)."""
+        async with self._write() as db:
+            for plan, now in plans:
+                await _write_plan(db, plan, now)
+            if watermark is not None:
+                await _move_watermark(db, watermark)
+
+    async def set_aside(self, row: InboxRow, error: str) -> None:
+        """Keep a payload that cannot be planned in `set_aside`, with why, and move the
+        watermark past it (one transaction). Raises StoreError if it did not commit."""
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO set_aside (body, correlation_id, received_at, error)"
+                " VALUES ($1, $2, $3, $4)",
+                row.body,
+                row.correlation_id,
+                ts(row.received_at),
+                error,
+            )
+            await _move_watermark(db, row.id)
+
+    # ------------------------------------------------------------ the inbox
+
+    async def accept(self, body: bytes, now: datetime, correlation_id: str) -> int:
+        """Commit one validated payload to the inbox; its inbox id, once committed.
+
+        Payloads handed over while a commit runs share the next one. Raises StoreError if the
+        commit failed or the lock is lost (nothing is then accepted).
+        """
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((body, correlation_id, now, future))
+        if not self._committing:
+            self._committing = True
+            self._idle.clear()
+            self._committer = asyncio.create_task(self._commit_pending(), name="inbox commit")
+        return await future
+
+    async def _commit_pending(self) -> None:
+        """Commit what waits, one batch (one transaction) at a time, until nothing waits."""
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    ids = await self._insert(batch)
+                except StoreError as exc:
+                    self._failing = f"the last commit to the inbox failed: {exc}"
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (*_, future), inbox_id in zip(batch, ids, strict=True):
+                    if not future.done():  # the caller went away (request cancelled)
+                        future.set_result(inbox_id)
+        finally:
+            self._committing = False
+            self._idle.set()
+
+    async def _insert(self, batch: list[Pending]) -> list[int]:
+        """Insert the batch in one transaction, in order; the ids given."""
+        async with self._write() as db:
+            rows = await db.fetch(
+                "INSERT INTO inbox (body, correlation_id, received_at)"
+                " SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) RETURNING id",
+                [body for body, *_ in batch],
+                [cid for _, cid, *_ in batch],
+                [ts(now) for _, _, now, _ in batch],
+            )
+        ids = sorted(int(r[0]) for r in rows)
+        self._last_id = ids[-1]  # only once committed
+        self._failing = None
+        return ids
+
+    async def _probe_forever(self) -> None:
+        """After a failed inbox commit: try a write transaction every PROBE_INTERVAL; success
+        clears the failure, so that /readyz says ready again."""
+        while True:
+            await asyncio.sleep(PROBE_INTERVAL.total_seconds())
+            if self._failing is not None and not self._pending:
+                with contextlib.suppress(StoreError):
+                    await self.check_writable()
+                    self._failing = None
+
+    async def inbox_after(self, watermark: int, limit: int) -> list[InboxRow]:
+        """Up to `limit` inbox rows past `watermark`, oldest first."""
+        async with self._conn() as db:
+            rows = await db.fetch(
+                "SELECT id, body, correlation_id, received_at FROM inbox WHERE id>$1 ORDER BY id"
+                " LIMIT $2",
+                watermark,
+                limit,
+            )
+        return [InboxRow(r[0], r[1], r[2], datetime.fromisoformat(r[3])) for r in rows]
+
+    async def pending_alerts(self, correlation_id: str) -> int | None:
+        """How many alerts a payload waiting in the inbox has; None if it is not waiting."""
+        async with self._conn() as db:
+            body = await db.fetchval(
+                "SELECT body FROM inbox WHERE correlation_id=$1 LIMIT 1", correlation_id
+            )
+        if body is None:
+            return None
+        alerts = orjson.loads(body).get("alerts")
+        return len(alerts) if isinstance(alerts, list) else 0
+
+    # ------------------------------------------------------------ reads
+
+    async def incident(self, incident_id: str) -> IncidentState | None:
+        """The incident with this id as stored; None if unknown."""
+        async with self._conn() as db:
+            row = await db.fetchrow("SELECT * FROM incidents WHERE id=$1", incident_id)
+        return incident_from_row(tuple(row)) if row is not None else None
+
+    async def incident_for_message(self, channel: str, ref: str) -> str | None:
+        """The id of the incident whose message on `channel` is `ref`; None if none is."""
+        async with self._conn() as db:
+            found = await db.fetchval(
+                "SELECT incident_id FROM messages WHERE channel=$1 AND ref=$2", channel, ref
+            )
+        return str(found) if found is not None else None
+
+    # ------------------------------------------------------------ outbox
+
+    async def claim_due(
+        self, now: datetime, channels: list[str], limit: int = 100
+    ) -> list[OutboxRow]:
+        """Mark up to `limit` due rows of these channels as being sent; return them oldest
+        first, each with its view and the message already sent for its destination."""
+        async with self._write() as db:
+            rows = await db.fetch(
+                "UPDATE outbox SET state='sending' WHERE id IN ("
+                " SELECT id FROM outbox WHERE state='queued' AND next_attempt_at<=$1"
+                " AND channel=ANY($2::text[]) ORDER BY id LIMIT $3)"
+                " RETURNING id, incident_id, receiver, channel, channel_index, correlation_id,"
+                " created_at, attempts, (SELECT view FROM views WHERE views.id=view_id),"
+                " (SELECT ref FROM messages m WHERE m.incident_id=outbox.incident_id"
+                " AND m.receiver=outbox.receiver AND m.channel=outbox.channel"
+                " AND m.channel_index=outbox.channel_index)",
+                ts(now),
+                channels,
+                limit,
+            )
+        return sorted(
+            (
+                OutboxRow(
+                    id=r[0],
+                    incident_id=r[1],
+                    destination=Destination(r[2], r[3], r[4]),
+                    view=IncidentView.model_validate_json(r[8]),
+                    correlation_id=r[5],
+                    created_at=datetime.fromisoformat(r[6]),
+                    attempts=r[7],
+                    ref=r[9],
+                )
+                for r in rows
+            ),
+            key=lambda r: r.id,
+        )
+
+    async def mark_sent_many(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
+        """Record (row, message ref, when) acceptances by the channels, in one transaction."""
+        async with self._write() as db:
+            await db.executemany(
+                "UPDATE outbox SET state='sent', sent_at=$1, message_ref=$2, last_error=NULL,"
+                " attempts=attempts+1 WHERE id=$3",
+                [(ts(now), ref, row.id) for row, ref, now in sent],
+            )
+            await db.executemany(
+                "INSERT INTO messages VALUES ($1, $2, $3, $4, $5, $6)"
+                " ON CONFLICT (incident_id, receiver, channel, channel_index)"
+                " DO UPDATE SET ref=EXCLUDED.ref, updated_at=EXCLUDED.updated_at",
+                [
+                    (row.incident_id, *row.destination, ref, ts(now))
+                    for row, ref, now in sent
+                    if ref
+                ],
+            )
+
+    async def message_ref(self, row: OutboxRow) -> str | None:
+        """The message sent for the row's incident and destination, if any."""
+        async with self._conn() as db:
+            ref = await db.fetchval(
+                "SELECT ref FROM messages WHERE incident_id=$1 AND receiver=$2 AND channel=$3"
+                " AND channel_index=$4",
+                row.incident_id,
+                *row.destination,
+            )
+        return str(ref) if ref is not None else None
+
+    async def defer(
+        self, row: OutboxRow, error: str, until: datetime, *, attempted: bool = True
+    ) -> None:
+        """Retry `row` at `until`, and hold every later row of its destination until then too,
+        so that a destination's notifications keep their order."""
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE outbox SET state='queued', last_error=$1, next_attempt_at=$2,"
+                " attempts=attempts+$3 WHERE id=$4",
+                error,
+                ts(until),
+                int(attempted),
+                row.id,
+            )
+            await db.execute(
+                "UPDATE outbox SET state='queued', next_attempt_at=greatest(next_attempt_at, $1)"
+                " WHERE receiver=$2 AND channel=$3 AND channel_index=$4"
+                " AND state IN ('queued','sending') AND id>$5",
+                ts(until),
+                *row.destination,
+                row.id,
+            )
+
+    async def mark_dead(self, row: OutboxRow, error: str) -> None:
+        """Give up on `row` (a dead letter), with why."""
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE outbox SET state='dead', last_error=$1, attempts=attempts+1 WHERE id=$2",
+                error,
+                row.id,
+            )
+
+    async def save_moved_chat(self, channel: str, old_id: str, new_id: str, now: datetime) -> None:
+        """Remember that `channel`'s destination `old_id` is now `new_id` (replacing a move of
+        the same id). Raises StoreError if it cannot be written."""
+        async with self._write() as db:
+            await db.execute(
+                "INSERT INTO moved_chats VALUES ($1, $2, $3, $4) ON CONFLICT (channel, old_id)"
+                " DO UPDATE SET new_id=EXCLUDED.new_id, moved_at=EXCLUDED.moved_at",
+                channel,
+                old_id,
+                new_id,
+                ts(now),
+            )
+
+    async def moved_chats(self) -> dict[str, dict[str, str]]:
+        """Every move remembered: channel kind -> {old id: new id}."""
+        moved: dict[str, dict[str, str]] = {}
+        async with self._conn() as db:
+            for channel, old_id, new_id in await db.fetch(
+                "SELECT channel, old_id, new_id FROM moved_chats"
+            ):
+                moved.setdefault(channel, {})[old_id] = new_id
+        return moved
+
+    # ------------------------------------------------------------ reads
+
+    async def check_writable(self) -> None:
+        """Write (and roll back) a row: raises StoreError if the database cannot be written
+        (unreachable, read-only, lock lost)."""
+        with contextlib.suppress(_Rollback):
+            async with self._write() as db:
+                await db.execute("UPDATE planner SET watermark=watermark")
+                raise _Rollback
+
+    async def outbox_stats(self, now: datetime) -> tuple[int, float, int]:
+        """(waiting notifications, age in seconds of the oldest waiting one, dead letters)."""
+        async with self._conn() as db:
+            waiting, oldest, dead = await db.fetchrow(
+                "SELECT count(*) FILTER (WHERE state IN ('queued','sending')),"
+                " min(created_at) FILTER (WHERE state IN ('queued','sending')),"
+                " count(*) FILTER (WHERE state='dead') FROM outbox"
+            )
+        age = (now - datetime.fromisoformat(oldest)).total_seconds() if oldest else 0.0
+        return int(waiting), max(0.0, age), int(dead)
+
+    async def list_alerts(
+        self, limit: int, after: str = "", status: str = "", receiver: str = ""
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` alerts by fingerprint (as Alertmanager's API sorts them), after the
+        fingerprint `after`; only those of `status` and routed to `receiver`, if given."""
+        where, args = _where(
+            ("fingerprint > {}", after),
+            ("status = {}", status),
+            ("receivers::jsonb ? {}", receiver),
+        )
+        async with self._conn() as db:
+            rows = await db.fetch(
+                f"SELECT * FROM alerts{where} ORDER BY fingerprint LIMIT ${len(args) + 1}",
+                *args,
+                limit,
+            )
+        return [alert_json(alert_from_row(tuple(r))) for r in rows]
+
+    async def list_incidents(
+        self,
+        limit: int,
+        before: tuple[str, str] | None = None,
+        status: str = "",
+        receiver: str = "",
+    ) -> list[dict[str, Any]]:
+        """Up to `limit` incidents, newest first (by opened_at, then id), after the one whose
+        (opened_at, id) is `before`; only those of `status` and `receiver`, if given."""
+        opened_at, incident_id = before or ("", "")
+        where, args = _where(
+            ("(opened_at < {0} OR (opened_at = {0} AND id < {1}))", opened_at, incident_id),
+            ("status = {}", status),
+            ("receiver = {}", receiver),
+        )
+        async with self._conn() as db, db.transaction(isolation="repeatable_read"):
+            incidents = await db.fetch(
+                f"SELECT * FROM incidents{where} ORDER BY opened_at DESC, id DESC"
+                f" LIMIT ${len(args) + 1}",
+                *args,
+                limit,
+            )
+            outbox = await db.fetch(
+                f"SELECT {NOTIFICATION_COLUMNS} FROM outbox WHERE incident_id=ANY($1::text[])"
+                " ORDER BY id",
+                [row[0] for row in incidents],
+            )
+        by_incident: dict[str, list[dict[str, Any]]] = {}
+        for o in outbox:
+            by_incident.setdefault(o[0], []).append(notification_json(tuple(o)))
+        return [
+            incident_json(incident_from_row(tuple(row)), by_incident.get(row[0], []))
+            for row in incidents
+        ]
+
+    async def prune(self, older_than: timedelta, now: datetime) -> int:
+        """Forget resolved alerts, closed incidents and finished deliveries past retention."""
+        cutoff = ts(now - older_than)
+        async with self._write() as db:
+            finished = [
+                r[0]
+                for r in await db.fetch(
+                    "SELECT id FROM incidents WHERE status='resolved' AND resolved_at<$1"
+                    " AND id NOT IN (SELECT incident_id FROM outbox"
+                    " WHERE state NOT IN ('sent','dead') OR created_at>=$1)",
+                    cutoff,
+                )
+            ]
+            views = await db.fetch(
+                "DELETE FROM outbox WHERE incident_id=ANY($1::text[]) RETURNING view_id", finished
+            )
+            await db.execute("DELETE FROM views WHERE id=ANY($1::bigint[])", [v[0] for v in views])
+            await db.execute("DELETE FROM messages WHERE incident_id=ANY($1::text[])", finished)
+            incidents = await db.execute("DELETE FROM incidents WHERE id=ANY($1::text[])", finished)
+            alerts = await db.execute(
+                "DELETE FROM alerts WHERE status='resolved' AND last_seen<$1", cutoff
+            )
+        return len(views) + _count(incidents) + _count(alerts)
+
+
+class _Rollback(Exception):
+    """Raised inside a transaction to roll it back."""
+
+
+async def _write_plan(db: asyncpg.Connection, plan: Plan, now: datetime) -> None:
+    """Write what `plan` changed (alerts, incidents, outbox rows queued at `now`) in the
+    caller's transaction (router/store/rows.py maps the rows, as for SQLite)."""
+    await db.executemany(UPSERT_ALERT, [alert_values(a) for a in plan.alerts.values()])
+    await db.executemany(UPSERT_INCIDENT, [incident_values(i) for i in plan.incidents.values()])
+    views = list({id(o.view): o.view for o in plan.outbox}.values())  # a shared view, once
+    if not views:
+        return
+    view_ids = await db.fetch(
+        "INSERT INTO views (view) SELECT v FROM unnest($1::text[]) WITH ORDINALITY AS t(v, n)"
+        " ORDER BY n RETURNING id",
+        [v.model_dump_json() for v in views],
+    )
+    by_view = {
+        id(v): int(r[0]) for v, r in zip(views, sorted(view_ids, key=lambda r: r[0]), strict=True)
+    }
+    marks = ", ".join(f"${n}" for n in range(1, OUTBOX_INSERT.count(",") + 2))
+    await db.executemany(
+        f"INSERT INTO outbox ({OUTBOX_INSERT}) VALUES ({marks})",
+        [outbox_values(o, by_view[id(o.view)], now) for o in plan.outbox],
+    )
+
+
+async def _move_watermark(db: asyncpg.Connection, watermark: int) -> None:
+    """Set the watermark and delete the inbox rows it passed (in the caller's transaction,
+    with the plans of those rows)."""
+    await db.execute("UPDATE planner SET watermark=$1", watermark)
+    await db.execute("DELETE FROM inbox WHERE id<=$1", watermark)
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as "DELETE 3"."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _where(*conditions: tuple[str, ...]) -> tuple[str, list[str]]:
+    """(" WHERE a AND b", arguments) of the (clause, its arguments...) whose first argument is
+    not empty; each clause's {} (or {0}, {1}) are its arguments, numbered $1, $2... in order."""
+    clauses: list[str] = []
+    args: list[str] = []
+    for clause, *values in conditions:
+        if not values[0]:
+            continue
+        marks = [f"${len(args) + n}" for n in range(1, len(values) + 1)]
+        clauses.append(clause.format(*marks))
+        args += values
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), args

@@ -1,0 +1,144 @@
+"""The store's PostgreSQL schema, version by version, and its upgrade under an advisory lock.
+
+The tables and columns are SQLite's (router/store/schema.py, version 8), in the same order, so
+that router/store/rows.py maps rows of both engines. Times are ISO 8601 text in UTC as in
+SQLite; the columns compared or sorted use the "C" collation, so that they order as SQLite
+orders them whatever the database's locale.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from router.errors import StoreError
+
+# pg_advisory_xact_lock key held while migrating: one replica upgrades, the others wait.
+MIGRATION_LOCK = 0x616C_6572_7401  # "alert" + 1
+# pg_try_advisory_lock key held for the life of a router: one router per database (for now).
+ROUTER_LOCK = 0x616C_6572_7402
+
+SCHEMA = [
+    # version 1: SQLite's version 8
+    """
+    CREATE TABLE alerts (
+        fingerprint TEXT COLLATE "C" PRIMARY KEY,
+        labels TEXT NOT NULL,
+        annotations TEXT NOT NULL,
+        status TEXT NOT NULL,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT,
+        generator_url TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT COLLATE "C" NOT NULL,
+        inhibited_by TEXT,
+        receivers TEXT NOT NULL
+    );
+    CREATE INDEX alerts_status ON alerts(status);
+    CREATE TABLE incidents (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        receiver TEXT NOT NULL,
+        am_receiver TEXT NOT NULL,
+        group_key TEXT NOT NULL,
+        status TEXT NOT NULL,
+        opened_at TEXT COLLATE "C" NOT NULL,
+        resolved_at TEXT COLLATE "C",
+        alerts TEXT NOT NULL,
+        notified TEXT,
+        last_notified_at TEXT,
+        group_labels TEXT NOT NULL,
+        common_labels TEXT NOT NULL,
+        common_annotations TEXT NOT NULL,
+        external_url TEXT NOT NULL,
+        truncated_alerts INTEGER NOT NULL,
+        acked_by TEXT,
+        acked_at TEXT,
+        ack_via TEXT NOT NULL DEFAULT '',
+        ack_comment TEXT NOT NULL DEFAULT '',
+        silence_id TEXT NOT NULL DEFAULT '',
+        escalated_at TEXT,
+        escalated_to TEXT NOT NULL DEFAULT ''
+    );
+    CREATE UNIQUE INDEX incidents_open ON incidents(receiver, am_receiver, group_key)
+        WHERE status = 'firing';
+    CREATE INDEX incidents_opened ON incidents(opened_at, id);
+    CREATE TABLE views (id BIGSERIAL PRIMARY KEY, view TEXT NOT NULL);
+    CREATE TABLE outbox (
+        id BIGSERIAL PRIMARY KEY,
+        incident_id TEXT COLLATE "C" NOT NULL REFERENCES incidents(id),
+        receiver TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        channel_index INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        view_id BIGINT NOT NULL REFERENCES views(id),
+        correlation_id TEXT NOT NULL,
+        created_at TEXT COLLATE "C" NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT COLLATE "C" NOT NULL,
+        last_error TEXT,
+        sent_at TEXT,
+        message_ref TEXT
+    );
+    CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+    CREATE INDEX outbox_incident ON outbox(incident_id);
+    CREATE TABLE messages (
+        incident_id TEXT COLLATE "C" NOT NULL REFERENCES incidents(id),
+        receiver TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        channel_index INTEGER NOT NULL,
+        ref TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (incident_id, receiver, channel, channel_index)
+    );
+    CREATE INDEX messages_ref ON messages(channel, ref);
+    CREATE TABLE inbox (
+        id BIGSERIAL PRIMARY KEY,
+        body BYTEA NOT NULL,
+        correlation_id TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX inbox_correlation ON inbox(correlation_id);
+    CREATE TABLE planner (watermark BIGINT NOT NULL);
+    INSERT INTO planner VALUES (0);
+    CREATE TABLE set_aside (
+        id BIGSERIAL PRIMARY KEY,
+        body BYTEA NOT NULL,
+        correlation_id TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        error TEXT NOT NULL
+    );
+    CREATE TABLE moved_chats (
+        channel TEXT NOT NULL,
+        old_id TEXT NOT NULL,
+        new_id TEXT NOT NULL,
+        moved_at TEXT NOT NULL,
+        PRIMARY KEY (channel, old_id)
+    );
+    """,
+]
+SCHEMA_VERSION = len(SCHEMA)
+
+
+async def migrate(conn: asyncpg.Connection, where: str) -> None:
+    """Bring the database to SCHEMA_VERSION in one transaction under MIGRATION_LOCK.
+
+    Replicas starting together wait for the lock: the first upgrades, the others find the
+    version done. The version is the one row of `schema_version`. Raises StoreError (naming
+    `where`, the URL without its password) if the database is of a newer version than this
+    alert-router knows: an older replica must not write a schema it does not know.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        version = await conn.fetchval("SELECT version FROM schema_version")
+        if version is None:
+            version = 0
+            await conn.execute("INSERT INTO schema_version VALUES (0)")
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{where}: schema version {version} is newer than this alert-router knows "
+                f"({SCHEMA_VERSION}); upgrade alert-router or use another database"
+            )
+        for script in SCHEMA[version:]:
+            await conn.execute(script)
+        await conn.execute("UPDATE schema_version SET version=$1", SCHEMA_VERSION)

@@ -1,0 +1,69 @@
+"""The PostgreSQL store's own cases: one migration under a lock when replicas start together,
+a lost lock refuses payloads, errors name the database and never its password."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from router.errors import StoreError
+from router.store.postgres import PostgresStore
+from router.store.postgres_schema import SCHEMA_VERSION, migrate
+
+from ..helpers import fixture_body
+from ..postgres import PostgresServer
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+async def test_replicas_starting_together_migrate_once(postgres_url: str) -> None:
+    conns = [await asyncpg.connect(postgres_url) for _ in range(3)]
+    try:
+        await asyncio.gather(*(migrate(c, "db") for c in conns))
+        assert await conns[0].fetchval("SELECT array_agg(version) FROM schema_version") == [
+            SCHEMA_VERSION
+        ]
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def test_a_lost_lock_refuses_payloads(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        await store.accept(fixture_body("firing-group-3-alerts"), T0, "before")
+        admin = await asyncpg.connect(postgres_url)
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype='advisory'"
+                " AND granted"
+            )
+        finally:
+            await admin.close()
+        lost = f"{postgres_url}: the connection holding alert-router's lock on it was lost"
+        for _ in range(100):  # the connection notices the server closed it (bounded wait)
+            if store.problem() is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert store.problem() == lost and store.files_lost() == [lost]
+        with pytest.raises(StoreError, match=lost):
+            await store.accept(fixture_body("firing-group-3-alerts"), T0, "after")
+    finally:
+        await store.aclose()
+
+
+async def test_errors_name_the_database_without_its_password(
+    postgres_server: PostgresServer,
+) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{postgres_server.port}/no_such_database"
+    store = PostgresStore(url, password="pg-s3cret-pw")
+    with pytest.raises(StoreError) as refused:
+        await store.open()
+    assert str(refused.value).startswith(f"{url}: ")
+    assert "no_such_database" in str(refused.value) and "pg-s3cret-pw" not in str(refused.value)
+    assert "pg-s3cret-pw" not in repr(store)
+    await store.aclose()
