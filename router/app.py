@@ -31,8 +31,8 @@ from router.store.engines import store_for
 
 log = logging.getLogger("router.app")
 
-SWEEP_INTERVAL_S = 10.0
-PRUNE_INTERVAL_S = 3600.0
+SWEEP_INTERVAL = timedelta(seconds=10)  # inhibition released, escalation due
+PRUNE_INTERVAL = timedelta(hours=1)  # storage.retention applied
 
 
 def utc_now() -> datetime:
@@ -246,7 +246,7 @@ async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
-    await rt.outbox.drain(rt.config.server.shutdown_grace.total_seconds())
+    await rt.outbox.drain(rt.config.server.shutdown_grace)
 
 
 RESTART_ONLY = (
@@ -331,15 +331,15 @@ async def handle_reload(request: web.Request) -> web.Response:
 
 
 async def _sweep_forever(rt: Runtime) -> None:
-    since_prune = PRUNE_INTERVAL_S
+    since_prune = PRUNE_INTERVAL
     while True:
-        await asyncio.sleep(SWEEP_INTERVAL_S)
+        await asyncio.sleep(SWEEP_INTERVAL.total_seconds())
         try:
             plan = await rt.planner.sweep(rt.clock(), uuid.uuid4().hex[:16])
             rt.metrics.observe_plan(plan)
-            since_prune += SWEEP_INTERVAL_S
-            if since_prune >= PRUNE_INTERVAL_S:
-                since_prune = 0
+            since_prune += SWEEP_INTERVAL
+            if since_prune >= PRUNE_INTERVAL:
+                since_prune = timedelta(0)
                 await rt.store.prune(rt.config.storage.retention, rt.clock())
         except Exception:  # the sweeper must outlive any one failure; the next tick retries
             log.exception("sweep_failed")

@@ -203,8 +203,10 @@ class Outbox:
         except StoreError as exc:  # kept in memory: followed until the next start anyway
             event(log, logging.ERROR, "outbox_store_error", error=str(exc))
 
-    async def drain(self, grace_s: float) -> None:
-        """Stop taking work; let deliveries in flight finish for up to grace_s; keep the rest queued."""
+    async def drain(self, grace: timedelta) -> None:
+        """Stop taking work; let deliveries in flight finish for up to `grace`; keep the rest
+        queued in the store."""
+        grace_s = grace.total_seconds()
         self._stopping = True
         if self.task is not None:
             self.task.cancel()
