@@ -126,7 +126,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def router_process(fakes: Fakes, tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
-    """alert-router serving on a free loopback port (its intake process too), delivering to the
+    """alert-router serving on a free loopback port, delivering to the
     fakes: receiver `main` reaches Telegram; `broken` has a chat Telegram does not know (dead
     letters) and a Slack that refuses connections (retries)."""
     port = free_port()

@@ -226,7 +226,7 @@ def test_kustomize_output_runs_as_documented(kit: dict[tuple[str, str], dict[str
     env_secret = container["envFrom"][0]["secretRef"]["name"]
     assert kit["Secret", env_secret]["stringData"] == CHANNEL_SECRETS
 
-    # The private socket folder (tempfile's default, /tmp) is an emptyDir, not the state volume.
+    # Temporary files (tempfile's default, /tmp) go to an emptyDir, not the state volume.
     assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
     assert "persistentVolumeClaim" in volumes[mounts["/var/lib/alert-router"]["name"]]
 

@@ -1,7 +1,6 @@
-"""5,000 mixed requests against the real `alert-router serve` (its supervisor, intake and router
-processes): every endpoint, compressed and chunked bodies, gzip bombs, odd and non-UTF-8
-headers, malformed requests. Every answer is one its endpoint may give (never a 500), the
-processes' memory stays bounded, nothing is logged as a traceback, and refusals name the peer."""
+"""5,000 mixed requests against the real `alert-router serve` process: every endpoint,
+compressed and chunked bodies, gzip bombs, odd and non-UTF-8 headers, malformed requests.
+Every answer is one its endpoint may give (never a 500), the process's memory stays bounded, nothing is logged as a traceback, and refusals name the peer."""
 
 from __future__ import annotations
 
@@ -33,7 +32,7 @@ SIGNING = "fuzz-signing-secret"
 MAX_BODY = 256 * 1024
 REQUESTS = 5_000
 CONCURRENCY = 24
-# Above the idle processes: 24 requests in flight, each bounded by its path's limit (1 MiB at
+# Above the idle process: 24 requests in flight, each bounded by its path's limit (1 MiB at
 # most), and the router's state. Before bodies were bounded, one 200 MiB gzip bomb took 2 GiB.
 RSS_GROWTH_MIB = 400
 
