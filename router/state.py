@@ -9,7 +9,6 @@ seen by one of our receivers.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -164,10 +163,6 @@ class State:
             receivers.discard(incident.receiver)
             if not receivers:
                 del self.by_group[group]
-
-    def incidents_with(self, fingerprint: str) -> Iterable[IncidentState]:
-        """The open incidents that hold the alert `fingerprint` (one per receiver at most)."""
-        return [i for i in self.incidents.values() if fingerprint in i.alerts]
 
     def open_incident(self, incident_id: str) -> IncidentState | None:
         """The open incident with this id, or None."""
