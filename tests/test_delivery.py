@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from ..harness import AUTH, TELEGRAM_ONLY, Fakes, firing_payload, post, settled
-from ..helpers import fixture_body
+from .harness import AUTH, TELEGRAM_ONLY, Fakes, firing_payload, post, settled
+from .helpers import fixture_body
 
 # ------------------------------------------------------------------ content and edits
 
