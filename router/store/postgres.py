@@ -30,9 +30,8 @@ from router.store.rows import (
     alert_json,
     alert_values,
     incident_from_row,
-    incident_json,
     incident_values,
-    notification_json,
+    incidents_json,
     outbox_values,
 )
 
@@ -528,13 +527,7 @@ class PostgresStore:
                 " ORDER BY id",
                 [row[0] for row in incidents],
             )
-        by_incident: dict[str, list[dict[str, Any]]] = {}
-        for o in outbox:
-            by_incident.setdefault(o[0], []).append(notification_json(tuple(o)))
-        return [
-            incident_json(incident_from_row(tuple(row)), by_incident.get(row[0], []))
-            for row in incidents
-        ]
+        return incidents_json(incidents, outbox)
 
     async def prune(self, older_than: timedelta, now: datetime) -> int:
         """Forget resolved alerts, closed incidents and finished deliveries past retention."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -80,6 +81,20 @@ def incident_from_row(r: tuple[Any, ...]) -> IncidentState:
         escalated_at=_dt(r[20]),
         escalated_to=r[21],
     )
+
+
+def incidents_json(
+    incidents: Sequence[Sequence[Any]], notifications: Iterable[Sequence[Any]]
+) -> list[dict[str, Any]]:
+    """`incidents` rows (SELECT *) as GET /api/v1/incidents shows them, in their order, each
+    with its rows of `notifications` (NOTIFICATION_COLUMNS, incident id first) in theirs."""
+    by_incident: dict[str, list[dict[str, Any]]] = {}
+    for o in notifications:
+        by_incident.setdefault(o[0], []).append(notification_json(tuple(o)))
+    return [
+        incident_json(incident_from_row(tuple(row)), by_incident.get(row[0], []))
+        for row in incidents
+    ]
 
 
 ALERT_COLUMNS = [

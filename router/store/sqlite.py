@@ -23,8 +23,7 @@ from router.store.rows import (
     alert_from_row,
     alert_json,
     incident_from_row,
-    incident_json,
-    notification_json,
+    incidents_json,
     write_plan,
 )
 from router.store.schema import migrate
@@ -515,12 +514,7 @@ class SqliteStore:
             " (SELECT value FROM json_each(?)) ORDER BY id",
             (orjson.dumps(ids).decode(),),
         )
-        by_incident: dict[str, list[dict[str, Any]]] = {}
-        for o in outbox:
-            by_incident.setdefault(o[0], []).append(notification_json(tuple(o)))
-        return [
-            incident_json(incident_from_row(row), by_incident.get(row[0], [])) for row in incidents
-        ]
+        return incidents_json(incidents, outbox)
 
     def _query(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return self._conn().execute(sql, args).fetchall()
