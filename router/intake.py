@@ -1,7 +1,7 @@
 """POST /webhook: auth, limits, parse once, commit to the inbox; 200 only once it is durable.
 
-Planning (route, inhibit, dedup, outbox) follows from the inbox (router/store.py), with the
-payload as parsed here.
+Planning (route, inhibit, dedup, outbox) follows from the inbox table in router/planner.py,
+with the payload as parsed here.
 """
 
 from __future__ import annotations
@@ -35,15 +35,20 @@ _ids = random.Random()
 
 @dataclass
 class Intake:
-    """What POST /webhook needs."""
+    """What POST /webhook needs, given explicitly by the app (router/app.py).
 
-    config: Callable[[], RouterConfig]  # the current one (a reload swaps it)
-    # (body, received at, correlation id, parsed payload): durable once awaited
+    `config()` is the config running now; `accept(body, received_at, correlation_id, payload)`
+    returns once the payload is durable in the inbox, or raises StoreError (answered 503);
+    `backlog()` counts payloads accepted and not planned yet; `clock()` is aware UTC;
+    `on_accepted(correlation_id, alerts)` is told of each payload answered 200.
+    """
+
+    config: Callable[[], RouterConfig]
     accept: Callable[[bytes, datetime, str, WebhookPayload], Awaitable[None]]
-    backlog: Callable[[], int]  # accepted and not planned yet
+    backlog: Callable[[], int]
     metrics: IntakeMetrics
     clock: Callable[[], datetime]
-    on_accepted: Callable[[str, int], None] | None = None  # (correlation id, alerts)
+    on_accepted: Callable[[str, int], None] | None = None
 
 
 INTAKE = web.AppKey("intake", Intake)
