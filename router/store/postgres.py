@@ -551,6 +551,7 @@ class PostgresStore:
             alerts = await db.execute(
                 "DELETE FROM alerts WHERE status='resolved' AND last_seen<$1", cutoff
             )
+        self._ids.difference_update(finished)  # their ids may be handed out again
         return len(views) + _count(incidents) + _count(alerts)
 
 

@@ -521,9 +521,11 @@ class SqliteStore:
 
     async def prune(self, older_than: timedelta, now: datetime) -> int:
         """Forget resolved alerts, closed incidents and finished deliveries past retention."""
-        return await self._run(self._prune_sync, ts(now - older_than))
+        n, incidents = await self._run(self._prune_sync, ts(now - older_than))
+        self._ids.difference_update(incidents)  # their ids may be handed out again
+        return n
 
-    def _prune_sync(self, cutoff: str) -> int:
+    def _prune_sync(self, cutoff: str) -> tuple[int, list[str]]:
         db = self._conn()
         finished = (
             "SELECT id FROM incidents WHERE status='resolved' AND resolved_at<? AND id NOT IN"
@@ -537,13 +539,17 @@ class SqliteStore:
             n = len(views)
             db.executemany("DELETE FROM views WHERE id=?", views)
             db.execute(f"DELETE FROM messages WHERE incident_id IN ({finished})", (cutoff, cutoff))
-            n += db.execute(
-                f"DELETE FROM incidents WHERE id IN ({finished})", (cutoff, cutoff)
-            ).rowcount
+            incidents = [
+                row[0]
+                for row in db.execute(
+                    f"DELETE FROM incidents WHERE id IN ({finished}) RETURNING id", (cutoff, cutoff)
+                ).fetchall()
+            ]
+            n += len(incidents)
             n += db.execute(
                 "DELETE FROM alerts WHERE status='resolved' AND last_seen<?", (cutoff,)
             ).rowcount
-        return n
+        return n, incidents
 
 
 def _move_watermark(db: sqlite3.Connection, watermark: int) -> None:

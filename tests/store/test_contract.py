@@ -44,6 +44,9 @@ async def test_prune_forgets_only_old_finished_things(engine: Engine) -> None:
         assert len(incidents[0]["notifications"]) == 1  # the open incident's
         refs = [await core.store.incident_for_message("slack", ref) for _, ref, _ in sent]
         assert sorted(r for r in refs if r is not None) == [incidents[0]["id"]]
+        # The ids kept to hand out unused ones forget the pruned incident: memory stays bounded
+        # by retention, not by every incident this process ever opened.
+        assert core.store._ids == {incidents[0]["id"]}  # type: ignore[attr-defined]
     finally:
         await core.aclose()
 
