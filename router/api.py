@@ -174,9 +174,12 @@ async def handle_readyz(request: web.Request) -> web.Response:
         await asyncio.wait_for(r.store.check_writable(), 2.0)
     except (StoreError, TimeoutError) as exc:
         problems.append(f"store not writable: {exc or 'locked for more than 2s'}")
-    problems += r.store.files_lost()
+    # Each cause once: a lost file or lock also makes the write check and intake fail.
+    for lost in r.store.files_lost():
+        if not any(lost in said for said in problems):
+            problems.append(lost)
     cannot_accept = r.store.problem()
-    if cannot_accept is not None and cannot_accept not in problems:
+    if cannot_accept is not None and not any(cannot_accept in said for said in problems):
         problems.append(f"cannot accept webhooks: {cannot_accept}")
     if problems:
         return web.json_response({"status": "not ready", "reasons": problems}, status=503)

@@ -139,3 +139,15 @@ class PostgresServer:
                 self.proc.kill()
                 self.proc.wait()
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+async def end_the_routers_lock(url: str) -> None:
+    """Terminate the connections holding an advisory lock on the database at `url` (the one
+    a router holds for its lifetime), as a network cut or an administrator would."""
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype='advisory' AND granted"
+        )
+    finally:
+        await admin.close()

@@ -160,7 +160,10 @@ class PostgresStore:
         """Why this router may no longer write the database: the connection that holds
         ROUTER_LOCK closed (another router could now take the database); empty while held."""
         if self._lock is not None and self._lock.is_closed():
-            return [f"{self.path}: the connection holding alert-router's lock on it was lost"]
+            return [
+                f"{self.path}: the connection holding alert-router's lock on it was lost;"
+                " restart alert-router to take it again"
+            ]
         return []
 
     def problem(self) -> str | None:

@@ -1,5 +1,6 @@
-"""`serve` on PostgreSQL as a real process: a webhook is accepted, planned and delivered, and a
-second router on the same database is refused (one replica at a time in this version)."""
+"""`serve` on PostgreSQL as a real process: a webhook is accepted, planned and delivered, a
+second router on the same database is refused (one replica at a time in this version), and a
+lost lock is one /readyz reason saying what to do."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from ..harness import Fakes, firing_payload
 from ..helpers import free_port, wait_http
+from ..postgres import end_the_routers_lock
 from .test_process import HEADERS, TOKEN, start, stop
 
 pytestmark = pytest.mark.slow
@@ -32,15 +34,22 @@ route: {{receiver: main}}
 """)
 
 
+async def serve(fakes: Fakes, tmp_path: Path, url: str) -> tuple[int, subprocess.Popen[bytes]]:
+    """Start `serve` on the database at `url` (config in tmp_path) and wait until it is ready:
+    (its port, its process)."""
+    port = free_port()
+    config = tmp_path / "routes.yaml"
+    write_config(config, port, fakes, url)
+    proc = start(config)
+    await wait_http(f"http://127.0.0.1:{port}/readyz", proc, log=tmp_path / "router.log")
+    return port, proc
+
+
 async def test_serve_on_postgresql_delivers_and_refuses_a_second_router(
     fakes: Fakes, tmp_path: Path, postgres_url: str
 ) -> None:
-    port = free_port()
-    config = tmp_path / "routes.yaml"
-    write_config(config, port, fakes, postgres_url)
-    proc = start(config)
+    port, proc = await serve(fakes, tmp_path, postgres_url)
     try:
-        await wait_http(f"http://127.0.0.1:{port}/readyz", proc, log=tmp_path / "router.log")
         async with aiohttp.ClientSession() as session:
             body = firing_payload(2, "pg-e2e")
             url = f"http://127.0.0.1:{port}/webhook"
@@ -79,3 +88,31 @@ async def test_serve_on_postgresql_delivers_and_refuses_a_second_router(
         assert postgres_url in failed["error"]
     finally:
         assert stop(proc) == 0
+
+
+async def test_a_lost_lock_makes_readyz_say_so_once_with_what_to_do(
+    fakes: Fakes, tmp_path: Path, postgres_url: str
+) -> None:
+    port, proc = await serve(fakes, tmp_path, postgres_url)
+    try:
+        readyz = f"http://127.0.0.1:{port}/readyz"
+        await end_the_routers_lock(postgres_url)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        async with aiohttp.ClientSession() as session:
+            while True:  # the router notices the server closed its connection (bounded wait)
+                async with session.get(readyz) as resp:
+                    status, body = resp.status, await resp.json()
+                reasons = body.get("reasons", [])
+                lost = [reason for reason in reasons if "lock on it was lost" in reason]
+                if lost or loop.time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            assert status == 503 and len(lost) == 1, body
+            async with session.get(readyz) as resp:  # and so it stays
+                status, body = resp.status, await resp.json()
+        lost = [reason for reason in body["reasons"] if "lock on it was lost" in reason]
+        assert status == 503 and len(lost) == 1, body
+        assert "restart alert-router" in lost[0]
+    finally:
+        stop(proc)

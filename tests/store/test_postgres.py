@@ -14,7 +14,7 @@ from router.store.postgres import PostgresStore
 from router.store.postgres_schema import SCHEMA_VERSION, migrate
 
 from ..helpers import fixture_body
-from ..postgres import PostgresServer
+from ..postgres import PostgresServer, end_the_routers_lock
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -36,15 +36,11 @@ async def test_a_lost_lock_refuses_payloads(postgres_url: str) -> None:
     await store.open()
     try:
         await store.accept(fixture_body("firing-group-3-alerts"), T0, "before")
-        admin = await asyncpg.connect(postgres_url)
-        try:
-            await admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype='advisory'"
-                " AND granted"
-            )
-        finally:
-            await admin.close()
-        lost = f"{postgres_url}: the connection holding alert-router's lock on it was lost"
+        await end_the_routers_lock(postgres_url)
+        lost = (
+            f"{postgres_url}: the connection holding alert-router's lock on it was lost;"
+            " restart alert-router to take it again"
+        )
         for _ in range(100):  # the connection notices the server closed it (bounded wait)
             if store.problem() is not None:
                 break
