@@ -37,7 +37,8 @@ def format_path(loc: tuple[Any, ...]) -> str:
 
 
 def config_notes(cfg: RouterConfig) -> list[str]:
-    """What check-config should mention: keys accepted for compatibility but not used."""
+    """What check-config should mention: keys accepted for compatibility but not used, open
+    ack lists, and storage.synchronous set beside storage.url (SQLite's; PostgreSQL ignores it)."""
     notes: list[str] = []
 
     def walk(route: RouteConfig, path: str) -> None:
@@ -58,6 +59,11 @@ def config_notes(cfg: RouterConfig) -> list[str]:
                 f"chatops.{platform}.allowed_users: empty, so anyone in allowed_{places} may ack"
                 " (list user ids to narrow it)"
             )
+    if cfg.storage.url is not None and "synchronous" in cfg.storage.model_fields_set:
+        notes.append(
+            "storage.synchronous: ignored with storage.url"
+            " (PostgreSQL's synchronous_commit applies)"
+        )
     return notes
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from router.config import parse_config
+from router.config import config_notes, parse_config
 from router.errors import ConfigError
 from router.store.engines import store_for, where
 from router.store.postgres import PostgresStore
@@ -112,3 +112,13 @@ def test_storage_problems(section: str, expected: str) -> None:
         parse_config(storage(section), file="f.yaml")
     assert str(refused.value) == expected
     assert "inline-pw" not in str(refused.value)
+
+
+def test_check_config_notes_synchronous_is_ignored_on_postgresql() -> None:
+    """The shipped routes.yaml sets synchronous; a user who swaps path for url is told that
+    it no longer applies (PostgreSQL's own synchronous_commit does), and SQLite is not."""
+    url = "  url: postgresql://router@db:5432/alerts\n"
+    note = "storage.synchronous: ignored with storage.url (PostgreSQL's synchronous_commit applies)"
+    assert note in config_notes(parse_config(storage(url + "  synchronous: full\n")))
+    assert note not in config_notes(parse_config(storage(url)))
+    assert note not in config_notes(parse_config(storage("  synchronous: full\n")))
