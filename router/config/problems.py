@@ -10,11 +10,13 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
+from router.channels import template_parts
 from router.config.model import RouteConfig, RouterConfig
 from router.config.types import WithSecrets
 
@@ -36,9 +38,38 @@ def format_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _misspelled_templates(folder: Path) -> list[str]:
+    """Notes for templates.directory's folders and files that replace nothing and are close to
+    a channel folder or part name (a typo: the shipped template is used instead). Folders and
+    files close to no name (macros to include) are left alone."""
+    if not folder.is_dir():
+        return []  # a problem of its own (Renderer.problems)
+    notes = []
+    parts = template_parts()
+    kinds = sorted({key.split("/")[0] for key in parts})
+    for sub in sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in kinds):
+        close = difflib.get_close_matches(sub, kinds, n=1)
+        if close:
+            notes.append(
+                f"templates.directory: {sub}/ is no channel's folder (did you mean {close[0]}/?):"
+                " its templates replace no shipped one"
+            )
+    for key, names in sorted(parts.items()):
+        for file in sorted((folder / key).glob("*.j2")):
+            part = file.name.split(".", 1)[0]
+            close = difflib.get_close_matches(part, sorted(names), n=1)
+            if part not in names and close:
+                notes.append(
+                    f"templates.directory: {key}/{file.name} replaces no shipped template"
+                    f" (did you mean {key}/{close[0]}…?)"
+                )
+    return sorted(notes)
+
+
 def config_notes(cfg: RouterConfig) -> list[str]:
     """What check-config should mention: keys accepted for compatibility but not used, open
-    ack lists, and storage.synchronous set beside storage.url (SQLite's; PostgreSQL ignores it)."""
+    ack lists, template files whose folder or name looks misspelled, and storage.synchronous
+    set beside storage.url (SQLite's; PostgreSQL ignores it)."""
     notes: list[str] = []
 
     def walk(route: RouteConfig, path: str) -> None:
@@ -59,6 +90,8 @@ def config_notes(cfg: RouterConfig) -> list[str]:
                 f"chatops.{platform}.allowed_users: empty, so anyone in allowed_{places} may ack"
                 " (list user ids to narrow it)"
             )
+    if cfg.templates.directory is not None:
+        notes += _misspelled_templates(cfg.resolve_path(cfg.templates.directory))
     if cfg.storage.url is not None and "synchronous" in cfg.storage.model_fields_set:
         notes.append(
             "storage.synchronous: ignored with storage.url"

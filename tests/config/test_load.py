@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from router.config import load_config, parse_config
+from router.config import config_notes, load_config, parse_config
 
 from ..helpers import DATA, ROOT
 
@@ -53,3 +53,30 @@ def test_empty_section_means_defaults(tmp_path: Path) -> None:
     )
     assert cfg.server.listen == "0.0.0.0:9095"
     assert cfg.inhibit_rules == []
+
+
+def test_check_config_notes_template_files_that_look_misspelled(tmp_path: Path) -> None:
+    """A template under a misspelled channel folder or part name replaces nothing, silently:
+    check-config says which one and what it was probably meant to be. A folder or file not
+    close to any name (shared macros to include) is not mentioned."""
+    for name in (
+        "telegrm/message.html.j2",
+        "slack/mesage.mrkdwn.j2",
+        "email/digest/subjct.txt.j2",
+        "common/macros.html.j2",
+        "slack/macros.mrkdwn.j2",
+    ):
+        (tmp_path / "t" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "t" / name).write_text("{{ incident.id }}\n")
+    (tmp_path / "routes.yaml").write_text(
+        "templates: {directory: t}\nreceivers: [{name: d}]\nroute: {receiver: d}\n"
+    )
+    notes = config_notes(load_config(tmp_path / "routes.yaml"))
+    assert [n for n in notes if n.startswith("templates.directory")] == [
+        "templates.directory: email/digest/subjct.txt.j2 replaces no shipped template"
+        " (did you mean email/digest/subject…?)",
+        "templates.directory: slack/mesage.mrkdwn.j2 replaces no shipped template"
+        " (did you mean slack/message…?)",
+        "templates.directory: telegrm/ is no channel's folder (did you mean telegram/?):"
+        " its templates replace no shipped one",
+    ]
