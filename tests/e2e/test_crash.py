@@ -82,6 +82,36 @@ def start(config: Path, *, dry_run: bool = True) -> subprocess.Popen[bytes]:
         )
 
 
+async def serve(
+    template: str, folder: Path, *, dry_run: bool = True, **fields: object
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Write `template` (its `port` field filled with a free port, the others from `fields`) to
+    routes.yaml, start the router on it and wait for /healthz; (process, port).
+
+    A port found free can be taken by another process's connection before the router binds
+    it (the machine runs other suites): the router then exits with "cannot listen", and it is
+    started again on another port. Any other exit fails with the end of the router's log."""
+    log = folder / "router.log"
+    for _ in range(5):
+        port = free_port()
+        config = folder / "routes.yaml"
+        config.write_text(template.format(port=port, **fields))
+        logged = log.stat().st_size if log.exists() else 0
+        proc = start(config, dry_run=dry_run)
+        try:
+            await wait_http(f"http://127.0.0.1:{port}/healthz", proc, log=log)
+            return proc, port
+        except AssertionError:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            with open(log, "rb") as f:
+                f.seek(logged)
+                if b"cannot listen on" not in f.read():
+                    raise
+    raise AssertionError(f"no free port found for the router in 5 tries; see {log}")
+
+
 def stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
@@ -118,15 +148,10 @@ async def send_all(url: str, numbers: list[int]) -> dict[int, dict[str, Any]]:
 
 
 async def test_sigkill_under_load_loses_nothing(tmp_path: Path) -> None:
-    port = free_port()
     db = tmp_path / "state.db"
-    config = tmp_path / "routes.yaml"
-    config.write_text(CONFIG.format(port=port, db=db))
+    proc, port = await serve(CONFIG, tmp_path, db=db)
     url = f"http://127.0.0.1:{port}/webhook"
-
-    proc = start(config)
     try:
-        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         # SIGKILL once KILL_AFTER were accepted and planning has begun.
         accepted, posted = await post_until_gone(
             url,
@@ -164,9 +189,9 @@ async def test_sigkill_under_load_loses_nothing(tmp_path: Path) -> None:
 
     # Restart; Alertmanager retries everything it did not get a 200 for, and (to be hard on us)
     # everything it did. Nothing is queued twice; everything is delivered.
-    proc = start(config)
+    proc, port = await serve(CONFIG, tmp_path, db=db)
+    url = f"http://127.0.0.1:{port}/webhook"
     try:
-        await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         again = await send_all(url, list(range(posted)))
         assert len(again) == posted
         async with aiohttp.ClientSession() as session:
@@ -219,20 +244,18 @@ async def test_sigkill_while_delivering_sends_at_most_one_again_per_destination(
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     sink_port = runner.addresses[0][1]
-    port = free_port()
     db = tmp_path / "state.db"
-    config = tmp_path / "routes.yaml"
     destinations = "\n".join(
         f'      - {{routing_key: "key-{d}", url: "http://127.0.0.1:{sink_port}/v2/enqueue"}}'
         for d in range(DESTINATIONS)
     )
-    config.write_text(PD_CONFIG.format(port=port, db=db, destinations=destinations))
-    url = f"http://127.0.0.1:{port}/webhook"
     count = 300
     try:
-        proc = start(config, dry_run=False)
+        proc, port = await serve(
+            PD_CONFIG, tmp_path, dry_run=False, db=db, destinations=destinations
+        )
+        url = f"http://127.0.0.1:{port}/webhook"
         try:
-            await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
             accepted = await send_all(url, list(range(count)))
             assert len(accepted) == count
             # Kill once a good part, not all, of the notifications went out.
@@ -247,9 +270,10 @@ async def test_sigkill_while_delivering_sends_at_most_one_again_per_destination(
                 proc.kill()
         assert len(sink.events) < count * DESTINATIONS, "the kill should land mid-delivery"
 
-        proc = start(config, dry_run=False)
+        proc, port = await serve(
+            PD_CONFIG, tmp_path, dry_run=False, db=db, destinations=destinations
+        )
         try:
-            await wait_http(f"http://127.0.0.1:{port}/healthz", proc)
             for _ in range(600):  # 60 s at most
                 seen = {(e["routing_key"], e["dedup_key"]) for e in sink.events}
                 if len(seen) >= count * DESTINATIONS:
