@@ -113,8 +113,8 @@ class Planner:
             self._grew.clear()
             try:
                 await self.plan_waiting()
-            except StoreError as exc:  # the payloads wait in the inbox; try again later
-                self._plan_failed(None, str(exc))
+            except Exception as exc:  # the store failed, or a bug: the payloads wait; retry
+                self._plan_failed(None, str(exc) if isinstance(exc, StoreError) else repr(exc))
                 await asyncio.sleep(PLAN_RETRY.total_seconds())
                 self._grew.set()
 
@@ -132,7 +132,7 @@ class Planner:
             async with self._lock:
                 try:
                     done += await self._plan_slice(rows)
-                except StoreError:
+                except Exception:  # StoreError, or a bug: the state may hold half a change
                     with contextlib.suppress(StoreError):
                         await self._reload()
                     raise
@@ -140,7 +140,8 @@ class Planner:
 
     async def _plan_slice(self, rows: list[InboxRow]) -> list[tuple[str, Plan]]:
         """Plan `rows` for at most PLAN_SLICE and commit the plans with the watermark (one
-        transaction); a payload that cannot be planned is set aside and ends the slice."""
+        transaction); a payload that cannot be planned, or whose plan the store cannot write
+        (an error other than StoreError), is set aside and ends the slice."""
         planned: list[tuple[InboxRow, Plan]] = []
         failed: tuple[InboxRow, str] | None = None
         until = time.monotonic() + PLAN_SLICE.total_seconds()
@@ -157,19 +158,35 @@ class Planner:
             if time.monotonic() > until:
                 break
         if planned:
-            await self.store.commit_plans(
-                [(plan, row.received_at) for row, plan in planned], planned[-1][0].id
-            )
+            try:
+                await self.store.commit_plans(
+                    [(plan, row.received_at) for row, plan in planned], planned[-1][0].id
+                )
+            except StoreError:
+                raise
+            except Exception as exc:  # a plan the store cannot write (e.g. a time past 9999)
+                if len(planned) == 1:
+                    await self._set_aside(planned[0][0], f"cannot be stored: {exc}")
+                    return []
+                await self._reload()  # and find which payload's: one per transaction
+                done: list[tuple[str, Plan]] = []
+                for row, _ in planned:
+                    done += await self._plan_slice([row])
+                return done
             self.watermark = planned[-1][0].id
         for row, plan in planned:
             self._planned(row.correlation_id, plan)
         if failed is not None:
-            await self._reload()  # the state holds half of the failed payload's change
-            row, error = failed
-            await self.store.set_aside(row, error)
-            self.watermark = row.id
-            self._plan_failed(row, error)
+            await self._set_aside(*failed)
         return [(row.correlation_id, plan) for row, plan in planned]
+
+    async def _set_aside(self, row: InboxRow, error: str) -> None:
+        """Keep a payload that cannot be planned aside, past the watermark, on the state as
+        committed (the live one holds half of its change)."""
+        await self._reload()
+        await self.store.set_aside(row, error)
+        self.watermark = row.id
+        self._plan_failed(row, error)
 
     def _planned(self, correlation_id: str, plan: Plan) -> None:
         """A payload's plan is committed: count, log, wake delivery."""
