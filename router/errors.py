@@ -6,6 +6,7 @@ RouterError
 ├── PayloadError         a webhook request is refused: HTTP status (4xx) and reason
 │   └── BodyRefused      its body is not read: 408 too slow, 413 too large, 415, 400
 ├── StoreError           the state store cannot commit (HTTP 503, Alertmanager retries)
+│   └── StoreRefused     it refuses what a plan holds (the payload is set aside)
 ├── RenderError          a template failed on one incident (the delivery is dead-lettered)
 └── AlertmanagerError    Alertmanager's API v2 refused a request or could not be reached
 
@@ -79,6 +80,11 @@ class BodyRefused(PayloadError):
 
 class StoreError(RouterError):
     """The state store could not commit; the caller answers 503 so the sender retries."""
+
+
+class StoreRefused(StoreError):
+    """The store refuses the data of a plan, not for a passing reason: retrying the same plan
+    fails again (PostgreSQL: a NUL character in a text column, a value too long to index)."""
 
 
 class RenderError(RouterError):

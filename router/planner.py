@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from router.errors import StoreError
+from router.errors import StoreError, StoreRefused
 from router.logs import event
 from router.metrics import Metrics
 from router.models import WebhookPayload
@@ -141,7 +141,7 @@ class Planner:
     async def _plan_slice(self, rows: list[InboxRow]) -> list[tuple[str, Plan]]:
         """Plan `rows` for at most PLAN_SLICE and commit the plans with the watermark (one
         transaction); a payload that cannot be planned, or whose plan the store cannot write
-        (an error other than StoreError), is set aside and ends the slice."""
+        (an error other than StoreError, or StoreRefused), is set aside and ends the slice."""
         planned: list[tuple[InboxRow, Plan]] = []
         failed: tuple[InboxRow, str] | None = None
         until = time.monotonic() + PLAN_SLICE.total_seconds()
@@ -162,9 +162,9 @@ class Planner:
                 await self.store.commit_plans(
                     [(plan, row.received_at) for row, plan in planned], planned[-1][0].id
                 )
-            except StoreError:
-                raise
-            except Exception as exc:  # a plan the store cannot write (e.g. a time past 9999)
+            except Exception as exc:  # a plan the store cannot write (a time past 9999, a NUL)
+                if isinstance(exc, StoreError) and not isinstance(exc, StoreRefused):
+                    raise  # the store failed: the slice waits in the inbox
                 if len(planned) == 1:
                     await self._set_aside(planned[0][0], f"cannot be stored: {exc}")
                     return []

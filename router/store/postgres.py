@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from router.errors import StoreError
+from router.errors import StoreError, StoreRefused
 from router.models import IncidentView
 from router.state import Destination, IncidentState, Plan, State
 from router.store import InboxRow, OutboxRow, unused_id
@@ -40,6 +40,9 @@ CONNECT_TIMEOUT = timedelta(seconds=10)
 POOL_SIZE = 4  # connections: the inbox's commits, the planner, delivery, the API's reads
 # Errors of the database or of the connection to it: each becomes a StoreError.
 FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# Errors of the data written (SQLSTATE classes 22 and 54: a NUL in text, a value too long for
+# an index): the same plan fails again, so each becomes a StoreRefused.
+REFUSALS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 # body, correlation id, received at, the 200's wait for the commit
 Pending = tuple[bytes, str, datetime, "asyncio.Future[int]"]
 
@@ -221,12 +224,18 @@ class PostgresStore:
         """Write the plans (each with the time it was made) and, unless `watermark` is None,
         move the watermark there and delete the inbox rows up to it: one transaction.
 
-        Raises StoreError if it did not commit (nothing of it is then written)."""
-        async with self._write() as db:
-            for plan, now in plans:
-                await _write_plan(db, plan, now)
-            if watermark is not None:
-                await _move_watermark(db, watermark)
+        Raises StoreError if it did not commit (nothing of it is then written), StoreRefused
+        if the database refuses what a plan holds."""
+        try:
+            async with self._write() as db:
+                for plan, now in plans:
+                    await _write_plan(db, plan, now)
+                if watermark is not None:
+                    await _move_watermark(db, watermark)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, REFUSALS):
+                raise StoreRefused(str(exc)) from exc.__cause__
+            raise
 
     async def set_aside(self, row: InboxRow, error: str) -> None:
         """Keep a payload that cannot be planned in `set_aside`, with why, and move the

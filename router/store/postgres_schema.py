@@ -115,6 +115,12 @@ SCHEMA = [
         PRIMARY KEY (channel, old_id)
     );
     """,
+    # version 2: a group key or receiver of any length (a btree entry holds at most 2704 bytes)
+    """
+    DROP INDEX incidents_open;
+    CREATE UNIQUE INDEX incidents_open ON incidents(md5(receiver), md5(am_receiver), md5(group_key))
+        WHERE status = 'firing';
+    """,
 ]
 SCHEMA_VERSION = len(SCHEMA)
 

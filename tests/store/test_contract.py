@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from router.config import parse_config
 from router.errors import StoreError
+from router.models import WebhookPayload
 
 from ..harness import firing_payload
 from ..helpers import fixture_body, open_core
@@ -208,3 +210,37 @@ async def test_a_store_that_can_be_written_is_ready(engine: Engine) -> None:
         assert store.problem() is None and store.files_lost() == []
     finally:
         await store.aclose()
+
+
+LONG_KEY = '{}:{group="' + "".join(f"{n:x}" for n in range(4000)) + '"}'
+
+
+@pytest.mark.parametrize(
+    ("change", "kept_on_postgres"),
+    [
+        pytest.param({"groupKey": '{}:{group="nul\u0000"}'}, False, id="nul-in-group-key"),
+        pytest.param({"externalURL": "http://am\u0000"}, False, id="nul-in-external-url"),
+        pytest.param({"groupKey": LONG_KEY}, True, id="long-group-key"),
+    ],
+)
+async def test_a_payload_the_store_refuses_is_set_aside_and_the_next_is_planned(
+    engine: Engine, change: dict[str, str], kept_on_postgres: bool
+) -> None:
+    """SQLite keeps any text; PostgreSQL refuses a NUL in text: that payload is set aside (it
+    used to stop the planner, retrying it forever), and the payloads after it are planned."""
+    data = orjson.loads(firing_payload(1, "poison"))
+    data.update(change)
+    core = await open_core(engine.store(), CONFIG)
+    try:
+        body = orjson.dumps(data)
+        await core.planner.accept(body, T0, "bad", WebhookPayload.model_validate_json(body))
+        good = firing_payload(1, "next")
+        await core.planner.accept(good, T0, "good", WebhookPayload.model_validate_json(good))
+        planned = dict(await core.planner.plan_waiting())
+        assert planned["good"].outbox
+        kept = engine.name == "sqlite" or kept_on_postgres
+        assert ("bad" in planned) == kept
+        assert len(await core.store.list_incidents(100)) == (2 if kept else 1)
+        assert await core.store.inbox_after(0, 100) == []
+    finally:
+        await core.aclose()
