@@ -117,7 +117,8 @@ def split_password(url: str) -> tuple[str, str | None]:
     The user information is what precedes the URL's last "@", so that a password given by
     ${VAR} may hold "/", "#", "?" or "@" unencoded (percent-encoding is decoded too). Raises
     ValueError, never showing the password, if the URL is not postgresql:// or postgres://,
-    names no host or database, or carries a password in its query."""
+    names no host (in its authority, or `?host=/run/postgresql` for a Unix socket) or no
+    database, has a port out of range, or carries a password (or sslpassword) in its query."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, location = rest.rpartition("@")
     user, colon, password = userinfo.partition(":")
@@ -127,10 +128,16 @@ def split_password(url: str) -> tuple[str, str | None]:
         raise ValueError(
             f"url: expected postgresql://user@host:5432/database, got scheme {parts.scheme!r}"
         )
-    if "password" in parse_qs(parts.query):
+    query = parse_qs(parts.query)
+    if "password" in query or "sslpassword" in query:
         raise ValueError("url: a password in the query; use storage.password or password_file")
-    if not parts.hostname or parts.path in ("", "/"):
+    if not (parts.hostname or "host" in query) or parts.path in ("", "/"):
         raise ValueError("url: expected postgresql://user@host:5432/database (host and database)")
+    try:
+        parts.port  # noqa: B018 (raises ValueError unless a number 0-65535)
+    except ValueError:
+        if "," not in parts.netloc:  # several hosts: host:port,host:port
+            raise ValueError("url: the port is not a number from 0 to 65535") from None
     return bare, (unquote(password) if colon else None)
 
 

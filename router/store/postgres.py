@@ -126,7 +126,7 @@ class PostgresStore:
                     "SELECT greatest((SELECT max(id) FROM inbox), (SELECT watermark FROM planner))"
                 )
                 self._ids = {r[0] for r in await db.fetch("SELECT id FROM incidents")}
-        except FAILURES as exc:
+        except (*FAILURES, ValueError, OverflowError) as exc:  # or asyncpg refused the URL
             await self._close_connections()
             raise self._failure(exc) from exc
         except BaseException:

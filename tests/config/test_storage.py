@@ -55,6 +55,20 @@ def test_url_selects_postgresql_and_its_password_is_kept_apart(
         assert password is None or password not in shown
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://router@/alerts?host=/run/postgresql",  # a Unix socket (libpq's form)
+        "postgresql://router@%2Frun%2Fpostgresql/alerts",
+        "postgresql://router@[::1]:5432/alerts?sslmode=require",
+        "postgresql://router@db1:5432,db2:5433/alerts?target_session_attrs=read-write",
+    ],
+)
+def test_urls_libpq_accepts_are_accepted(url: str) -> None:
+    cfg = parse_config(storage(f"  url: {url}\n  password: pw\n"))
+    assert cfg.storage.url == url
+
+
 def test_password_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
     (tmp_path / "pg-password").write_text("fr0m-a-file\n")
     cfg = parse_config(
@@ -100,6 +114,15 @@ def test_password_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
             "  url: postgresql://router@db/alerts?password=inline-pw\n",
             "f.yaml:1: storage: url: a password in the query; use storage.password or"
             " password_file",
+        ),
+        (
+            "  url: postgresql://router@db/alerts?sslmode=verify-full&sslpassword=inline-pw\n",
+            "f.yaml:1: storage: url: a password in the query; use storage.password or"
+            " password_file",
+        ),
+        (
+            "  url: postgresql://router:inline-pw@db:99999/alerts\n",
+            "f.yaml:1: storage: url: the port is not a number from 0 to 65535",
         ),
         (
             "  path: state.db\n  password: x\n",
