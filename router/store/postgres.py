@@ -38,8 +38,15 @@ from router.store.rows import (
 PROBE_INTERVAL = timedelta(seconds=1)  # after a failed inbox commit, try a commit this often
 CONNECT_TIMEOUT = timedelta(seconds=10)
 POOL_SIZE = 4  # connections: the inbox's commits, the planner, delivery, the API's reads
-# Errors of the database or of the connection to it: each becomes a StoreError.
-FAILURES = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# Errors of the database or of the connection to it: each becomes a StoreError. asyncpg raises
+# InternalClientError when the server ends a connection while a query waits on it.
+FAILURES = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    asyncio.TimeoutError,
+)
 # Errors of the data written (SQLSTATE classes 22 and 54: a NUL in text, a value too long for
 # an index): the same plan fails again, so each becomes a StoreRefused.
 REFUSALS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
@@ -274,7 +281,8 @@ class PostgresStore:
                 batch, self._pending = self._pending, []
                 try:
                     ids = await self._insert(batch)
-                except StoreError as exc:
+                except Exception as exc:  # whatever failed, each webhook gets its 503
+                    exc = self._failure(exc)
                     self._failing = f"the last commit to the inbox failed: {exc}"
                     for *_, future in batch:
                         if not future.done():
