@@ -27,22 +27,71 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
 
 
-def test_compose_stack_passes_debians_docker_compose() -> None:
+COMPOSE_STACKS = [
+    ("docker-compose.yml", {"alert-router"}),
+    ("docker-compose.ha.yml", {"alert-router-1", "alert-router-2", "postgres"}),
+]
+
+
+@pytest.mark.parametrize(("name", "routers"), COMPOSE_STACKS, ids=["one", "ha"])
+def test_compose_stack_passes_debians_docker_compose(name: str, routers: set[str]) -> None:
     """Debian's docker-compose (1.29, which refuses a top-level `name`) validates the stack;
     the project name comes from deploy/.env."""
     compose = require_binary("docker-compose")
-    file = str(DEPLOY / "docker-compose.yml")
+    file = str(DEPLOY / name)
     done = run(compose, "-f", file, "config", "--quiet")
     assert done.returncode == 0, done.stdout + done.stderr
     done = run(compose, "-f", file, "config", "--services")
-    assert set(done.stdout.split()) == {"alert-router", "alertmanager", "prometheus", "grafana"}
+    assert set(done.stdout.split()) == {"alertmanager", "prometheus", "grafana"} | routers
     assert "COMPOSE_PROJECT_NAME=alert-router" in (DEPLOY / ".env").read_text().splitlines()
 
 
-def test_alertmanager_config_passes_amtool() -> None:
-    done = run(
-        require_binary("amtool"), "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml")
+def compose_config(name: str) -> dict[str, Any]:
+    """The stack as docker-compose resolves it (extension fields merged, paths absolute)."""
+    done = run(require_binary("docker-compose"), "-f", str(DEPLOY / name), "config")
+    assert done.returncode == 0, done.stderr
+    config: dict[str, Any] = yaml.safe_load(done.stdout)
+    return config
+
+
+def test_ha_compose_stack_sends_every_payload_to_every_replica() -> None:
+    """Two routers on the one PostgreSQL, each with the HA config and the database password;
+    Alertmanager has one webhook_configs entry per replica and Prometheus scrapes each."""
+    services = compose_config("docker-compose.ha.yml")["services"]
+    replicas = sorted(s for s in services if s.startswith("alert-router"))
+    assert len(replicas) == 2
+    for name in replicas:
+        router = services[name]
+        assert router["command"][:2] == ["--config", "/etc/alert-router/routes-ha.yaml"]
+        assert {s["source"] for s in router["secrets"]} == {
+            "alert_router_token",
+            "alert_router_db_password",
+        }
+        assert router["depends_on"]["postgres"]["condition"] == "service_healthy"
+        assert not any("/var/lib/alert-router" in v for v in router.get("volumes", []))
+    assert len({services[n]["ports"][0]["published"] for n in replicas}) == 2
+    routes = yaml.safe_load((DEPLOY / "alert-router" / "routes-ha.yaml").read_text())
+    assert routes["storage"]["url"].startswith("postgresql://alert_router@postgres:5432/")
+    assert routes["storage"]["password_file"] == "/run/secrets/alert_router_db_password"
+    assert services["postgres"]["environment"]["POSTGRES_USER"] == "alert_router"
+
+    am = yaml.safe_load((DEPLOY / "alertmanager" / "alertmanager-ha.yml").read_text())
+    [receiver] = am["receivers"]
+    assert [c["url"] for c in receiver["webhook_configs"]] == [
+        f"http://{n}:9095/webhook" for n in replicas
+    ]
+    assert (
+        "--config.file=/etc/alertmanager/alertmanager-ha.yml"
+        in (services["alertmanager"]["command"])
     )
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus-ha.yml").read_text())
+    [job] = [j for j in prometheus["scrape_configs"] if j["job_name"] == "alert-router"]
+    assert job["static_configs"][0]["targets"] == [f"{n}:9095" for n in replicas]
+
+
+@pytest.mark.parametrize("name", ["alertmanager.yml", "alertmanager-ha.yml"])
+def test_alertmanager_config_passes_amtool(name: str) -> None:
+    done = run(require_binary("amtool"), "check-config", str(DEPLOY / "alertmanager" / name))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -50,8 +99,9 @@ def test_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:
     promtool = require_binary("promtool")
     done = run(promtool, "check", "rules", *map(str, RULES))
     assert done.returncode == 0, done.stdout + done.stderr
-    done = run(promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml"))
-    assert done.returncode == 0, done.stdout + done.stderr
+    for name in ("prometheus.yml", "prometheus-ha.yml"):
+        done = run(promtool, "check", "config", str(DEPLOY / "prometheus" / name))
+        assert done.returncode == 0, done.stdout + done.stderr
 
 
 def shipped_alerts() -> list[dict[str, Any]]:
@@ -96,35 +146,46 @@ def test_rule_unit_tests_pass_and_make_every_rule_fire() -> None:
     assert fired == {a["alert"] for a in shipped_alerts()}
 
 
-KIT_CONFIGS = [
-    (DEPLOY / "alert-router" / "routes.yaml", "/run/secrets/alert_router_token"),
-    (DEPLOY / "kubernetes" / "routes.yaml", "/run/secrets/alert-router/alert_router_token"),
-]
+KIT_CONFIGS = {
+    "compose": DEPLOY / "alert-router" / "routes.yaml",
+    "compose-ha": DEPLOY / "alert-router" / "routes-ha.yaml",
+    "kubernetes": DEPLOY / "kubernetes" / "routes.yaml",
+    "kubernetes-ha": DEPLOY / "kubernetes-ha" / "routes.yaml",
+}
+SECRET_FILE = re.compile(r"/run/secrets/[\w/-]+")  # a file only the container has
 
 
-@pytest.mark.parametrize(("path", "token_path"), KIT_CONFIGS, ids=["compose", "kubernetes"])
+@pytest.mark.parametrize("path", KIT_CONFIGS.values(), ids=KIT_CONFIGS.keys())
 def test_router_config_of_the_kit_is_valid(
-    path: Path, token_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The token file exists only inside the container: point that one path at a temporary file.
-    token = tmp_path / "alert_router_token"
-    token.write_text("kit-token\n")
+    # The secret files exist only inside the container: point each path at a temporary file.
     for name, value in CHANNEL_SECRETS.items():  # as the Secret alert-router-channels sets them
         monkeypatch.setenv(name, value)
     text = path.read_text()
-    assert token_path in text
+    secrets = sorted(set(SECRET_FILE.findall(text)))
+    assert secrets, "the kit's config reads no secret file"
+    for i, secret in enumerate(secrets):
+        (tmp_path / f"secret-{i}").write_text(f"kit-secret-{i}\n")
+        text = text.replace(secret, str(tmp_path / f"secret-{i}"))
     copy = tmp_path / "routes.yaml"
-    copy.write_text(text.replace(token_path, str(token)))
+    copy.write_text(text)
     assert main(["check-config", str(copy)]) == 0
     config = load_config(copy)
     assert config.server.auth.bearer_token is not None
-    assert config.server.auth.bearer_token.get_secret_value() == "kit-token"
+    token = secrets.index(yaml.safe_load(path.read_text())["server"]["auth"]["bearer_token_file"])
+    assert config.server.auth.bearer_token.get_secret_value() == f"kit-secret-{token}"
+    if path.parent.name.endswith("-ha") or path.name.endswith("-ha.yaml"):
+        assert config.storage.url is not None and config.storage.password is not None
+        assert config.storage.password.get_secret_value().startswith("kit-secret-")
+    else:
+        assert config.storage.url is None
 
 
-def kustomize_build() -> list[dict[str, Any]]:
-    """`kubectl kustomize deploy/kubernetes`, as `kubectl apply -k` builds it."""
+def kustomize_build(folder: str = "kubernetes") -> list[dict[str, Any]]:
+    """`kubectl kustomize deploy/<folder>`, as `kubectl apply -k` builds it."""
     kubectl = require_binary("kubectl")  # its built-in kustomize
-    done = run(kubectl, "kustomize", str(DEPLOY / "kubernetes"))
+    done = run(kubectl, "kustomize", str(DEPLOY / folder))
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
@@ -136,10 +197,15 @@ CHANNEL_SECRETS = next(
 )
 
 
+def by_kind_and_name(docs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The built objects by (kind, name)."""
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
 @pytest.fixture(scope="module")
 def kit() -> dict[tuple[str, str], dict[str, Any]]:
-    """The built objects by (kind, name)."""
-    return {(d["kind"], d["metadata"]["name"]): d for d in kustomize_build()}
+    """The base's built objects by (kind, name)."""
+    return by_kind_and_name(kustomize_build())
 
 
 # The Kustomization fields that kustomize 2.0 (inside Debian 12's kubectl 1.20, what `make deps`
@@ -147,6 +213,7 @@ def kit() -> dict[tuple[str, str], dict[str, Any]]:
 KUSTOMIZE_2_FIELDS = {
     "apiVersion",
     "kind",
+    "bases",
     "namespace",
     "namePrefix",
     "nameSuffix",
@@ -162,31 +229,57 @@ KUSTOMIZE_2_FIELDS = {
 }
 
 
-def test_kustomization_builds_with_debians_kubectl_too() -> None:
+KUSTOMIZATIONS = ["kubernetes", "kubernetes-ha"]
+KINDS = {"Namespace", "ConfigMap", "Secret", "Service", "Deployment"}
+
+
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS)
+def test_kustomization_builds_with_debians_kubectl_too(folder: str) -> None:
     """Only fields Debian 12's kubectl 1.20 knows: with `labels:` instead of `commonLabels:` it
     refused the whole base, so CI on a fresh Debian machine could not build it."""
-    kustomization = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())
+    kustomization = yaml.safe_load((DEPLOY / folder / "kustomization.yaml").read_text())
     assert set(kustomization) - KUSTOMIZE_2_FIELDS == set()
+    # kustomize 2.0 takes a folder in `bases` only: `resources` are files
+    assert all((DEPLOY / folder / r).is_file() for r in kustomization["resources"])
 
 
-def test_kustomize_builds_objects_valid_for_kubernetes() -> None:
+@pytest.mark.parametrize(
+    ("folder", "kinds"),
+    [
+        ("kubernetes", KINDS | {"PersistentVolumeClaim"}),
+        ("kubernetes-ha", KINDS | {"PodDisruptionBudget"}),
+    ],
+)
+def test_kustomize_builds_objects_valid_for_kubernetes(folder: str, kinds: set[str]) -> None:
     """Every object against Kubernetes' own OpenAPI schema (strict: no unknown field), for the
-    oldest and newest versions kubernetes-validate ships."""
-    docs = kustomize_build()
-    assert {d["kind"] for d in docs} == {
-        "Namespace",
-        "ConfigMap",
-        "Secret",
-        "Service",
-        "PersistentVolumeClaim",
-        "Deployment",
-    }
+    oldest and newest versions kubernetes-validate ships; every one in the namespace."""
+    docs = kustomize_build(folder)
+    assert {d["kind"] for d in docs} == kinds
+    assert all(
+        d["metadata"].get("namespace") == "monitoring" for d in docs if d["kind"] != "Namespace"
+    )
     versions = sorted(
         set(kubernetes_validate.utils.all_versions()), key=lambda v: tuple(map(int, v.split(".")))
     )
     for version in (versions[0], versions[-1]):
         for doc in docs:
             kubernetes_validate.validate(doc, version, strict=True)
+
+
+def mounted_routes(
+    built: dict[tuple[str, str], dict[str, Any]],
+    volumes: dict[str, dict[str, Any]],
+    mounts: dict[str, dict[str, Any]],
+    folder: str,
+) -> str:
+    """The routes.yaml the pod reads: the generated ConfigMap (its name with a hash) mounted at
+    /etc/alert-router, holding deploy/<folder>/routes.yaml as it is."""
+    [config_map] = [d for (kind, _), d in built.items() if kind == "ConfigMap"]
+    mounted = volumes[mounts["/etc/alert-router"]["name"]]["configMap"]["name"]
+    assert mounted == config_map["metadata"]["name"]
+    routes: str = config_map["data"]["routes.yaml"]
+    assert routes == (DEPLOY / folder / "routes.yaml").read_text()
+    return routes
 
 
 def test_kustomize_output_runs_as_documented(kit: dict[tuple[str, str], dict[str, Any]]) -> None:
@@ -206,13 +299,7 @@ def test_kustomize_output_runs_as_documented(kit: dict[tuple[str, str], dict[str
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
 
     # The config: the generated ConfigMap (name with its hash) holds the kit's routes.yaml.
-    [config_map] = [d for (kind, _), d in kit.items() if kind == "ConfigMap"]
-    assert (
-        volumes[mounts["/etc/alert-router"]["name"]]["configMap"]["name"]
-        == (config_map["metadata"]["name"])
-    )
-    routes = config_map["data"]["routes.yaml"]
-    assert routes == (DEPLOY / "kubernetes" / "routes.yaml").read_text()
+    routes = mounted_routes(kit, volumes, mounts, "kubernetes")
     assert container["args"][:2] == ["--config", "/etc/alert-router/routes.yaml"]
 
     # The token: a folder mount (no subPath, which never sees a rotated Secret), and the
@@ -239,3 +326,33 @@ def test_kustomize_output_runs_as_documented(kit: dict[tuple[str, str], dict[str
     assert limit.endswith("Gi") or limit.endswith("Mi"), limit
     limit_mib = int(limit[:-2]) * (1024 if limit.endswith("Gi") else 1)
     assert limit_mib >= 1.2 * peak_mib, (limit, peak_mib)
+
+
+def test_kustomize_ha_overlay_runs_two_replicas_on_postgresql() -> None:
+    """Two replicas rolled one at a time, no state volume, a PodDisruptionBudget that keeps one
+    up, and the database password from the Secret in the file routes.yaml reads."""
+    ha = by_kind_and_name(kustomize_build("kubernetes-ha"))
+    deployment = ha["Deployment", "alert-router"]
+    spec = deployment["spec"]
+    assert spec["replicas"] == 2
+    assert spec["strategy"]["type"] == "RollingUpdate"
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    pod = spec["template"]["spec"]
+    [container] = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert not any("persistentVolumeClaim" in v for v in volumes.values())
+    assert "/var/lib/alert-router" not in mounts
+
+    pdb = ha["PodDisruptionBudget", "alert-router"]
+    labels = spec["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert 1 <= pdb["spec"]["minAvailable"] < spec["replicas"]  # a drain can evict one
+
+    routes = mounted_routes(ha, volumes, mounts, "kubernetes-ha")
+    storage = yaml.safe_load(routes)["storage"]
+    assert storage["url"].startswith("postgresql://") and "path" not in storage
+    folder, key = storage["password_file"].rsplit("/", 1)
+    secret = ha["Secret", volumes[mounts[folder]["name"]]["secret"]["secretName"]]
+    assert set(secret["stringData"]) == {key}
+    assert not any("subPath" in m for m in container["volumeMounts"])
