@@ -20,6 +20,7 @@ from router.models import IncidentView
 from router.state import Destination, IncidentState, Plan, State
 from router.store import InboxRow, OutboxRow, unused_id
 from router.store.files import ts
+from router.store.group_commit import GroupCommit, Pending
 from router.store.postgres_schema import ROUTER_LOCK, migrate
 from router.store.rows import (
     ALERT_COLUMNS,
@@ -50,8 +51,6 @@ FAILURES = (
 # Errors of the data written (SQLSTATE classes 22 and 54: a NUL in text, a value too long for
 # an index): the same plan fails again, so each becomes a StoreRefused.
 REFUSALS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
-# body, correlation id, received at, the 200's wait for the commit
-Pending = tuple[bytes, str, datetime, "asyncio.Future[int]"]
 
 
 def _upsert(table: str, columns: list[str]) -> str:
@@ -86,11 +85,7 @@ class PostgresStore:
         self._lock: asyncpg.Connection | None = None  # holds ROUTER_LOCK
         self._last_id = 0
         self._ids: set[str] = set()
-        self._pending: list[Pending] = []
-        self._committing = False
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._committer: asyncio.Task[None] | None = None
+        self._inbox = GroupCommit(self._commit_pending)
         self._failing: str | None = None
         self._prober: asyncio.Task[None] | None = None
 
@@ -149,7 +144,7 @@ class PostgresStore:
 
     async def aclose(self) -> None:
         """Close once what was handed to accept() is committed (or refused); let the lock go."""
-        await self._idle.wait()
+        await self._inbox.wait_idle()
         if self._prober is not None:
             self._prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -266,34 +261,16 @@ class PostgresStore:
         Payloads handed over while a commit runs share the next one. Raises StoreError if the
         commit failed or the lock is lost (nothing is then accepted).
         """
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((body, correlation_id, now, future))
-        if not self._committing:
-            self._committing = True
-            self._idle.clear()
-            self._committer = asyncio.create_task(self._commit_pending(), name="inbox commit")
-        return await future
+        return await self._inbox.submit(body, now, correlation_id)
 
-    async def _commit_pending(self) -> None:
-        """Commit what waits, one batch (one transaction) at a time, until nothing waits."""
+    async def _commit_pending(self, batch: list[Pending]) -> list[int]:
+        """Insert one batch (GroupCommit's Insert); a failure is remembered for /readyz."""
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    ids = await self._insert(batch)
-                except Exception as exc:  # whatever failed, each webhook gets its 503
-                    exc = self._failure(exc)
-                    self._failing = f"the last commit to the inbox failed: {exc}"
-                    for *_, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for (*_, future), inbox_id in zip(batch, ids, strict=True):
-                    if not future.done():  # the caller went away (request cancelled)
-                        future.set_result(inbox_id)
-        finally:
-            self._committing = False
-            self._idle.set()
+            return await self._insert(batch)
+        except Exception as exc:  # whatever failed, each webhook gets its 503
+            error = self._failure(exc)
+            self._failing = f"the last commit to the inbox failed: {error}"
+            raise error from exc
 
     async def _insert(self, batch: list[Pending]) -> list[int]:
         """Insert the batch in one transaction, in order; the ids given."""
@@ -303,7 +280,7 @@ class PostgresStore:
                 " SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) RETURNING id",
                 [body for body, *_ in batch],
                 [cid for _, cid, *_ in batch],
-                [ts(now) for _, _, now, _ in batch],
+                [ts(now) for _, _, now in batch],
             )
         ids = sorted(int(r[0]) for r in rows)
         self._last_id = ids[-1]  # only once committed
@@ -315,7 +292,7 @@ class PostgresStore:
         clears the failure, so that /readyz says ready again."""
         while True:
             await asyncio.sleep(PROBE_INTERVAL.total_seconds())
-            if self._failing is not None and not self._pending:
+            if self._failing is not None and not self._inbox.waiting:
                 with contextlib.suppress(StoreError):
                     await self.check_writable()
                     self._failing = None

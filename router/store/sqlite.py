@@ -18,6 +18,7 @@ from router.models import IncidentView
 from router.state import Destination, IncidentState, Plan, State
 from router.store import InboxRow, MessageKey, OutboxRow, unused_id
 from router.store.files import FileIdentity, ProcessLock, connect, transaction, ts
+from router.store.group_commit import GroupCommit, Pending
 from router.store.rows import (
     NOTIFICATION_COLUMNS,
     alert_from_row,
@@ -33,8 +34,6 @@ T = TypeVar("T")
 PROBE_INTERVAL = timedelta(seconds=1)  # after a failed commit, try a probe commit this often
 PROBE_BYTES = 64 * 1024  # written (and deleted) by the probe that sees a full disk recover
 INSERT_ROWS = 500  # inbox rows per INSERT statement (SQLite allows 32,766 bound values)
-# body, correlation id, received at, the 200's wait for the commit
-Pending = tuple[bytes, str, datetime, "asyncio.Future[int]"]
 
 
 class SqliteStore:
@@ -58,10 +57,7 @@ class SqliteStore:
         self._file: FileIdentity | None = None
         self._last_id = 0  # the last inbox id committed
         self._ids: set[str] = set()  # incident ids stored or handed out
-        self._pending: list[Pending] = []
-        self._committing = False
-        self._idle = asyncio.Event()  # set while no inbox commit is running or waiting
-        self._idle.set()
+        self._inbox = GroupCommit(self._insert)
         self._failing: str | None = None  # the last inbox commit's error, until one succeeds
         self._prober: asyncio.Task[None] | None = None
 
@@ -87,7 +83,7 @@ class SqliteStore:
         The WAL is copied into the database file and emptied first, so that the file alone
         holds everything once the router has stopped.
         """
-        await self._idle.wait()
+        await self._inbox.wait_idle()
         if self._prober is not None:
             self._prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -213,49 +209,26 @@ class SqliteStore:
         Payloads handed over while a commit runs share the next one. Raises StoreError if the
         commit failed or the file is lost (nothing is then accepted).
         """
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((body, correlation_id, now, future))
-        if not self._committing:
-            self._committing = True
-            self._idle.clear()
-            asyncio.get_running_loop().call_soon(self._commit_pending)
-        return await future
+        return await self._inbox.submit(body, now, correlation_id)
 
-    def _commit_pending(self) -> None:
-        """Commit what waits, one batch at a time, on the store thread (called on the loop)."""
-        if not self._pending:
-            self._committing = False
-            self._idle.set()
-            return
-        batch, self._pending = self._pending, []
-        done = asyncio.get_running_loop().run_in_executor(self._thread, self._commit_sync, batch)
-        done.add_done_callback(lambda f: self._committed(batch, f))
-
-    def _committed(self, batch: list[Pending], done: asyncio.Future[int]) -> None:
-        """Answer the batch's waits, then commit what came meanwhile (called on the loop)."""
+    async def _insert(self, batch: list[Pending]) -> list[int]:
+        """Insert the batch in one transaction (GroupCommit's Insert); the ids given."""
         try:
-            exc = done.exception()
-            error: StoreError | None = None
-            if isinstance(exc, StoreError):
-                error = exc
-            elif isinstance(exc, (sqlite3.Error, OSError)):
-                error = self._failure(exc)
-                if not _locked(exc):
-                    self._failing = f"the last commit to the inbox failed: {error}"
-            elif exc is not None:
-                error = StoreError(f"{self.path}: {exc}")
-            first = 0 if error is not None else done.result() - len(batch) + 1
-            for offset, (*_, future) in enumerate(batch):
-                if future.done():  # the caller went away (request cancelled)
-                    continue
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(first + offset)
-        finally:
-            self._commit_pending()
+            last = await asyncio.get_running_loop().run_in_executor(
+                self._thread, self._insert_sync, batch
+            )
+        except StoreError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            error = self._failure(exc)
+            if not _locked(exc):
+                self._failing = f"the last commit to the inbox failed: {error}"
+            raise error from exc
+        except Exception as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+        return list(range(last - len(batch) + 1, last + 1))
 
-    def _commit_sync(self, batch: list[Pending]) -> int:
+    def _insert_sync(self, batch: list[Pending]) -> int:
         """Insert the batch in one transaction (on the store thread); the last id."""
         lost = self.files_lost()
         if lost:
@@ -272,7 +245,7 @@ class SqliteStore:
         success clears the failure, so that /readyz says ready again."""
         while True:
             await asyncio.sleep(PROBE_INTERVAL.total_seconds())
-            if self._failing is not None and not self._pending:
+            if self._failing is not None and not self._inbox.waiting:
                 with contextlib.suppress(StoreError):
                     await self._run(self._probe_sync)
                     self._failing = None
@@ -567,7 +540,7 @@ def _locked(exc: BaseException) -> bool:
 def _insert(db: sqlite3.Connection, rows: list[Pending]) -> int:
     """Insert `rows` into the inbox with one statement; the id of the last one."""
     values = ",".join(["(?,?,?)"] * len(rows))
-    params = [v for body, cid, now, _ in rows for v in (body, cid, ts(now))]
+    params = [v for body, cid, now in rows for v in (body, cid, ts(now))]
     cursor = db.execute(
         f"INSERT INTO inbox (body, correlation_id, received_at) VALUES {values}", params
     )
