@@ -32,7 +32,7 @@ from router.logs import event, redact
 from router.metrics import Metrics
 from router.models import Reason
 from router.state import Destination
-from router.store import MessageKey, OutboxRow, Store
+from router.store import OutboxRow, Store
 
 log = logging.getLogger("router.delivery")
 
@@ -93,7 +93,9 @@ class Outbox:
         self._held_until: dict[Destination, datetime] = {}
         self._last_sent: dict[Destination, float] = {}
         self._stopping = False
-        self._refs: dict[MessageKey, str] = {}  # messages sent since rows were claimed
+        # Messages sent since rows were claimed: destination -> {incident id: ref}, kept while
+        # the destination's worker runs (then another replica may work it: the store has them).
+        self._refs: dict[Destination, dict[str, str]] = {}
         # Acceptances not yet written: one store call records those of many destinations, and
         # each destination's worker waits for its own before it sends the next (see _record).
         self._marks: list[tuple[OutboxRow, str, datetime, asyncio.Future[None]]] = []
@@ -134,6 +136,16 @@ class Outbox:
 
     async def _dispatch(self, row: OutboxRow) -> None:
         dest = row.destination
+        if row.taken_over:
+            self.metrics.takeovers.labels(dest.receiver, dest.channel).inc()
+            event(
+                log,
+                logging.WARNING,
+                "claim_taken_over",
+                destination=str(dest),
+                incident=row.incident_id,
+                correlation_id=row.correlation_id,
+            )
         if dest not in self.channels:
             await self._dead(row, f"no {dest} in the loaded config (receiver or channel removed)")
             return
@@ -265,6 +277,8 @@ class Outbox:
                 self._workers[dest] = asyncio.create_task(
                     self._worker(dest), name=f"deliver {dest}"
                 )
+            else:  # idle: the next worker reads refs from the store (another replica's too)
+                self._refs.pop(dest, None)
 
     async def _pace(self, dest: Destination, channel: AnyChannel) -> None:
         """Wait until the destination's interval has passed since its last send finished."""
@@ -287,7 +301,7 @@ class Outbox:
         reasons, unless an exception was raised: that is retried, `unexpected_attempts` times
         in all, then dead-lettered (an unknown error may be transient, or may come every time).
         """
-        ref = self._refs.get(row.message_key) or row.ref
+        ref = self._refs.get(dest, {}).get(row.incident_id) or row.ref
         if ref is None and row.view.reason is not Reason.FIRST:
             ref = await self.store.message_ref(row)  # sent after this row was claimed, cache pruned
         result = await self._attempt(dest, channel, row, ref, plain=False)
@@ -412,9 +426,10 @@ class Outbox:
             if self._mark_task is None or self._mark_task.done():
                 self._mark_task = asyncio.create_task(self._write_marks(), name="outbox marks")
             if result.ref:
-                if len(self._refs) > 50_000:
-                    self._refs.clear()
-                self._refs[row.message_key] = result.ref
+                refs = self._refs.setdefault(dest, {})
+                if len(refs) > 50_000:
+                    refs.clear()
+                refs[row.incident_id] = result.ref
             self.metrics.sent.labels(dest.receiver, dest.channel).inc()
             latency = max(0.0, (now - row.created_at).total_seconds())
             self.metrics.latency.labels(dest.channel).observe(latency)

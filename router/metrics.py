@@ -130,6 +130,13 @@ class Metrics:
             ["receiver", "channel"],
             registry=r,
         )
+        self.takeovers = Counter(
+            f"{p}claim_takeovers_total",
+            "Notifications claimed by a replica whose claim lease ran out (it died or lost"
+            " the database), taken over by this one (PostgreSQL).",
+            ["receiver", "channel"],
+            registry=r,
+        )
         self.digests = Counter(
             f"{p}storm_digests_total",
             "Digest messages sent instead of a flood.",
@@ -191,7 +198,14 @@ class Metrics:
             for reason in Reason:
                 self.decisions.labels(receiver.name, reason.value)
             for kind, _, _ in receiver.channels():
-                for counter in (self.queued, self.sent, self.retried, self.dead, self.digests):
+                for counter in (
+                    self.queued,
+                    self.sent,
+                    self.retried,
+                    self.dead,
+                    self.digests,
+                    self.takeovers,
+                ):
                     counter.labels(receiver.name, kind)
                 self.latency.labels(kind)
         for chat in ("telegram", "slack"):

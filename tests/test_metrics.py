@@ -121,6 +121,7 @@ DESTINATION_COUNTERS = (
     "alert_router_notifications_retried_total",
     "alert_router_notifications_dead_total",
     "alert_router_storm_digests_total",
+    "alert_router_claim_takeovers_total",
 )
 
 

@@ -50,7 +50,8 @@ MessageKey = tuple[str, Destination]  # (incident id, destination): one message 
 class OutboxRow:
     """One notification claimed for delivery: the incident's view for one destination.
 
-    `ref` is the message to edit, as the store knew it when the row was claimed."""
+    `ref` is the message to edit, as the store knew it when the row was claimed; `taken_over`
+    says the row was claimed before by a replica whose lease ran out (PostgreSQL)."""
 
     id: int
     incident_id: str
@@ -60,6 +61,7 @@ class OutboxRow:
     created_at: datetime
     attempts: int
     ref: str | None = None
+    taken_over: bool = False
 
     @property
     def message_key(self) -> MessageKey:

@@ -2,12 +2,21 @@
 
 One router per database in this version: a session advisory lock (ROUTER_LOCK), held on a
 connection of its own for the router's life, keeps a second one off, as SQLite's flock does.
+
+Delivery is ready for several replicas: a claimed outbox row names its replica (`claimed_by`)
+and a lease (`lease_until`, the database's clock), and one destination is worked by one
+replica at a time, the one holding its row in `destination_leases`. Claims are taken with
+FOR UPDATE SKIP LOCKED, renewed every CLAIM_LEASE / 3 while the rows are in hand, and taken
+over by another replica once the lease of a replica that died has run out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +48,10 @@ from router.store.rows import (
 PROBE_INTERVAL = timedelta(seconds=1)  # after a failed inbox commit, try a commit this often
 CONNECT_TIMEOUT = timedelta(seconds=10)
 POOL_SIZE = 4  # connections: the inbox's commits, the planner, delivery, the API's reads
+# How long a replica's claim on outbox rows and on their destinations lasts unless renewed
+# (renewed every third of it while the rows are in hand): a replica that dies has its rows
+# delivered by another this long after its last renewal.
+CLAIM_LEASE = timedelta(seconds=15)
 # Errors of the database or of the connection to it: each becomes a StoreError. asyncpg raises
 # InternalClientError when the server ends a connection while a query waits on it.
 FAILURES = (
@@ -67,6 +80,12 @@ UPSERT_ALERT = _upsert("alerts", ALERT_COLUMNS)
 UPSERT_INCIDENT = _upsert("incidents", INCIDENT_COLUMNS)
 
 
+def _destinations(first: int) -> str:
+    """A SELECT of (receiver, channel, channel_index) keys given as three arrays, the
+    statement's arguments `first` to `first` + 2."""
+    return f"SELECT * FROM unnest(${first}::text[], ${first + 1}::text[], ${first + 2}::int[])"
+
+
 class PostgresStore:
     """The store (router.store.Store) in a PostgreSQL database, through a small asyncpg pool.
 
@@ -76,11 +95,18 @@ class PostgresStore:
     without its password (what logs and errors show).
     """
 
-    def __init__(self, url: str, password: str | None = None) -> None:
+    def __init__(
+        self, url: str, password: str | None = None, *, lease: timedelta = CLAIM_LEASE
+    ) -> None:
         """A store for the database at `url` (postgresql://user@host:port/database, without a
-        password), with `password` if the server asks for one. Nothing is connected yet."""
+        password), with `password` if the server asks for one; its delivery claims last
+        `lease` unless renewed. Nothing is connected yet."""
         self.path = url
         self._password = password
+        # This replica's name in claims: host, process id, and a token a restart changes.
+        self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.lease = lease
+        self._renewer: asyncio.Task[None] | None = None
         self._pool: asyncpg.Pool | None = None
         self._lock: asyncpg.Connection | None = None  # holds ROUTER_LOCK
         self._last_id = 0
@@ -122,8 +148,8 @@ class PostgresStore:
                 timeout=CONNECT_TIMEOUT.total_seconds(),
             )
             async with self._conn() as db:
-                # A row claimed by a delivery worker that died is due again.
-                await db.execute("UPDATE outbox SET state='queued' WHERE state='sending'")
+                # Rows claimed by a replica that died are not reset here: another replica may
+                # be working them; claim_due() takes them over once their lease ran out.
                 self._last_id = await db.fetchval(
                     "SELECT greatest((SELECT max(id) FROM inbox), (SELECT watermark FROM planner))"
                 )
@@ -135,6 +161,7 @@ class PostgresStore:
             await self._close_connections()
             raise
         self._prober = asyncio.create_task(self._probe_forever(), name="store probe")
+        self._renewer = asyncio.create_task(self._renew_forever(), name="claim renewal")
 
     async def _connect(self) -> asyncpg.Connection:
         """One connection to the database (bounded by CONNECT_TIMEOUT)."""
@@ -145,10 +172,13 @@ class PostgresStore:
     async def aclose(self) -> None:
         """Close once what was handed to accept() is committed (or refused); let the lock go."""
         await self._inbox.wait_idle()
-        if self._prober is not None:
-            self._prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prober
+        for task in (self._prober, self._renewer):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        with contextlib.suppress(StoreError):
+            await self._release_claims()
         await self._close_connections()
 
     async def _close_connections(self) -> None:
@@ -340,22 +370,70 @@ class PostgresStore:
     async def claim_due(
         self, now: datetime, channels: list[str], limit: int = 100
     ) -> list[OutboxRow]:
-        """Mark up to `limit` due rows of these channels as being sent; return them oldest
-        first, each with its view and the message already sent for its destination."""
+        """Claim up to `limit` due rows of these channels for this replica; return them oldest
+        first, each with its view and the message already sent for its destination.
+
+        One transaction: the destinations with due rows (or with rows whose claim ran out)
+        are leased to this replica unless another replica's lease on them is running (rows
+        of destination_leases locked FOR UPDATE SKIP LOCKED: a replica claiming at the same
+        moment is skipped, not waited for); rows another replica claimed on a destination
+        leased here now are taken over (`taken_over`); then the due rows of the leased
+        destinations are claimed, oldest first, FOR UPDATE SKIP LOCKED, until `lease` from
+        now. Leases taken here for destinations that got no row are let go at once.
+        """
         async with self._write() as db:
+            wanted = await db.fetch(
+                "SELECT receiver, channel, channel_index FROM outbox o"
+                " WHERE channel=ANY($2::text[]) AND ((state='queued' AND next_attempt_at<=$1)"
+                " OR (state='sending' AND claimed_by IS DISTINCT FROM $3))"
+                " AND NOT EXISTS (SELECT 1 FROM destination_leases d WHERE d.claimed_by<>$3"
+                " AND d.lease_until>=now() AND d.receiver=o.receiver AND d.channel=o.channel"
+                " AND d.channel_index=o.channel_index)"
+                " GROUP BY receiver, channel, channel_index ORDER BY min(id) LIMIT $4",
+                ts(now),
+                channels,
+                self.replica,
+                limit,
+            )
+            if not wanted:
+                return []
+            held = await self._lease_destinations(db, wanted)
+            if not held:
+                return []
+            keys = [[d[n] for d, _ in held] for n in range(3)]
+            taken = await db.fetch(
+                "UPDATE outbox SET state='queued', claimed_by=NULL, lease_until=NULL"
+                " WHERE state='sending' AND claimed_by IS DISTINCT FROM $1"
+                f" AND (receiver, channel, channel_index) IN ({_destinations(2)})"
+                " RETURNING id",
+                self.replica,
+                *keys,
+            )
             rows = await db.fetch(
-                "UPDATE outbox SET state='sending' WHERE id IN ("
-                " SELECT id FROM outbox WHERE state='queued' AND next_attempt_at<=$1"
-                " AND channel=ANY($2::text[]) ORDER BY id LIMIT $3)"
+                "UPDATE outbox SET state='sending', claimed_by=$1, lease_until=now()+$2"
+                " WHERE id IN (SELECT id FROM outbox WHERE state='queued' AND next_attempt_at<=$3"
+                f" AND (receiver, channel, channel_index) IN ({_destinations(4)})"
+                " ORDER BY id LIMIT $7 FOR UPDATE SKIP LOCKED)"
                 " RETURNING id, incident_id, receiver, channel, channel_index, correlation_id,"
                 " created_at, attempts, (SELECT view FROM views WHERE views.id=view_id),"
                 " (SELECT ref FROM messages m WHERE m.incident_id=outbox.incident_id"
                 " AND m.receiver=outbox.receiver AND m.channel=outbox.channel"
                 " AND m.channel_index=outbox.channel_index)",
+                self.replica,
+                self.lease,
                 ts(now),
-                channels,
+                *keys,
                 limit,
             )
+            worked = {(r[2], r[3], r[4]) for r in rows}
+            idle = [dest for dest, before in held if before != self.replica and dest not in worked]
+            if idle:  # taken in this transaction for nothing: free for another replica
+                await db.execute(
+                    "UPDATE destination_leases SET lease_until='-infinity'"
+                    f" WHERE (receiver, channel, channel_index) IN ({_destinations(1)})",
+                    *[[d[n] for d in idle] for n in range(3)],
+                )
+        taken_over = {int(r[0]) for r in taken}
         return sorted(
             (
                 OutboxRow(
@@ -367,18 +445,87 @@ class PostgresStore:
                     created_at=datetime.fromisoformat(r[6]),
                     attempts=r[7],
                     ref=r[9],
+                    taken_over=r[0] in taken_over,
                 )
                 for r in rows
             ),
             key=lambda r: r.id,
         )
 
+    async def _lease_destinations(
+        self, db: asyncpg.Connection, wanted: list[asyncpg.Record]
+    ) -> list[tuple[tuple[str, str, int], str]]:
+        """Lease the `wanted` destinations (receiver, channel, channel_index) to this replica
+        where no other replica's lease runs (in the caller's transaction); each leased one with
+        the replica that held it before ('' if none did)."""
+        keys = [[w[n] for w in wanted] for n in range(3)]
+        # A row for each destination first, in one order (two replicas inserting the same new
+        # rows wait for each other in that order, never for each other crosswise).
+        await db.execute(
+            "INSERT INTO destination_leases"
+            f" SELECT r, c, i, '', '-infinity' FROM ({_destinations(1)}) AS k(r, c, i)"
+            " ORDER BY md5(r), c, i"
+            " ON CONFLICT (md5(receiver), channel, channel_index) DO NOTHING",
+            *keys,
+        )
+        leased = await db.fetch(
+            "UPDATE destination_leases d SET claimed_by=$4, lease_until=now()+$5"
+            " FROM (SELECT receiver, channel, channel_index, claimed_by FROM destination_leases"
+            f" WHERE (receiver, channel, channel_index) IN ({_destinations(1)})"
+            " AND (claimed_by=$4 OR lease_until<now()) FOR UPDATE SKIP LOCKED) free"
+            " WHERE d.receiver=free.receiver AND d.channel=free.channel"
+            " AND d.channel_index=free.channel_index"
+            " RETURNING d.receiver, d.channel, d.channel_index, free.claimed_by",
+            *keys,
+            self.replica,
+            self.lease,
+        )
+        return [((r[0], r[1], r[2]), r[3]) for r in leased]
+
+    async def _renew_forever(self) -> None:
+        """Renew this replica's claims (rows in hand and their destinations) every third of
+        the lease, so that no other replica takes them over while they are being worked."""
+        while True:
+            await asyncio.sleep(self.lease.total_seconds() / 3)
+            with contextlib.suppress(StoreError):
+                await self.renew_claims()
+
+    async def renew_claims(self) -> int:
+        """Extend to `lease` from now the claims of this replica on rows it is sending and on
+        their destinations; how many rows. Raises StoreError if it did not commit."""
+        async with self._write() as db:
+            renewed = await db.execute(
+                "UPDATE outbox SET lease_until=now()+$2 WHERE claimed_by=$1 AND state='sending'",
+                self.replica,
+                self.lease,
+            )
+            await db.execute(
+                "UPDATE destination_leases d SET lease_until=greatest(lease_until, now()+$2)"
+                " WHERE claimed_by=$1 AND EXISTS (SELECT 1 FROM outbox o WHERE o.claimed_by=$1"
+                " AND o.state='sending' AND o.receiver=d.receiver AND o.channel=d.channel"
+                " AND o.channel_index=d.channel_index)",
+                self.replica,
+                self.lease,
+            )
+        return _count(renewed)
+
+    async def _release_claims(self) -> None:
+        """On a clean close: this replica's rows still claimed are queued again and its
+        destinations let go, so that another replica takes them without waiting for a lease."""
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE outbox SET state='queued', claimed_by=NULL, lease_until=NULL"
+                " WHERE claimed_by=$1 AND state='sending'",
+                self.replica,
+            )
+            await db.execute("DELETE FROM destination_leases WHERE claimed_by=$1", self.replica)
+
     async def mark_sent_many(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
         """Record (row, message ref, when) acceptances by the channels, in one transaction."""
         async with self._write() as db:
             await db.executemany(
                 "UPDATE outbox SET state='sent', sent_at=$1, message_ref=$2, last_error=NULL,"
-                " attempts=attempts+1 WHERE id=$3",
+                " attempts=attempts+1, lease_until=NULL WHERE id=$3",
                 [(ts(now), ref, row.id) for row, ref, now in sent],
             )
             await db.executemany(
@@ -411,15 +558,15 @@ class PostgresStore:
         async with self._write() as db:
             await db.execute(
                 "UPDATE outbox SET state='queued', last_error=$1, next_attempt_at=$2,"
-                " attempts=attempts+$3 WHERE id=$4",
+                " attempts=attempts+$3, claimed_by=NULL, lease_until=NULL WHERE id=$4",
                 error,
                 ts(until),
                 int(attempted),
                 row.id,
             )
             await db.execute(
-                "UPDATE outbox SET state='queued', next_attempt_at=greatest(next_attempt_at, $1)"
-                " WHERE receiver=$2 AND channel=$3 AND channel_index=$4"
+                "UPDATE outbox SET state='queued', next_attempt_at=greatest(next_attempt_at, $1),"
+                " claimed_by=NULL, lease_until=NULL WHERE receiver=$2 AND channel=$3 AND channel_index=$4"
                 " AND state IN ('queued','sending') AND id>$5",
                 ts(until),
                 *row.destination,
@@ -430,7 +577,8 @@ class PostgresStore:
         """Give up on `row` (a dead letter), with why."""
         async with self._write() as db:
             await db.execute(
-                "UPDATE outbox SET state='dead', last_error=$1, attempts=attempts+1 WHERE id=$2",
+                "UPDATE outbox SET state='dead', last_error=$1, attempts=attempts+1,"
+                " lease_until=NULL WHERE id=$2",
                 error,
                 row.id,
             )

@@ -121,6 +121,22 @@ SCHEMA = [
     CREATE UNIQUE INDEX incidents_open ON incidents(md5(receiver), md5(am_receiver), md5(group_key))
         WHERE status = 'firing';
     """,
+    # version 3: delivery on every replica. A claimed (state 'sending') outbox row names the
+    # replica that holds it and until when (the database's clock); a destination is worked by
+    # the replica that holds its row in destination_leases, until lease_until.
+    """
+    ALTER TABLE outbox ADD COLUMN claimed_by TEXT;
+    ALTER TABLE outbox ADD COLUMN lease_until TIMESTAMPTZ;
+    CREATE TABLE destination_leases (
+        receiver TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        channel_index INTEGER NOT NULL,
+        claimed_by TEXT NOT NULL,
+        lease_until TIMESTAMPTZ NOT NULL
+    );
+    CREATE UNIQUE INDEX destination_leases_key
+        ON destination_leases(md5(receiver), channel, channel_index);
+    """,
 ]
 SCHEMA_VERSION = len(SCHEMA)
 

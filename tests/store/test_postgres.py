@@ -1,21 +1,25 @@
 """The PostgreSQL store's own cases: one migration under a lock when replicas start together,
 a lost lock refuses payloads, errors name the database and never its password, connections the
-server ends while the router writes."""
+server ends while the router writes, delivery claims of a replica killed while delivering taken
+over after their lease."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
 
+from router.config import parse_config
 from router.errors import StoreError
 from router.store.postgres import PostgresStore
 from router.store.postgres_schema import SCHEMA_VERSION, migrate
 
 from ..harness import firing_payload
-from ..helpers import fixture_body
+from ..helpers import fixture_body, open_core
 from ..postgres import PostgresServer, end_the_routers_lock
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
@@ -95,3 +99,71 @@ async def test_every_call_ends_in_a_result_or_a_store_error_when_connections_dro
             await asyncio.wait_for(store.aclose(), 60)
     finally:
         await admin.close()
+
+
+# ---------------------------------------------------------------- delivery on every replica
+
+DESTINATIONS = 4
+SPREAD = parse_config(
+    "receivers: [{name: r, slack_configs: ["
+    + ", ".join(f"{{bot_token: x, channel: c{n}}}" for n in range(DESTINATIONS))
+    + "]}]\nroute: {receiver: r}\n"
+)
+# A replica that claims rows and dies with them (SIGKILL): argv is the URL and the lease in
+# seconds; it prints the ids it claimed, then waits to be killed.
+DYING_REPLICA = """
+import asyncio, sys
+from datetime import UTC, datetime, timedelta
+from router.store.postgres import PostgresStore
+
+async def main() -> None:
+    store = PostgresStore(sys.argv[1], lease=timedelta(seconds=float(sys.argv[2])))
+    await store.open()
+    rows = await store.claim_due(datetime(2030, 1, 1, tzinfo=UTC), ["slack"], 100)
+    print(" ".join(str(r.id) for r in rows), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def _queue(url: str, payloads: int) -> None:
+    """Plan `payloads` firing groups into the outbox of the database at `url`: one row per
+    payload and destination, then let the store go (its claims, none, released)."""
+    core = await open_core(PostgresStore(url), SPREAD)
+    try:
+        for n in range(payloads):
+            await core.ingest(firing_payload(1, f"g{n}"), T0 + timedelta(seconds=n), f"c{n}")
+    finally:
+        await core.aclose()
+
+
+async def test_rows_of_a_replica_killed_while_delivering_are_taken_over_after_its_lease(
+    postgres_url: str,
+) -> None:
+    await _queue(postgres_url, 3)
+    dying = subprocess.Popen(
+        [sys.executable, "-c", DYING_REPLICA, postgres_url, "3"], stdout=subprocess.PIPE
+    )
+    try:
+        assert dying.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(dying.stdout.readline), 60)
+        held = sorted(int(i) for i in line.split())
+        assert len(held) == 3 * DESTINATIONS
+    finally:
+        dying.kill()  # SIGKILL: no release, its claims stay in the database
+        dying.wait()
+        if dying.stdout is not None:
+            dying.stdout.close()
+    survivor = PostgresStore(postgres_url, lease=timedelta(seconds=1))
+    await survivor.open()
+    try:
+        async with asyncio.timeout(30):  # the dead replica's lease runs out within 3 s
+            while not (rows := await survivor.claim_due(T0 + timedelta(hours=1), ["slack"], 100)):
+                await asyncio.sleep(0.05)
+        assert [r.id for r in rows] == held
+        assert all(r.taken_over for r in rows)
+        await survivor.mark_sent_many([(r, f"ts-{r.id}", T0) for r in rows])
+        assert await survivor.outbox_stats(T0) == (0, 0.0, 0)
+    finally:
+        await survivor.aclose()
