@@ -28,6 +28,7 @@ from router.planner import Planner
 from router.render import Renderer
 from router.store import Store
 from router.store.engines import store_for
+from router.store.postgres import PostgresStore
 
 log = logging.getLogger("router.app")
 
@@ -152,6 +153,9 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
     if chatops.telegram is None and chatops.slack is None:
         return
     alertmanager = Alertmanager(timedelta(seconds=2))  # inside Slack's 3-second answer window
+    # On PostgreSQL, an ack taken by a replica that does not plan waits in the store's
+    # `commands` table for the planner's; every router applies what waits there while it plans.
+    queue = rt.store if isinstance(rt.store, PostgresStore) else None
     rt.commands = Commands(
         rt.planner,
         rt.clock,
@@ -159,7 +163,9 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
         chatops.alertmanager_url,
         chatops.default_silence,
         rt.metrics,
+        queue=queue,
     )
+    commands = rt.commands
     telegram = None
     if chatops.telegram is not None and rt.dry_run:
         event(
@@ -186,7 +192,14 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         if telegram is not None:
             await telegram.start()
+        applier = None
+        if queue is not None:
+            applier = asyncio.create_task(commands.apply_queued_forever(), name="chat commands")
         yield
+        if applier is not None:
+            applier.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await applier
         if telegram is not None:
             await telegram.aclose()
         if slack is not None:

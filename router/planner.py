@@ -17,7 +17,7 @@ from router.models import WebhookPayload
 from router.outcomes import Outcomes
 from router.pipeline import Pipeline
 from router.state import IncidentState, Plan, State
-from router.store import InboxRow, Store
+from router.store import CommandQueue, InboxRow, Store
 
 log = logging.getLogger("router.planner")
 
@@ -235,15 +235,18 @@ class Planner:
         acked_by: str | None,
         now: datetime,
         correlation_id: str,
+        command: tuple[CommandQueue, int, str] | None = None,
         **details: str,
     ) -> Plan | IncidentState | None:
         """Compare-and-set the ack of an open incident: if its `acked_by` is still `expect`, set
         it to `acked_by` (None: take the ack back) and queue the updates of every message.
+        With `command` (queue, command id, its answer if this call wins), a queued chat command
+        is applied: the plan and the answer commit in one transaction, once per command.
 
         Returns the Plan committed if this call won; a copy of the incident as it is if its ack
         was no longer `expect` (someone else acked or unacked first: nothing is written or
-        queued); None if the incident is not open. Of two concurrent acks exactly one wins.
-        Raises StoreError if the commit failed.
+        queued), or if the command had an answer already; None if the incident is not open.
+        Of two concurrent acks exactly one wins. Raises StoreError if the commit failed.
         """
         async with self._lock:
             current = self.state.open_incident(incident_id)
@@ -254,20 +257,33 @@ class Planner:
             plan = self._pipeline.set_ack(
                 self.state, current, acked_by, now, correlation_id, **details
             )
-            await self._commit(plan, now)
+            if not await self._commit(plan, now, command):
+                await self._reload()
+                current = self.state.open_incident(incident_id)
+                return None if current is None else copy.deepcopy(current)
         return plan
 
-    async def _commit(self, plan: Plan, now: datetime) -> None:
-        """Commit one plan (no watermark move) and wake delivery; on failure, reload the state
-        and raise. The caller counts the plan (metrics)."""
+    async def _commit(
+        self, plan: Plan, now: datetime, command: tuple[CommandQueue, int, str] | None = None
+    ) -> bool:
+        """Commit one plan (no watermark move), with a command's answer if given, and wake
+        delivery; False if that command had an answer already (nothing was written: the
+        state holds a change to take back). On failure, reload the state and raise. The
+        caller counts the plan (metrics)."""
         try:
-            await self.store.commit_plans([(plan, now)], None)
+            if command is None:
+                await self.store.commit_plans([(plan, now)], None)
+            else:
+                queue, command_id, answer = command
+                if not await queue.finish_command(command_id, answer, now, plan):
+                    return False
         except StoreError:
             with contextlib.suppress(StoreError):
                 await self._reload()
             raise
         if plan.outbox:
             self._wake_outbox.set()
+        return True
 
     async def incident(self, incident_id: str) -> IncidentState | None:
         """The incident with this id: a copy of the live one if open, else as stored; None if

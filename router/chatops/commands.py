@@ -6,12 +6,13 @@ call `Commands.run`, and show the reply text. Nothing here knows about Telegram 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import unicodedata
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 
 from router.alertmanager import Alertmanager
@@ -22,7 +23,7 @@ from router.metrics import Metrics
 from router.planner import Planner
 from router.render import clock, human_duration
 from router.state import IncidentState
-from router.store import ID_ALPHABET, ID_LENGTH
+from router.store import ID_ALPHABET, ID_LENGTH, CommandQueue, QueuedCommand
 
 log = logging.getLogger("router.chatops")
 
@@ -30,6 +31,13 @@ NAMES = ("ack", "unack", "alerts", "help")
 MAX_SILENCE = timedelta(days=30)
 MAX_ECHO = 40  # characters of a user's word repeated in an answer
 MAX_NAME = 64  # characters of a user's name shown in messages
+# A replica that does not plan commits an /ack or /unack for the planner and waits this long for
+# its answer (Slack wants one within 3 seconds); after that it answers that the command is queued.
+ANSWER_WAIT = timedelta(seconds=2)
+ANSWER_POLL = timedelta(milliseconds=50)  # between two looks for that answer
+COMMAND_BATCH = 32  # queued commands applied per look
+# The planner looks for queued commands when a replica's NOTIFY wakes it, and at least this often.
+COMMAND_POLL = timedelta(seconds=1)
 _ID_RE = re.compile(rf"^#?([{ID_ALPHABET}]{{{ID_LENGTH}}})$", re.IGNORECASE)
 
 HELP = """alert-router commands:
@@ -151,7 +159,12 @@ def display_name(text: str) -> str:
 
 class Commands:
     """The chat-ops rules, platform-free: authorize, ack and unack (through the planner's
-    compare-and-set), list open incidents; each answer is the text to show."""
+    compare-and-set), list open incidents; each answer is the text to show.
+
+    With a `queue` (PostgreSQL, several replicas), a replica that does not plan (`planning()`
+    False) commits an ack or unack to the queue and answers with what the planner made of it;
+    the planner's replica applies the queued commands (`apply_queued`) as it applies its own.
+    """
 
     def __init__(
         self,
@@ -161,8 +174,15 @@ class Commands:
         alertmanager_url: str | None,
         default_silence: timedelta | None = None,
         metrics: Metrics | None = None,
+        *,
+        queue: CommandQueue | None = None,
+        planning: Callable[[], bool] = lambda: True,
     ) -> None:
+        """`queue`: where commands wait for the planner (None: this process always plans);
+        `planning()`: whether this replica plans now."""
         self.metrics = metrics or Metrics()
+        self.queue = queue
+        self.planning = planning
         self.planner = planner
         self.clock = clock_
         self.alertmanager = alertmanager
@@ -223,6 +243,94 @@ class Commands:
         refusal = policy.change_refusal(actor, incident)
         if refusal is not None:
             return self._refused(actor, refusal, incident=incident_id)
+        if self.queue is not None and not self.planning():
+            return await self._submit(self.queue, command, actor, incident_id)
+        return await self._apply(command, actor, incident_id)
+
+    async def _submit(
+        self, queue: CommandQueue, command: Command, actor: Actor, incident_id: str
+    ) -> str:
+        """Commit the command for the planner and answer with its answer, or, if the planner
+        has not answered within ANSWER_WAIT, that the command is queued."""
+        command_id = await queue.submit_command(
+            command.name,
+            incident_id,
+            asdict(actor),
+            command.duration,
+            command.comment,
+            self.clock(),
+        )
+        event(
+            log,
+            logging.INFO,
+            "chatops_command_queued",
+            command=command.name,
+            command_id=command_id,
+            incident=incident_id,
+            by=actor.name,
+            via=actor.platform,
+        )
+        loop = asyncio.get_running_loop()
+        until = loop.time() + ANSWER_WAIT.total_seconds()
+        while True:
+            answer = await queue.command_result(command_id)
+            if answer is not None:
+                return answer
+            if loop.time() >= until:
+                break
+            await asyncio.sleep(ANSWER_POLL.total_seconds())
+        return (
+            f"⏳ /{command.name} #{incident_id} by {actor.name} is recorded: the planner applies"
+            " it in a moment (or tells who acknowledged first). /alerts shows the result."
+        )
+
+    async def apply_queued(self) -> int:
+        """Apply the commands other replicas queued, oldest first (on the planner's replica),
+        each answer written once; how many were applied. Raises StoreError."""
+        if self.queue is None:
+            return 0
+        pending = await self.queue.pending_commands(COMMAND_BATCH)
+        for queued in pending:
+            answer = await self._apply_one(queued)
+            await self.queue.finish_command(queued.id, answer, self.clock())
+        return len(pending)
+
+    async def _apply_one(self, queued: QueuedCommand) -> str:
+        """One queued command's answer (a won ack or unack is answered in its plan's commit)."""
+        command = Command(queued.name, queued.incident_id, queued.duration, queued.comment)
+        try:
+            actor = Actor(**queued.actor)
+            return await self._apply(command, actor, queued.incident_id, queued)
+        except StoreError:
+            raise
+        except Exception as exc:  # a bug, or a row this version cannot read: answer, go on
+            event(
+                log, logging.ERROR, "chatops_command_failed", command_id=queued.id, error=repr(exc)
+            )
+            return f"Sorry, /{queued.name} #{queued.incident_id} failed: {exc}"
+
+    async def apply_queued_forever(self) -> None:
+        """While this replica plans, apply what the others queue: when one wakes it, and every
+        COMMAND_POLL."""
+        if self.queue is None:
+            return
+        while True:
+            try:
+                applied = await self.apply_queued() if self.planning() else 0
+            except Exception as exc:  # the store failed, or a bug: the commands wait; retry
+                event(log, logging.ERROR, "chatops_commands_failed", error=repr(exc))
+                applied = 0
+            if applied == 0:
+                await self.queue.wait_commands(COMMAND_POLL)
+
+    async def _apply(
+        self,
+        command: Command,
+        actor: Actor,
+        incident_id: str,
+        queued: QueuedCommand | None = None,
+    ) -> str:
+        """Ack or unack on this replica's planner (`queued`: the command another replica queued)."""
         busy = self._busy.get(incident_id)
         if busy is not None:
             # Whoever is busy now came after any ack already stored: that one is named first.
@@ -237,8 +345,8 @@ class Commands:
             if isinstance(incident, str):
                 return incident
             if command.name == "ack":
-                return await self._ack(command, actor, incident)
-            return await self._unack(actor, incident)
+                return await self._ack(command, actor, incident, queued)
+            return await self._unack(actor, incident, queued)
         finally:
             del self._busy[incident_id]
 
@@ -251,7 +359,21 @@ class Commands:
             return f"#{incident_id} is already resolved: nothing to change."
         return incident
 
-    async def _ack(self, command: Command, actor: Actor, incident: IncidentState) -> str:
+    def _answered(
+        self, queued: QueuedCommand | None, answer: str
+    ) -> tuple[CommandQueue, int, str] | None:
+        """What the planner writes with the plan of a queued command that wins: its answer."""
+        if queued is None or self.queue is None:
+            return None
+        return (self.queue, queued.id, answer)
+
+    async def _ack(
+        self,
+        command: Command,
+        actor: Actor,
+        incident: IncidentState,
+        queued: QueuedCommand | None,
+    ) -> str:
         incident_id = incident.id
         if incident.acked_by:
             return _already_acked(incident)
@@ -262,27 +384,34 @@ class Commands:
             url = self.alertmanager_url or incident.external_url
             labels = incident.common_labels or incident.group_labels
             try:
-                if not url:
+                if queued is not None and queued.silence_id:  # made by a planner that died
+                    silence_id = queued.silence_id
+                elif not url:
                     raise AlertmanagerError("no Alertmanager URL (set chatops.alertmanager_url)")
-                silence_id = await self.alertmanager.create_silence(
-                    url,
-                    labels,
-                    now,
-                    now + duration,
-                    actor.name,
-                    f"alert-router incident #{incident_id} acknowledged via {actor.platform}"
-                    + (f": {command.comment}" if command.comment else ""),
-                )
+                else:
+                    silence_id = await self.alertmanager.create_silence(
+                        url,
+                        labels,
+                        now,
+                        now + duration,
+                        actor.name,
+                        f"alert-router incident #{incident_id} acknowledged via {actor.platform}"
+                        + (f": {command.comment}" if command.comment else ""),
+                    )
+                    if queued is not None and self.queue is not None:
+                        await self.queue.note_silence(queued.id, silence_id)
                 silence_note = f" Silenced in Alertmanager for {human_duration(duration)} (silence {silence_id})."
             except AlertmanagerError as exc:
                 event(log, logging.ERROR, "silence_failed", incident=incident_id, error=str(exc))
                 silence_note = f" The silence could not be created: {exc}"
+        won = f"✅ #{incident_id} acknowledged by {actor.name}. Reminders and escalation stop.{silence_note}"
         result = await self.planner.set_ack(
             incident_id,
             None,
             actor.name,
             now,
             uuid.uuid4().hex[:16],
+            self._answered(queued, won),
             via=f"{actor.platform}:{actor.place}",
             comment=command.comment,
             silence_id=silence_id,
@@ -305,14 +434,25 @@ class Commands:
             silence=silence_id,
             updates=len(result.outbox),
         )
-        return f"✅ #{incident_id} acknowledged by {actor.name}. Reminders and escalation stop.{silence_note}"
+        return won
 
-    async def _unack(self, actor: Actor, incident: IncidentState) -> str:
+    async def _unack(
+        self, actor: Actor, incident: IncidentState, queued: QueuedCommand | None
+    ) -> str:
         incident_id = incident.id
         if not incident.acked_by:
             return f"#{incident_id} is not acknowledged."
+        note = (
+            " (its silence stays in Alertmanager until it expires)" if incident.silence_id else ""
+        )
+        won = f"↩️ #{incident_id} is no longer acknowledged (by {actor.name}){note}."
         result = await self.planner.set_ack(
-            incident_id, incident.acked_by, None, self.clock(), uuid.uuid4().hex[:16]
+            incident_id,
+            incident.acked_by,
+            None,
+            self.clock(),
+            uuid.uuid4().hex[:16],
+            self._answered(queued, won),
         )
         if result is None:
             return f"#{incident_id} was resolved meanwhile."
@@ -332,10 +472,7 @@ class Commands:
             user=actor.user_id,
             via=actor.platform,
         )
-        note = (
-            " (its silence stays in Alertmanager until it expires)" if incident.silence_id else ""
-        )
-        return f"↩️ #{incident_id} is no longer acknowledged (by {actor.name}){note}."
+        return won
 
     async def _alerts(self) -> str:
         incidents = sorted(self.planner.open_incidents(), key=lambda i: i.opened_at)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from bisect import bisect_right
 from datetime import timedelta
+from typing import Protocol
 
 import orjson
 from aiohttp import web
@@ -43,6 +44,18 @@ SEEN_UPDATES = 10_000
 MAX_START_DELAY = timedelta(minutes=5)  # between tries to reach Telegram at start, doubling
 
 
+class PlannerRole(Protocol):
+    """Whether this replica plans (router.roles.Role): long polling runs only while it does,
+    so that exactly one replica takes each update from getUpdates."""
+
+    @property
+    def is_planner(self) -> bool:
+        """Whether this replica is the planner now."""
+
+    async def wait_for(self, *, planner: bool) -> None:
+        """Return once this replica is the planner (`planner=True`) or a standby (False)."""
+
+
 def fit(text: str, limit: int) -> str:
     """`text` cut to at most `limit` UTF-16 code units (as Telegram counts), "…" marking a cut."""
     if utf16_len(text) <= limit:
@@ -54,8 +67,17 @@ def fit(text: str, limit: int) -> str:
 class TelegramBot:
     """Answers /ack, /unack, /alerts, /help and the Ack button in the allowed chats."""
 
-    def __init__(self, config: TelegramChatops, commands: Commands, store: Store) -> None:
+    def __init__(
+        self,
+        config: TelegramChatops,
+        commands: Commands,
+        store: Store,
+        role: PlannerRole | None = None,
+    ) -> None:
+        """In polling mode with a `role`, getUpdates runs only while the role is the planner
+        (one replica polls); without one (one process) it always runs."""
         self.config = config
+        self.role = role
         self.commands = commands
         self.store = store
         self.policy = telegram_policy(config)
@@ -93,9 +115,25 @@ class TelegramBot:
                 await asyncio.sleep(delay.total_seconds())
                 delay = min(delay * 2, MAX_START_DELAY)
         await self.app.start()
-        if self.config.mode == "polling" and self.app.updater is not None:
-            await self.app.updater.start_polling(poll_interval=0.0, timeout=10)
         event(log, logging.INFO, "telegram_chatops_started", mode=self.config.mode)
+        if self.config.mode == "polling":
+            await self._poll()
+
+    async def _poll(self) -> None:
+        """Long polling: for ever without a role, else while this replica is the planner."""
+        updater = self.app.updater
+        if updater is None:
+            return
+        if self.role is None:
+            await updater.start_polling(poll_interval=0.0, timeout=10)
+            return
+        while True:
+            await self.role.wait_for(planner=True)
+            await updater.start_polling(poll_interval=0.0, timeout=10)
+            event(log, logging.INFO, "telegram_polling", polling=True)
+            await self.role.wait_for(planner=False)
+            await updater.stop()  # the next planner's getUpdates takes what is not confirmed
+            event(log, logging.INFO, "telegram_polling", polling=False)
 
     def _say(self, exc: TelegramError) -> str:
         return str(exc.message).replace(self.config.bot_token.get_secret_value(), "<bot_token>")

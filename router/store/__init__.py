@@ -69,6 +69,61 @@ class OutboxRow:
         return (self.incident_id, self.destination)
 
 
+@dataclass(frozen=True)
+class QueuedCommand:
+    """An /ack or /unack that a replica took and committed for the planner to apply (a row of
+    PostgreSQL's `commands`); `id` orders them. `actor` holds router.chatops.commands.Actor's
+    fields; `duration` is the silence asked for (None: the default); `silence_id` the silence
+    an earlier attempt to apply it created (a planner that died before its commit)."""
+
+    id: int
+    name: str  # "ack" | "unack"
+    incident_id: str
+    actor: dict[str, str]
+    duration: timedelta | None
+    comment: str
+    created_at: datetime
+    silence_id: str = ""
+
+
+class CommandQueue(Protocol):
+    """Chat commands taken by any replica and applied by the planner, exactly once: the answer
+    of each is written with the plan it made, in one transaction (PostgreSQL only; on SQLite
+    the one process plans and applies a command at once)."""
+
+    async def submit_command(
+        self,
+        name: str,
+        incident_id: str,
+        actor: dict[str, str],
+        duration: timedelta | None,
+        comment: str,
+        now: datetime,
+    ) -> int:
+        """Commit a command for the planner; its id. Raises StoreError if it did not commit."""
+
+    async def pending_commands(self, limit: int) -> list[QueuedCommand]:
+        """Up to `limit` commands without an answer yet, oldest first."""
+
+    async def wait_commands(self, at_most: timedelta) -> None:
+        """Return once a replica may have queued a command since the last return, or after
+        `at_most`, whichever is first."""
+
+    async def note_silence(self, command_id: int, silence_id: str) -> None:
+        """Remember the silence made for a command before its ack commits (made once)."""
+
+    async def command_result(self, command_id: int) -> str | None:
+        """The answer the planner wrote for the command; None while it waits."""
+
+    async def finish_command(
+        self, command_id: int, result: str, now: datetime, plan: Plan | None = None
+    ) -> bool:
+        """Write the command's answer and, if given, the plan it made (at `now`), in one
+        transaction, unless the command has an answer already (then nothing is written: False).
+
+        Raises StoreError if it did not commit, StoreRefused if the database refuses the plan."""
+
+
 class Store(Protocol):
     """What the router asks of its storage. Every method raises StoreError when the engine
     fails (the caller retries, answers 503, or reports not ready); none blocks the event loop.

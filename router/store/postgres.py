@@ -27,10 +27,10 @@ import orjson
 from router.errors import StoreError, StoreRefused
 from router.models import IncidentView
 from router.state import Destination, IncidentState, Plan, State
-from router.store import InboxRow, OutboxRow, unused_id
+from router.store import InboxRow, OutboxRow, QueuedCommand, unused_id
 from router.store.files import ts
 from router.store.group_commit import GroupCommit, Pending
-from router.store.postgres_schema import ROUTER_LOCK, migrate
+from router.store.postgres_schema import COMMANDS_CHANNEL, ROUTER_LOCK, migrate
 from router.store.rows import (
     ALERT_COLUMNS,
     INCIDENT_COLUMNS,
@@ -114,6 +114,8 @@ class PostgresStore:
         self._inbox = GroupCommit(self._commit_pending)
         self._failing: str | None = None
         self._prober: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None  # LISTENs on COMMANDS_CHANNEL
+        self._queued = asyncio.Event()  # a NOTIFY came on COMMANDS_CHANNEL
 
     def __repr__(self) -> str:
         """The class and the URL, never the password."""
@@ -184,6 +186,10 @@ class PostgresStore:
     async def _close_connections(self) -> None:
         """Close the pool and the lock's connection (which lets ROUTER_LOCK go)."""
         pool, lock, self._pool, self._lock = self._pool, self._lock, None, None
+        listener, self._listener = self._listener, None
+        with contextlib.suppress(*FAILURES):
+            if listener is not None:
+                await listener.close(timeout=CONNECT_TIMEOUT.total_seconds())
         with contextlib.suppress(*FAILURES):
             if pool is not None:
                 await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT.total_seconds())
@@ -268,6 +274,114 @@ class PostgresStore:
             if isinstance(exc.__cause__, REFUSALS):
                 raise StoreRefused(str(exc)) from exc.__cause__
             raise
+
+    # ------------------------------------------------------------ chat commands (CommandQueue)
+
+    async def submit_command(
+        self,
+        name: str,
+        incident_id: str,
+        actor: dict[str, str],
+        duration: timedelta | None,
+        comment: str,
+        now: datetime,
+    ) -> int:
+        """Commit an /ack or /unack for the planner to apply, and wake it (NOTIFY on
+        COMMANDS_CHANNEL, delivered at the commit); its id. Raises StoreError."""
+        async with self._write() as db:
+            command_id = await db.fetchval(
+                "INSERT INTO commands (name, incident_id, actor, duration_s, comment, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                name,
+                incident_id,
+                orjson.dumps(actor).decode(),
+                None if duration is None else duration.total_seconds(),
+                comment,
+                ts(now),
+            )
+            await db.execute("SELECT pg_notify($1, $2)", COMMANDS_CHANNEL, str(command_id))
+        return int(command_id)
+
+    async def wait_commands(self, at_most: timedelta) -> None:
+        """Return once a NOTIFY on COMMANDS_CHANNEL came since the last return, or after
+        `at_most`. The LISTEN connection is opened at the first call and again after it is
+        lost; while it cannot be, this waits `at_most` (the caller looks anyway)."""
+        if self._listener is None or self._listener.is_closed():
+            self._listener = None
+            try:
+                listener = await self._connect()
+                await listener.add_listener(COMMANDS_CHANNEL, self._notified)
+                self._listener = listener
+            except (*FAILURES, OSError):
+                pass
+            self._queued.set()  # a command queued while nobody listened: look once
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queued.wait(), at_most.total_seconds())
+        self._queued.clear()
+
+    def _notified(self, *_: object) -> None:
+        """asyncpg's listener callback (connection, pid, channel, payload): wake the planner."""
+        self._queued.set()
+
+    async def note_silence(self, command_id: int, silence_id: str) -> None:
+        """Remember the silence made for a command before its ack commits. Raises StoreError."""
+        async with self._write() as db:
+            await db.execute(
+                "UPDATE commands SET silence_id=$2 WHERE id=$1", command_id, silence_id
+            )
+
+    async def pending_commands(self, limit: int) -> list[QueuedCommand]:
+        """Up to `limit` commands without an answer, oldest first. Raises StoreError."""
+        async with self._conn() as db:
+            rows = await db.fetch(
+                "SELECT id, name, incident_id, actor, duration_s, comment, created_at, silence_id"
+                " FROM commands WHERE result IS NULL ORDER BY id LIMIT $1",
+                limit,
+            )
+        return [
+            QueuedCommand(
+                int(r[0]),
+                r[1],
+                r[2],
+                orjson.loads(r[3]),
+                None if r[4] is None else timedelta(seconds=r[4]),
+                r[5],
+                datetime.fromisoformat(r[6]),
+                r[7],
+            )
+            for r in rows
+        ]
+
+    async def command_result(self, command_id: int) -> str | None:
+        """The planner's answer to the command; None while it waits. Raises StoreError."""
+        async with self._conn() as db:
+            result: str | None = await db.fetchval(
+                "SELECT result FROM commands WHERE id=$1", command_id
+            )
+        return result
+
+    async def finish_command(
+        self, command_id: int, result: str, now: datetime, plan: Plan | None = None
+    ) -> bool:
+        """The command's answer and the plan it made, in one transaction; False (nothing
+        written) if it has an answer already. Raises StoreError, StoreRefused."""
+        try:
+            async with self._write() as db:
+                done = await db.execute(
+                    "UPDATE commands SET result=$2, applied_at=$3 WHERE id=$1 AND result IS NULL",
+                    command_id,
+                    result,
+                    ts(now),
+                )
+                if _count(done) == 0:
+                    return False
+                if plan is not None:
+                    await _write_plan(db, plan, now)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, REFUSALS):
+                raise StoreRefused(str(exc)) from exc.__cause__
+            raise
+        return True
 
     async def set_aside(self, row: InboxRow, error: str) -> None:
         """Keep a payload that cannot be planned in `set_aside`, with why, and move the

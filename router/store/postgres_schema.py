@@ -14,6 +14,8 @@ from router.errors import StoreError
 
 # pg_advisory_xact_lock key held while migrating: one replica upgrades, the others wait.
 MIGRATION_LOCK = 0x616C_6572_7401  # "alert" + 1
+# NOTIFY channel on which a replica that queued a chat command wakes the planner.
+COMMANDS_CHANNEL = "alert_router_commands"
 # pg_try_advisory_lock key held for the life of a router: one router per database (for now).
 ROUTER_LOCK = 0x616C_6572_7402
 
@@ -136,6 +138,22 @@ SCHEMA = [
     );
     CREATE UNIQUE INDEX destination_leases_key
         ON destination_leases(md5(receiver), channel, channel_index);
+    """,
+    # version 4: /ack and /unack taken by any replica, applied by the planner (router/chatops)
+    """
+    CREATE TABLE commands (
+        id BIGSERIAL PRIMARY KEY,
+        name TEXT NOT NULL,
+        incident_id TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        duration_s DOUBLE PRECISION,
+        comment TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        silence_id TEXT NOT NULL DEFAULT '',
+        result TEXT,
+        applied_at TEXT
+    );
+    CREATE INDEX commands_pending ON commands(id) WHERE result IS NULL;
     """,
 ]
 SCHEMA_VERSION = len(SCHEMA)

@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from router.app import RUNTIME
+from router.alertmanager import Alertmanager
+from router.app import RUNTIME, create_app
+from router.chatops.commands import Actor, Allow, Command, Commands, Policy
+from router.config import parse_config
 from router.state import IncidentState, Plan
+from router.store.postgres import PostgresStore
 
-from ..harness import Client, Fakes, firing_payload, post, settled
+from ..harness import Client, Fakes, config_text, firing_payload, post, settled
 from .test_slack import RECEIVERS, SIGNING_SECRET, command, slash
-from .test_telegram import ALICE, SECRET, deliver, reply_to
+from .test_telegram import ALICE, SECRET, deliver, incident_state, reply_to
 from .test_telegram import command as telegram_command
 
 BOTH = f"""
@@ -124,3 +128,125 @@ async def test_only_the_winner_creates_a_silence(
     winner = WON.match(won).group(2)  # type: ignore[union-attr]
     assert silences[0]["createdBy"] == winner
     assert all(winner in t for t in texts if t != won), texts
+
+
+# ---------------------------------------------------------------- several replicas (PostgreSQL)
+
+
+async def pg_client(
+    aiohttp_client: Any, fakes: Fakes, tmp_path: Any, url: str, extra: str
+) -> Client:
+    """The app on the PostgreSQL database at `url` (the harness's config, storage swapped)."""
+    text = config_text(fakes, tmp_path / "unused.db", RECEIVERS, extra)
+    text = text.replace(
+        f'storage: {{path: "{tmp_path / "unused.db"}"}}', f'storage: {{url: "{url}"}}'
+    )
+    client: Client = await aiohttp_client(create_app(parse_config(text)))
+    return client
+
+
+def replica_that_does_not_plan(client: Client, alertmanager_url: str) -> Commands:
+    """What another replica's chat-ops are: the same rules on the same database, not planning
+    (its acks go through the store's `commands` table to the planner)."""
+    rt = client.app[RUNTIME]
+    assert isinstance(rt.store, PostgresStore)
+    return Commands(
+        rt.planner,
+        rt.clock,
+        Alertmanager(timedelta(seconds=2)),
+        alertmanager_url,
+        metrics=rt.metrics,
+        queue=rt.store,
+        planning=lambda: False,
+    )
+
+
+SLACK_POLICY = Policy("slack", "T000", Allow(frozenset({"C0ALERTS"})))
+
+
+def slack_actor(name: str) -> Actor:
+    return Actor("slack", f"U{name.upper()}", f"@{name}", "C0ALERTS", "T000")
+
+
+async def test_acks_from_a_replica_that_does_not_plan_and_from_telegram_have_one_winner(
+    fakes: Fakes,
+    aiohttp_client: Any,
+    tmp_path: Any,
+    postgres_url: str,
+    alertmanager: tuple[TestServer, list[dict[str, Any]]],
+) -> None:
+    """A Slack /ack taken by a replica that does not plan (committed as a command, applied by
+    the planner) races a Telegram /ack on the planner's replica: one ack, one silence, one
+    PagerDuty acknowledge, and the loser is told who won."""
+    server, silences = alertmanager
+    fakes.telegram.flood_interval_s = 0
+    am_url = str(server.make_url(""))
+    client = await pg_client(
+        aiohttp_client, fakes, tmp_path, postgres_url, BOTH.replace("ALERTMANAGER", am_url)
+    )
+    other = replica_that_does_not_plan(client, am_url)
+    incidents = [
+        (await post(client, firing_payload(1, f"pg-race{n}")))["incidents"][0] for n in range(3)
+    ]
+    await settled(client)
+    for n, incident in enumerate(incidents):
+        slack_answer, status = await asyncio.gather(
+            other.run(
+                Command("ack", incident, timedelta(hours=1)), slack_actor("bob"), SLACK_POLICY
+            ),
+            deliver(client, telegram_command(f"/ack {incident} 1h", ALICE)),
+        )
+        assert status == 200
+        telegram_answer = (await reply_to(fakes, -1002, n + 1))[n]
+        answers = [slack_answer, telegram_answer]
+        winners = [m.group(2) for a in answers if (m := WON.match(a))]
+        assert len(winners) == 1, answers
+        [loser] = [a for a in answers if not WON.match(a)]
+        assert f"acknowledged by {winners[0]}" in loser, answers  # already, or just now
+        assert (await incident_state(client, incident))["acked_by"] == winners[0]
+    await settled(client)
+    assert len(silences) == len(incidents)
+    acks = [e["dedup_key"] for e in fakes.pagerduty.events if e["event_action"] == "acknowledge"]
+    assert len(acks) == len(incidents) == len(set(acks))
+    store = client.app[RUNTIME].store
+    assert isinstance(store, PostgresStore)
+    assert await store.pending_commands(10) == []
+
+
+async def test_a_command_the_planner_has_not_applied_yet_is_answered_as_recorded(
+    fakes: Fakes, aiohttp_client: Any, tmp_path: Any, postgres_url: str
+) -> None:
+    """With no planner applying, the replica answers at once that the ack is recorded; the
+    planner applies it later, once, and writes the answer the replica would have given; a
+    silence an earlier planner made for it (and died before its commit) is not made again."""
+    client = await pg_client(
+        aiohttp_client, fakes, tmp_path, postgres_url, BOTH.replace("ALERTMANAGER", "http://unused")
+    )
+    rt = client.app[RUNTIME]
+    assert rt.commands is not None
+    planner_commands = rt.commands
+    planner_commands.planning = lambda: False  # the planner's replica stops applying commands
+    other = replica_that_does_not_plan(client, "http://unused")
+    incident = (await post(client, firing_payload(1, "pg-later")))["incidents"][0]
+
+    answer = await other.run(
+        Command("ack", incident, timedelta(hours=1)), slack_actor("bob"), SLACK_POLICY
+    )
+    assert answer.startswith(f"⏳ /ack #{incident} by @bob is recorded"), answer
+    assert (await incident_state(client, incident))["acked_by"] is None
+    store = rt.store
+    assert isinstance(store, PostgresStore)
+    [queued] = await store.pending_commands(10)
+    assert (queued.name, queued.incident_id, queued.actor["name"]) == ("ack", incident, "@bob")
+    await store.note_silence(queued.id, "s-made-before")  # Alertmanager (unused) is not asked
+
+    assert await planner_commands.apply_queued() == 1
+    result = await store.command_result(queued.id)
+    assert result is not None and WON.match(result), result
+    assert "Silenced in Alertmanager for 1h (silence s-made-before)" in result, result
+    acked = await incident_state(client, incident)
+    assert (acked["acked_by"], acked["silence_id"]) == ("@bob", "s-made-before")
+    # Applied once: the answer is written, and a second answer is refused.
+    assert await planner_commands.apply_queued() == 0
+    assert not await store.finish_command(queued.id, "again", rt.clock())
+    assert await store.command_result(queued.id) == result

@@ -167,3 +167,35 @@ async def test_rows_of_a_replica_killed_while_delivering_are_taken_over_after_it
         assert await survivor.outbox_stats(T0) == (0, 0.0, 0)
     finally:
         await survivor.aclose()
+
+
+# ---------------------------------------------------------------- chat commands (any replica)
+
+
+async def test_chat_commands_wake_the_planner_and_are_answered_once(postgres_url: str) -> None:
+    """A command committed by one replica wakes the listening planner (NOTIFY), waits until
+    answered, keeps the silence made for it, and takes exactly one answer."""
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        await store.wait_commands(timedelta(minutes=1))  # listens; the first call looks at once
+        woken = asyncio.create_task(store.wait_commands(timedelta(minutes=1)))
+        actor = {"platform": "slack", "user_id": "UBOB", "name": "@bob", "place": "C0ALERTS"}
+        first = await store.submit_command("ack", "k3v9x", actor, timedelta(hours=2), "disk", T0)
+        await asyncio.wait_for(woken, 30)  # by the NOTIFY, long before the minute
+        second = await store.submit_command("unack", "k3v9x", actor, None, "", T0)
+        await store.note_silence(first, "s1")
+        assert [
+            (c.id, c.name, c.duration, c.silence_id, c.actor)
+            for c in await store.pending_commands(10)
+        ] == [
+            (first, "ack", timedelta(hours=2), "s1", actor),
+            (second, "unack", None, "", actor),
+        ]
+        assert await store.command_result(first) is None
+        assert await store.finish_command(first, "✅ done", T0)
+        assert not await store.finish_command(first, "again", T0)
+        assert await store.command_result(first) == "✅ done"
+        assert [c.id for c in await store.pending_commands(10)] == [second]
+    finally:
+        await store.aclose()
