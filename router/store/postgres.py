@@ -310,7 +310,7 @@ class PostgresStore:
             self._listener = None
             try:
                 listener = await self._connect()
-                await listener.add_listener(COMMANDS_CHANNEL, self._notified)
+                await listener.add_listener(COMMANDS_CHANNEL, self._command_queued)
                 self._listener = listener
             except (*FAILURES, OSError):
                 pass
@@ -319,7 +319,7 @@ class PostgresStore:
             await asyncio.wait_for(self._queued.wait(), at_most.total_seconds())
         self._queued.clear()
 
-    def _notified(self, *_: object) -> None:
+    def _command_queued(self, *_: object) -> None:
         """asyncpg's listener callback (connection, pid, channel, payload): wake the planner."""
         self._queued.set()
 
