@@ -475,7 +475,14 @@ class Commands:
         return won
 
     async def _alerts(self) -> str:
-        incidents = sorted(self.planner.open_incidents(), key=lambda i: i.opened_at)
+        """The open incidents: the planner's, or on a replica that does not plan (whose
+        planner holds no state), as the store has them."""
+        if self.queue is not None and not self.planning():
+            stored, _ = await self.planner.store.load_state()
+            found = list(stored.incidents.values())
+        else:
+            found = self.planner.open_incidents()
+        incidents = sorted(found, key=lambda i: i.opened_at)
         shown = [i for i in incidents if i.notified]
         if not shown:
             return "No open incidents. 🎉"

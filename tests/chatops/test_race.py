@@ -19,6 +19,9 @@ from router.alertmanager import Alertmanager
 from router.app import RUNTIME, create_app
 from router.chatops.commands import Actor, Allow, Command, Commands, Policy
 from router.config import parse_config
+from router.outcomes import Outcomes
+from router.pipeline import Pipeline
+from router.planner import Planner
 from router.state import IncidentState, Plan
 from router.store.postgres import PostgresStore
 
@@ -146,12 +149,20 @@ async def pg_client(
 
 
 def replica_that_does_not_plan(client: Client, alertmanager_url: str) -> Commands:
-    """What another replica's chat-ops are: the same rules on the same database, not planning
-    (its acks go through the store's `commands` table to the planner)."""
+    """What another replica's chat-ops are: the same rules on the same database, with a
+    planner that holds no state (it does not plan; its acks go through the store's `commands`
+    table to the planner)."""
     rt = client.app[RUNTIME]
     assert isinstance(rt.store, PostgresStore)
+    standby = Planner(
+        rt.store,
+        lambda new_id: Pipeline(rt.config, new_id),
+        wake_outbox=asyncio.Event(),
+        outcomes=Outcomes(),
+        metrics=rt.metrics,
+    )
     return Commands(
-        rt.planner,
+        standby,
         rt.clock,
         Alertmanager(timedelta(seconds=2)),
         alertmanager_url,
@@ -229,6 +240,8 @@ async def test_a_command_the_planner_has_not_applied_yet_is_answered_as_recorded
     other = replica_that_does_not_plan(client, "http://unused")
     incident = (await post(client, firing_payload(1, "pg-later")))["incidents"][0]
 
+    listed = await other.run(Command("alerts"), slack_actor("bob"), SLACK_POLICY)
+    assert f"#{incident} HighLatency" in listed and "NOT acked" in listed, listed  # the store
     answer = await other.run(
         Command("ack", incident, timedelta(hours=1)), slack_actor("bob"), SLACK_POLICY
     )
@@ -246,6 +259,8 @@ async def test_a_command_the_planner_has_not_applied_yet_is_answered_as_recorded
     assert "Silenced in Alertmanager for 1h (silence s-made-before)" in result, result
     acked = await incident_state(client, incident)
     assert (acked["acked_by"], acked["silence_id"]) == ("@bob", "s-made-before")
+    listed = await other.run(Command("alerts"), slack_actor("bob"), SLACK_POLICY)
+    assert f"#{incident} HighLatency" in listed and "acked by @bob" in listed, listed
     # Applied once: the answer is written, and a second answer is refused.
     assert await planner_commands.apply_queued() == 0
     assert not await store.finish_command(queued.id, "again", rt.clock())
