@@ -62,7 +62,7 @@ async def start_fakes(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> A
 
 
 def config_text(fakes: Fakes, db: Path, receivers: str, extra: str = "") -> str:
-    return (
+    return with_fakes(
         f"""
 server: {{auth: {{bearer_token: t}}}}
 storage: {{path: "{db}"}}
@@ -71,7 +71,16 @@ receivers:
 {receivers}
 {"" if "route:" in extra else "route: {receiver: main}"}
 {extra}
-""".replace("TELEGRAM", fakes.urls["telegram"])
+""",
+        fakes,
+    )
+
+
+def with_fakes(text: str, fakes: Fakes) -> str:
+    """`text` with TELEGRAM, SLACK, PAGERDUTY, SMTPHOST and REFUSED replaced by the fakes'
+    addresses (REFUSED: a port nothing listens on)."""
+    return (
+        text.replace("TELEGRAM", fakes.urls["telegram"])
         .replace("SLACK", fakes.urls["slack"] + "/api/")
         .replace("PAGERDUTY", fakes.urls["pagerduty"] + "/v2/enqueue")
         .replace("SMTPHOST", fakes.urls["smtp"])
