@@ -1,33 +1,32 @@
-"""create_app(): the aiohttp app, its routes, and the start and stop of its workers."""
+"""create_app(): the aiohttp app, its routes, and the start and stop of its workers; serve()."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from router import api, auth, intake, serving
+from router import __version__, api, auth, intake, serving
 from router.alertmanager import Alertmanager
-from router.channels import build_channels, template_parts
 from router.chatops.commands import Commands
-from router.config import RouterConfig, load_config, secret_values
+from router.config import RouterConfig, secret_values
 from router.delivery import Clock, DeliverySettings, Outbox
-from router.errors import ConfigError
+from router.errors import StoreError
 from router.logs import event, set_secrets
 from router.metrics import Metrics
 from router.outcomes import Outcomes
 from router.pipeline import Pipeline
 from router.planner import Planner
-from router.render import Renderer
+from router.reload import Reloader, build_renderer
 from router.store import Store
-from router.store.engines import store_for
+from router.store.engines import store_for, where
 from router.store.postgres import PostgresStore
 
 log = logging.getLogger("router.app")
@@ -35,48 +34,17 @@ log = logging.getLogger("router.app")
 SWEEP_INTERVAL = timedelta(seconds=10)  # inhibition released, escalation due
 PRUNE_INTERVAL = timedelta(hours=1)  # storage.retention applied
 
+# The app's parts that handlers and tests reach (routes.yaml's config: RELOADER's `config`).
+STORE = web.AppKey("store", Store)
+PLANNER = web.AppKey("planner", Planner)
+OUTBOX = web.AppKey("outbox", Outbox)
+RELOADER = web.AppKey("reloader", Reloader)
+COMMANDS = web.AppKey("commands", Commands)  # only when routes.yaml configures chat-ops
+
 
 def utc_now() -> datetime:
     """The current time, aware, in UTC (the default clock)."""
     return datetime.now(UTC)
-
-
-@dataclass
-class Runtime:
-    """The running router's parts that reload and the workers swap or start: the config
-    running now, its renderer, the outbox (None until the workers start)."""
-
-    config: RouterConfig
-    store: Store
-    planner: Planner
-    renderer: Renderer
-    dry_run: bool = False
-    clock: Clock = field(default=utc_now)
-    outbox: Outbox | None = None
-    commands: Commands | None = None
-    metrics: Metrics = field(default_factory=Metrics)
-    outcomes: Outcomes = field(default_factory=Outcomes)
-    wake_outbox: asyncio.Event = field(default_factory=asyncio.Event)
-    config_path: str | None = None
-    # The config loaded at start: what settings that take effect only at restart still run with.
-    started: RouterConfig = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.started = self.config
-
-
-RUNTIME = web.AppKey("runtime", Runtime)
-
-
-def build_renderer(config: RouterConfig) -> Renderer:
-    """The config's templates, every one checked now (each part every kind needs, compiled, its
-    includes found): raises ConfigError naming file and line."""
-    override = (
-        config.resolve_path(config.templates.directory) if config.templates.directory else None
-    )
-    renderer = Renderer(override)
-    renderer.check(template_parts())
-    return renderer
 
 
 def create_app(
@@ -86,7 +54,11 @@ def create_app(
     clock: Clock = utc_now,
     config_path: str | None = None,
 ) -> web.Application:
-    """Build the app for one config; raises ConfigError if a template does not compile."""
+    """Build the app for one config; raises ConfigError if a template does not compile.
+
+    `config_path` is the file POST /-/reload and SIGHUP load again; `dry_run` logs each
+    notification instead of sending it. The store opens, and the workers start, with the app.
+    """
     renderer = build_renderer(config)
     set_secrets(secret_values(config))
     store = store_for(config)
@@ -101,37 +73,43 @@ def create_app(
         outcomes=outcomes,
         metrics=metrics,
     )
-    rt = app[RUNTIME] = Runtime(
-        config,
-        store,
-        planner,
-        renderer,
-        dry_run,
-        clock,
-        metrics=metrics,
-        outcomes=outcomes,
-        wake_outbox=wake_outbox,
-        config_path=config_path,
+    d = config.delivery
+    settings = DeliverySettings(
+        max_age=d.max_age,
+        storm_threshold=d.storm_threshold,
+        backoff_base=d.min_backoff,
+        backoff_max=d.max_backoff,
     )
+    # Its channels come with the workers (_workers_ctx), from the config running then.
+    outbox = Outbox(store, {}, clock, settings, metrics=metrics, wake=wake_outbox)
+    reloader = Reloader(
+        config,
+        renderer,
+        path=config_path,
+        planner=planner,
+        outbox=outbox,
+        metrics=metrics,
+        clock=clock,
+        dry_run=dry_run,
+    )
+    app[STORE], app[PLANNER], app[OUTBOX], app[RELOADER] = store, planner, outbox, reloader
     app[intake.INTAKE] = intake.Intake(
-        config=lambda: rt.config,
+        config=lambda: reloader.config,
         accept=planner.accept,
         backlog=lambda: planner.backlog,
-        metrics=rt.metrics.intake,
+        metrics=metrics.intake,
         clock=clock,
-        on_accepted=rt.outcomes.pending,
+        on_accepted=outcomes.pending,
     )
     app.router.add_post("/webhook", intake.handle_webhook)
     app[api.READS] = api.Reads(
         store,
         outcomes,
         metrics,
-        config=lambda: rt.config,
+        config=lambda: reloader.config,
         clock=clock,
         backlog=lambda: planner.backlog,
-        delivering=lambda: (
-            rt.outbox is not None and rt.outbox.task is not None and not rt.outbox.task.done()
-        ),
+        delivering=lambda: outbox.task is not None and not outbox.task.done(),
     )
     app.router.add_get("/api/v1/alerts", api.handle_alerts)
     app.router.add_get("/api/v1/incidents", api.handle_incidents)
@@ -140,34 +118,44 @@ def create_app(
     app.router.add_get("/readyz", api.handle_readyz)
     app.router.add_get("/metrics", api.handle_metrics)
     app.router.add_post("/-/reload", handle_reload)
-    app.cleanup_ctx.append(_store_ctx)
-    app.cleanup_ctx.append(_workers_ctx)
-    _add_chatops(app, config)
+    # Each is called with the app last; the store opens first and closes last.
+    app.cleanup_ctx.append(functools.partial(_store_ctx, planner, reloader, metrics, clock))
+    app.cleanup_ctx.append(
+        functools.partial(_workers_ctx, outbox, planner, reloader, metrics, clock)
+    )
+    _add_chatops(app, config, planner, metrics, clock, dry_run=dry_run)
     return app
 
 
-def _add_chatops(app: web.Application, config: RouterConfig) -> None:
+def _add_chatops(
+    app: web.Application,
+    config: RouterConfig,
+    planner: Planner,
+    metrics: Metrics,
+    clock: Clock,
+    *,
+    dry_run: bool,
+) -> None:
     """Routes and lifecycle of /ack from Telegram and Slack, when routes.yaml configures them."""
-    rt = app[RUNTIME]
     chatops = config.chatops
     if chatops.telegram is None and chatops.slack is None:
         return
     alertmanager = Alertmanager(timedelta(seconds=2))  # inside Slack's 3-second answer window
     # On PostgreSQL, an ack taken by a replica that does not plan waits in the store's
     # `commands` table for the planner's; every router applies what waits there while it plans.
-    queue = rt.store if isinstance(rt.store, PostgresStore) else None
-    rt.commands = Commands(
-        rt.planner,
-        rt.clock,
+    queue = planner.store if isinstance(planner.store, PostgresStore) else None
+    commands = Commands(
+        planner,
+        clock,
         alertmanager,
         chatops.alertmanager_url,
         chatops.default_silence,
-        rt.metrics,
+        metrics,
         queue=queue,
     )
-    commands = rt.commands
+    app[COMMANDS] = commands
     telegram = None
-    if chatops.telegram is not None and rt.dry_run:
+    if chatops.telegram is not None and dry_run:
         event(
             log,
             logging.WARNING,
@@ -177,12 +165,12 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
     elif chatops.telegram is not None:
         from router.chatops.telegram import TelegramBot  # python-telegram-bot: only when used
 
-        telegram = TelegramBot(chatops.telegram, rt.commands, rt.store)
+        telegram = TelegramBot(chatops.telegram, commands, planner.store)
     slack = None
     if chatops.slack is not None:
         from router.chatops.slack import SlackApp  # slack-sdk: only when used
 
-        slack = SlackApp(chatops.slack, rt.commands)
+        slack = SlackApp(chatops.slack, commands)
     if telegram is not None and telegram.config.mode == "webhook":
         app.router.add_post("/telegram/webhook", telegram.handle_webhook)
     if slack is not None:
@@ -209,130 +197,63 @@ def _add_chatops(app: web.Application, config: RouterConfig) -> None:
     app.cleanup_ctx.append(lifecycle)
 
 
-async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    rt = app[RUNTIME]
-    await rt.store.open()
+async def _store_ctx(
+    planner: Planner, reloader: Reloader, metrics: Metrics, clock: Clock, app: web.Application
+) -> AsyncIterator[None]:
+    """The store opens and the planner loads the state from it; both close after serving."""
+    store = planner.store
+    await store.open()
     try:
-        await rt.planner.start()
+        await planner.start()
     except BaseException:
-        await rt.store.aclose()
+        await store.aclose()
         raise
-    rt.metrics.declare(rt.config)
-    rt.metrics.config_loaded(True, rt.clock().timestamp())
+    metrics.declare(reloader.config)
+    metrics.config_loaded(True, clock().timestamp())
     event(
         log,
         logging.INFO,
         "store_opened",
-        path=rt.store.path,
-        firing_alerts=len(rt.planner.state.alerts),
-        open_incidents=len(rt.planner.state.incidents),
+        path=store.path,
+        firing_alerts=len(planner.state.alerts),
+        open_incidents=len(planner.state.incidents),
     )
     yield
-    await rt.planner.aclose()
-    await rt.store.aclose()
+    await planner.aclose()
+    await store.aclose()
 
 
-async def _workers_ctx(app: web.Application) -> AsyncIterator[None]:
-    rt = app[RUNTIME]
-    d = rt.config.delivery
-    settings = DeliverySettings(
-        max_age=d.max_age,
-        storm_threshold=d.storm_threshold,
-        backoff_base=d.min_backoff,
-        backoff_max=d.max_backoff,
-    )
-    rt.outbox = Outbox(
-        rt.store,
-        build_channels(rt.config, rt.renderer, dry_run=rt.dry_run),
-        rt.clock,
-        settings,
-        metrics=rt.metrics,
-        wake=rt.wake_outbox,
-    )
-    rt.outbox.task = asyncio.create_task(rt.outbox.run(), name="outbox")
-    sweeper = asyncio.create_task(_sweep_forever(rt), name="sweeper")
-    if rt.config_path is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_in_background, rt)
+async def _workers_ctx(
+    outbox: Outbox,
+    planner: Planner,
+    reloader: Reloader,
+    metrics: Metrics,
+    clock: Clock,
+    app: web.Application,
+) -> AsyncIterator[None]:
+    """The outbox and the sweeper run, and SIGHUP reloads, while the app serves; at the end,
+    deliveries in flight get server.shutdown_grace to finish."""
+    outbox.replace_channels(reloader.build_channels())
+    outbox.task = asyncio.create_task(outbox.run(), name="outbox")
+    sweeper = asyncio.create_task(_sweep_forever(planner, reloader, metrics, clock), name="sweeper")
+    loop = asyncio.get_running_loop()
+    if reloader.path is not None:
+        loop.add_signal_handler(signal.SIGHUP, reloader.reload_in_background)
     yield
-    if rt.config_path is not None:
-        asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+    if reloader.path is not None:
+        loop.remove_signal_handler(signal.SIGHUP)
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
-    await rt.outbox.drain(rt.config.server.shutdown_grace)
-
-
-RESTART_ONLY = (
-    "server.listen",
-    "storage.path",
-    "storage.url",
-    "storage.password",
-    "storage.synchronous",
-    "chatops",
-)
-
-
-async def reload_config(rt: Runtime) -> tuple[bool, list[str]]:
-    """Load the config file again: validate all of it first, then switch, else keep the old one.
-
-    Returns (switched, problems or notes). Deliveries in flight finish with the old channels.
-    """
-    if rt.config_path is None:
-        return False, ["this router was not started from a file"]
-    try:
-        new = load_config(rt.config_path)
-        renderer = build_renderer(new)
-    except ConfigError as exc:
-        rt.metrics.config_loaded(False, rt.clock().timestamp())
-        problems = [str(p) for p in exc.problems]
-        event(log, logging.ERROR, "config_reload_failed", config=rt.config_path, problems=problems)
-        return False, problems
-    # Compared with what runs, not with the previous file: a change undone needs no restart.
-    notes = [
-        f"{key} changed: it takes effect at the next restart"
-        for key in RESTART_ONLY
-        if _section(rt.started, key) != _section(new, key)
-    ]
-    await rt.planner.use_pipeline(Pipeline(new, rt.store.new_incident_id))
-    rt.config, rt.renderer = new, renderer
-    set_secrets(secret_values(new))
-    if rt.outbox is not None:
-        rt.outbox.replace_channels(build_channels(new, renderer, dry_run=rt.dry_run))
-    rt.metrics.declare(new)
-    rt.metrics.config_loaded(True, rt.clock().timestamp())
-    event(
-        log,
-        logging.INFO,
-        "config_reloaded",
-        config=rt.config_path,
-        receivers=len(new.receivers),
-        notes=notes,
-    )
-    return True, notes
-
-
-def _section(config: RouterConfig, dotted: str) -> object:
-    value: object = config
-    for part in dotted.split("."):
-        value = getattr(value, part)
-    dump = getattr(value, "model_dump", None)
-    return dump() if dump is not None else value
-
-
-_RELOADS: set[asyncio.Task[tuple[bool, list[str]]]] = set()
-
-
-def _reload_in_background(rt: Runtime) -> None:
-    task = asyncio.create_task(reload_config(rt), name="reload")
-    _RELOADS.add(task)
-    task.add_done_callback(_RELOADS.discard)
+    await outbox.drain(reloader.config.server.shutdown_grace)
 
 
 async def handle_reload(request: web.Request) -> web.Response:
-    """POST /-/reload (as Prometheus and Alertmanager have it), behind the webhook's auth."""
-    rt = request.app[RUNTIME]
-    auth.require(request, rt.config.server.auth)
-    switched, messages = await reload_config(rt)
+    """POST /-/reload (as Prometheus and Alertmanager have it), behind the webhook's auth:
+    200 with notes once switched; 400 with the file's problems (the old config stays)."""
+    reloader = request.app[RELOADER]
+    auth.require(request, reloader.config.server.auth)
+    switched, messages = await reloader.reload()
     if not switched:
         body = {
             "status": "error",
@@ -343,16 +264,62 @@ async def handle_reload(request: web.Request) -> web.Response:
     return web.json_response({"status": "reloaded", "notes": messages})
 
 
-async def _sweep_forever(rt: Runtime) -> None:
+async def _sweep_forever(
+    planner: Planner, reloader: Reloader, metrics: Metrics, clock: Clock
+) -> None:
+    """Every SWEEP_INTERVAL, a sweep (inhibition released, escalation due); every
+    PRUNE_INTERVAL, the running config's storage.retention applied."""
     since_prune = PRUNE_INTERVAL
     while True:
         await asyncio.sleep(SWEEP_INTERVAL.total_seconds())
         try:
-            plan = await rt.planner.sweep(rt.clock(), uuid.uuid4().hex[:16])
-            rt.metrics.observe_plan(plan)
+            plan = await planner.sweep(clock(), uuid.uuid4().hex[:16])
+            metrics.observe_plan(plan)
             since_prune += SWEEP_INTERVAL
             if since_prune >= PRUNE_INTERVAL:
                 since_prune = timedelta(0)
-                await rt.store.prune(rt.config.storage.retention, rt.clock())
+                await planner.store.prune(reloader.config.storage.retention, clock())
         except Exception:  # the sweeper must outlive any one failure; the next tick retries
             log.exception("sweep_failed")
+
+
+def serve(
+    config: RouterConfig, *, config_path: str, listen: str | None = None, dry_run: bool = False
+) -> int:
+    """Run the router on `listen` (HOST:PORT; default server.listen) until SIGTERM/SIGINT.
+
+    Returns the exit code: 0 once stopped, 1 if it could not start (the store cannot be opened,
+    the port cannot be bound: logged as `startup_failed`). Raises ConfigError if a template of
+    `config` does not compile.
+    """
+    listen = listen or config.server.listen
+    host, _, port = listen.rpartition(":")
+    app = create_app(config, dry_run=dry_run, config_path=config_path)
+    event(
+        log,
+        logging.INFO,
+        "starting",
+        version=__version__,
+        listen=listen,
+        config=config_path,
+        dry_run=dry_run,
+        storage=where(config),
+    )
+    try:
+        # SIGTERM/SIGINT: stop accepting, let deliveries in flight finish (server.shutdown_grace).
+        web.run_app(
+            app,
+            host=host or "0.0.0.0",
+            port=int(port),
+            print=None,
+            access_log=None,
+            shutdown_timeout=config.server.shutdown_grace.total_seconds(),
+            **serving.SERVER_SETTINGS,
+        )
+    except StoreError as exc:  # the state files: unreadable, locked by another router...
+        event(log, logging.ERROR, "startup_failed", error=str(exc))
+        return 1
+    except OSError as exc:  # the port (in use, not allowed): web.run_app binds it
+        event(log, logging.ERROR, "startup_failed", error=f"cannot listen on {listen}: {exc}")
+        return 1
+    return 0

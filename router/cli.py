@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from router import __version__
 from router.config import RouterConfig, config_notes, load_config
-from router.errors import ConfigError, MatcherError, StoreError
-from router.logs import configure, event
+from router.errors import ConfigError, MatcherError
+from router.logs import configure
 from router.matchers import MatchType, parse_matcher
 from router.routing import Route, explain, match_receivers
-from router.store.engines import where
-
-log = logging.getLogger("router")
 
 
 def _out(text: str) -> None:
@@ -38,52 +34,18 @@ def _load(path: str) -> RouterConfig | None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """`serve`: run the router until SIGTERM/SIGINT; the exit code (1: could not start)."""
-    from aiohttp import web
-
-    from router import serving
-    from router.app import create_app
+    from router.app import serve
 
     configure(args.log_format, args.log_level)
     config = _load(args.config)
     if config is None:
         return 1
-    listen = args.listen or config.server.listen
-    host, _, port = listen.rpartition(":")
     try:
-        app = create_app(config, dry_run=args.dry_run, config_path=args.config)
+        return serve(config, config_path=args.config, listen=args.listen, dry_run=args.dry_run)
     except ConfigError as exc:
         for problem in exc.problems:
             _err(str(problem))
         return 1
-    event(
-        log,
-        logging.INFO,
-        "starting",
-        version=__version__,
-        listen=listen,
-        config=args.config,
-        dry_run=args.dry_run,
-        storage=where(config),
-    )
-    grace_s = config.server.shutdown_grace.total_seconds()
-    try:
-        # SIGTERM/SIGINT: stop accepting, let deliveries in flight finish (server.shutdown_grace).
-        web.run_app(
-            app,
-            host=host or "0.0.0.0",
-            port=int(port),
-            print=None,
-            access_log=None,
-            shutdown_timeout=grace_s,
-            **serving.SERVER_SETTINGS,
-        )
-    except StoreError as exc:  # the state files: unreadable, locked by another router...
-        event(log, logging.ERROR, "startup_failed", error=str(exc))
-        return 1
-    except OSError as exc:  # the port (in use, not allowed): web.run_app binds it
-        event(log, logging.ERROR, "startup_failed", error=f"cannot listen on {listen}: {exc}")
-        return 1
-    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

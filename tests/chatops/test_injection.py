@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from router.app import RUNTIME
+from router.app import PLANNER
 
 from ..harness import Client, Fakes, firing_payload, post, settled
 from . import test_slack
@@ -92,7 +92,7 @@ async def test_a_replayed_slack_request_is_refused(fakes: Fakes, make_client: An
 async def test_a_long_alerts_list_still_reaches_telegram(fakes: Fakes, make_client: Any) -> None:
     fakes.telegram.flood_interval_s = 0
     client = await make_client(fakes, TELEGRAM_TOO, BOTH.replace("ALERTMANAGER", "http://unused"))
-    store = client.app[RUNTIME].planner
+    store = client.app[PLANNER]
     now = datetime.now(UTC)
     for n in range(32):
         payload = orjson.loads(firing_payload(1, f"many{n}", severity="s" * 30))

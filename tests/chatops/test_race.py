@@ -16,9 +16,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from router.alertmanager import Alertmanager
-from router.app import RUNTIME, create_app
+from router.app import COMMANDS, PLANNER, RELOADER, STORE, create_app, utc_now
 from router.chatops.commands import Actor, Allow, Command, Commands, Policy
 from router.config import parse_config
+from router.metrics import Metrics
 from router.outcomes import Outcomes
 from router.pipeline import Pipeline
 from router.planner import Planner
@@ -51,7 +52,7 @@ async def test_the_store_decides_one_winner_of_two_concurrent_acks(
 ) -> None:
     client = await make_client(fakes, RECEIVERS)
     incident = (await post(client, firing_payload(1, "cas")))["incidents"][0]
-    store = client.app[RUNTIME].planner
+    store = client.app[PLANNER]
     now = datetime.now(UTC)
     results = await asyncio.gather(
         *(store.set_ack(incident, None, name, now, f"c{n}") for n, name in enumerate(["@a", "@b"]))
@@ -152,22 +153,21 @@ def replica_that_does_not_plan(client: Client, alertmanager_url: str) -> Command
     """What another replica's chat-ops are: the same rules on the same database, with a
     planner that holds no state (it does not plan; its acks go through the store's `commands`
     table to the planner)."""
-    rt = client.app[RUNTIME]
-    assert isinstance(rt.store, PostgresStore)
+    store, config = client.app[STORE], client.app[RELOADER].config
+    assert isinstance(store, PostgresStore)
     standby = Planner(
-        rt.store,
-        lambda new_id: Pipeline(rt.config, new_id),
+        store,
+        lambda new_id: Pipeline(config, new_id),
         wake_outbox=asyncio.Event(),
         outcomes=Outcomes(),
-        metrics=rt.metrics,
+        metrics=Metrics(),
     )
     return Commands(
         standby,
-        rt.clock,
+        utc_now,
         Alertmanager(timedelta(seconds=2)),
         alertmanager_url,
-        metrics=rt.metrics,
-        queue=rt.store,
+        queue=store,
         planning=lambda: False,
     )
 
@@ -219,7 +219,7 @@ async def test_acks_from_a_replica_that_does_not_plan_and_from_telegram_have_one
     assert len(silences) == len(incidents)
     acks = [e["dedup_key"] for e in fakes.pagerduty.events if e["event_action"] == "acknowledge"]
     assert len(acks) == len(incidents) == len(set(acks))
-    store = client.app[RUNTIME].store
+    store = client.app[STORE]
     assert isinstance(store, PostgresStore)
     assert await store.pending_commands(10) == []
 
@@ -233,9 +233,7 @@ async def test_a_command_the_planner_has_not_applied_yet_is_answered_as_recorded
     client = await pg_client(
         aiohttp_client, fakes, tmp_path, postgres_url, BOTH.replace("ALERTMANAGER", "http://unused")
     )
-    rt = client.app[RUNTIME]
-    assert rt.commands is not None
-    planner_commands = rt.commands
+    planner_commands = client.app[COMMANDS]
     planner_commands.planning = lambda: False  # the planner's replica stops applying commands
     other = replica_that_does_not_plan(client, "http://unused")
     incident = (await post(client, firing_payload(1, "pg-later")))["incidents"][0]
@@ -247,7 +245,7 @@ async def test_a_command_the_planner_has_not_applied_yet_is_answered_as_recorded
     )
     assert answer.startswith(f"⏳ /ack #{incident} by @bob is recorded"), answer
     assert (await incident_state(client, incident))["acked_by"] is None
-    store = rt.store
+    store = client.app[STORE]
     assert isinstance(store, PostgresStore)
     [queued] = await store.pending_commands(10)
     assert (queued.name, queued.incident_id, queued.actor["name"]) == ("ack", incident, "@bob")
@@ -263,5 +261,5 @@ async def test_a_command_the_planner_has_not_applied_yet_is_answered_as_recorded
     assert f"#{incident} HighLatency" in listed and "acked by @bob" in listed, listed
     # Applied once: the answer is written, and a second answer is refused.
     assert await planner_commands.apply_queued() == 0
-    assert not await store.finish_command(queued.id, "again", rt.clock())
+    assert not await store.finish_command(queued.id, "again", utc_now())
     assert await store.command_result(queued.id) == result
