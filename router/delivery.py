@@ -91,6 +91,9 @@ class Outbox:
         self._queues: dict[Destination, list[OutboxRow]] = {}
         self._workers: dict[Destination, asyncio.Task[None]] = {}
         self._held_until: dict[Destination, datetime] = {}
+        # Claimed rows dropped after a store error, the first of each destination: queued
+        # again (store.defer, due now) once the store answers; see _give_back.
+        self._given_back: dict[Destination, OutboxRow] = {}
         self._last_sent: dict[Destination, float] = {}
         self._stopping = False
         # Messages sent since rows were claimed: destination -> {incident id: ref}, kept while
@@ -116,15 +119,21 @@ class Outbox:
             rows: list[OutboxRow] = []
             kinds = sorted({d.channel for d in self.channels})  # a reload may change them
             room = self.settings.max_in_memory - sum(len(q) for q in self._queues.values())
+            dispatched = 0
             try:
+                if self._given_back:
+                    await self._return_claims()
                 if kinds and room > 0:
                     limit = min(self.settings.claim_batch, room)
                     rows = await self.store.claim_due(self.clock(), kinds, limit)
                 for row in rows:
                     await self._dispatch(row)
+                    dispatched += 1
             except StoreError as exc:
-                # Locked or failing store: rows stay queued in it; nothing is lost. Try again.
+                # Locked or failing store: rows stay queued in it, and the claimed ones not
+                # handed to a worker are given back; nothing is lost. Try again.
                 event(log, logging.ERROR, "outbox_store_error", error=str(exc))
+                self._give_back(rows[dispatched:])
                 rows = []
             if not rows:
                 self.wake.clear()
@@ -134,8 +143,28 @@ class Outbox:
                     async with asyncio.timeout(self.settings.poll.total_seconds()):
                         await self.wake.wait()
 
+    def _give_back(self, rows: list[OutboxRow]) -> None:
+        """Claimed rows no worker will send (a store error stopped them): remember the first
+        of each destination, so that it and every later claimed row of its destination are
+        queued again (by _return_claims) instead of staying claimed until a restart."""
+        for row in rows:
+            first = self._given_back.get(row.destination)
+            if first is None or row.id < first.id:
+                self._given_back[row.destination] = row
+
+    async def _return_claims(self) -> None:
+        """Queue the given-back rows again, due now (store.defer also queues the later rows of
+        their destination). Raises StoreError if the store still fails (kept for next time)."""
+        for dest, row in list(self._given_back.items()):
+            await self.store.defer(
+                row, "claim given back after a store error", self.clock(), attempted=False
+            )
+            del self._given_back[dest]
+
     async def _dispatch(self, row: OutboxRow) -> None:
         dest = row.destination
+        if dest in self._given_back:  # an earlier row of it waits to be queued again: so does
+            return  # this one (the same store.defer queues it, being later)
         if row.taken_over:
             self.metrics.takeovers.labels(dest.receiver, dest.channel).inc()
             event(
@@ -256,20 +285,22 @@ class Outbox:
     async def _worker(self, dest: Destination) -> None:
         channel = self.channels[dest]
         queue = self._queues[dest]
+        current: list[OutboxRow] = []  # being delivered
         try:
             while queue and not self._stopping:
                 await self._pace(dest, channel)
                 if channel.storm_guard and len(queue) >= self.settings.storm_threshold:
-                    batch = queue[:]
+                    current = queue[:]
                     queue.clear()
-                    await self._deliver_digest(dest, channel, batch)
+                    await self._deliver_digest(dest, channel, current)
                     continue
-                row = queue.pop(0)
-                if not await self._deliver(dest, channel, row):
+                current = [queue.pop(0)]
+                if not await self._deliver(dest, channel, current[0]):
                     queue.clear()  # the store holds them until the destination is free again
         except StoreError as exc:
             event(log, logging.ERROR, "outbox_store_error", destination=str(dest), error=str(exc))
-            queue.clear()  # claimed rows are queued again at the next start, or by the sweep
+            self._give_back([*current, *queue])  # queued again once the store answers
+            queue.clear()
         finally:
             self._workers.pop(dest, None)
             self.wake.set()  # room for more claimed rows

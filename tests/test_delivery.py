@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .harness import AUTH, TELEGRAM_ONLY, Fakes, firing_payload, post, settled
 from .helpers import fixture_body
+from .test_intake import locked
 
 # ------------------------------------------------------------------ content and edits
 
@@ -265,3 +268,37 @@ async def test_smtp_auth(fakes: Fakes, make_client: Any, password: str, state: s
     assert note["state"] == state
     if state == "dead":
         assert note["last_error"].startswith("smtp: authentication failed: 535")
+
+
+async def test_a_notification_a_store_error_stopped_is_sent_once_the_store_answers(
+    fakes: Fakes, make_client: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Slack asks to retry while another program holds the store's lock: the retry cannot be
+    written (the store error stops the destination's worker). The claimed notification is
+    given back once the store answers, and sent, without a restart."""
+    caplog.set_level(logging.ERROR, logger="router.delivery")
+    receivers = """
+  - name: main
+    slack_configs: [{bot_token: xoxb-good, channel: "#alerts", api_url: SLACK}]
+"""
+    fakes.slack.ratelimit(retry_after=1)
+    fakes.slack.delay_s = 0.5  # the 429 comes once the lock below is held
+    client = await make_client(fakes, receivers)
+    await post(client, fixture_body("firing-group-3-alerts"))
+    async with asyncio.timeout(10):
+        while not fakes.slack.calls:
+            await asyncio.sleep(0.01)
+    with locked(tmp_path / "state.db"):  # the retry's write waits for it 5 s, then fails
+
+        def stopped() -> bool:
+            return any(
+                r.getMessage() == "outbox_store_error" and "destination" in r.fields  # type: ignore[attr-defined]
+                for r in caplog.records
+            )
+
+        async with asyncio.timeout(30):
+            while not stopped():
+                await asyncio.sleep(0.05)
+    fakes.slack.delay_s = 0
+    [note] = await settled(client, timeout_s=30)
+    assert note["state"] == "sent" and len(fakes.slack.posts()) == 1

@@ -78,6 +78,9 @@ def _upsert(table: str, columns: list[str]) -> str:
 
 UPSERT_ALERT = _upsert("alerts", ALERT_COLUMNS)
 UPSERT_INCIDENT = _upsert("incidents", INCIDENT_COLUMNS)
+# An outbox row no other replica holds (a queued row is no one's), with this replica's name as
+# argument ${}: what defer and mark_dead may change.
+NOT_ANOTHERS = "(claimed_by IS NULL OR claimed_by=${})"
 
 
 def _destinations(first: int) -> str:
@@ -668,33 +671,40 @@ class PostgresStore:
         self, row: OutboxRow, error: str, until: datetime, *, attempted: bool = True
     ) -> None:
         """Retry `row` at `until`, and hold every later row of its destination until then too,
-        so that a destination's notifications keep their order."""
+        so that a destination's notifications keep their order. Only this replica's claims
+        are queued again: a row another replica took over (this one's lease ran out) is its."""
         async with self._write() as db:
             await db.execute(
                 "UPDATE outbox SET state='queued', last_error=$1, next_attempt_at=$2,"
-                " attempts=attempts+$3, claimed_by=NULL, lease_until=NULL WHERE id=$4",
+                " attempts=attempts+$3, claimed_by=NULL, lease_until=NULL WHERE id=$4"
+                f" AND {NOT_ANOTHERS.format(5)}",
                 error,
                 ts(until),
                 int(attempted),
                 row.id,
+                self.replica,
             )
             await db.execute(
                 "UPDATE outbox SET state='queued', next_attempt_at=greatest(next_attempt_at, $1),"
-                " claimed_by=NULL, lease_until=NULL WHERE receiver=$2 AND channel=$3 AND channel_index=$4"
-                " AND state IN ('queued','sending') AND id>$5",
+                " claimed_by=NULL, lease_until=NULL WHERE receiver=$2 AND channel=$3"
+                " AND channel_index=$4 AND id>$5 AND state IN ('queued','sending')"
+                f" AND {NOT_ANOTHERS.format(6)}",
                 ts(until),
                 *row.destination,
                 row.id,
+                self.replica,
             )
 
     async def mark_dead(self, row: OutboxRow, error: str) -> None:
-        """Give up on `row` (a dead letter), with why."""
+        """Give up on `row` (a dead letter), with why; not if another replica took it over
+        (this one's lease ran out): that one sends it."""
         async with self._write() as db:
             await db.execute(
                 "UPDATE outbox SET state='dead', last_error=$1, attempts=attempts+1,"
-                " lease_until=NULL WHERE id=$2",
+                f" lease_until=NULL WHERE id=$2 AND {NOT_ANOTHERS.format(3)}",
                 error,
                 row.id,
+                self.replica,
             )
 
     async def save_moved_chat(self, channel: str, old_id: str, new_id: str, now: datetime) -> None:

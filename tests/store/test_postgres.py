@@ -169,6 +169,32 @@ async def test_rows_of_a_replica_killed_while_delivering_are_taken_over_after_it
         await survivor.aclose()
 
 
+async def test_a_replica_leaves_alone_the_rows_another_replica_took_over(postgres_url: str) -> None:
+    await _queue(postgres_url, 2)
+    store = PostgresStore(postgres_url)
+    await store.open()
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        first, *_ = await store.claim_due(T0 + timedelta(hours=1), ["slack"], 100)
+        # This replica's lease ran out and another took the destination's rows over:
+        await admin.execute(
+            "UPDATE outbox SET claimed_by='another' WHERE receiver=$1 AND channel=$2"
+            " AND channel_index=$3",
+            *first.destination,
+        )
+        await store.defer(first, "429", T0 + timedelta(hours=2))  # its answers come late
+        await store.mark_dead(first, "refused")
+        rows = await admin.fetch(
+            "SELECT state, claimed_by, attempts, last_error FROM outbox WHERE receiver=$1"
+            " AND channel=$2 AND channel_index=$3 ORDER BY id",
+            *first.destination,
+        )
+        assert [tuple(r) for r in rows] == [("sending", "another", 0, None)] * 2
+    finally:
+        await admin.close()
+        await store.aclose()
+
+
 # ---------------------------------------------------------------- chat commands (any replica)
 
 
