@@ -11,7 +11,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +41,8 @@ class Intake:
     returns once the payload is durable in the inbox, or raises StoreError (answered 503);
     `backlog()` counts payloads accepted and not planned yet; `clock()` is aware UTC;
     `on_accepted(correlation_id, alerts)` is told of each payload answered 200.
+    `server.max_backlog` bounds the backlog with the commits under way (`accepting`) counted:
+    requests that arrive together cannot all pass it before any of them is committed.
     """
 
     config: Callable[[], RouterConfig]
@@ -49,6 +51,7 @@ class Intake:
     metrics: IntakeMetrics
     clock: Callable[[], datetime]
     on_accepted: Callable[[str, int], None] | None = None
+    accepting: int = field(default=0, init=False)  # accept() calls not returned yet
 
 
 INTAKE = web.AppKey("intake", Intake)
@@ -139,7 +142,9 @@ async def handle_webhook(request: web.Request) -> web.Response:
         event(log, logging.WARNING, "webhook_rejected", reason=exc.reason, error=str(exc))
         return _refuse(exc.status, exc.reason, str(exc), extra)
 
-    backlog_limit, backlog = config.server.max_backlog, intake.backlog()
+    # A payload committed and not yet returned from accept() counts twice here, for a moment:
+    # the bound may refuse one early, never let one more in.
+    backlog_limit, backlog = config.server.max_backlog, intake.backlog() + intake.accepting
     if backlog >= backlog_limit:
         # Alertmanager retries later; what is already accepted is being planned meanwhile.
         metrics.rejected.labels("backlog").inc()
@@ -147,11 +152,12 @@ async def handle_webhook(request: web.Request) -> web.Response:
         return _refuse(
             503,
             "backlog",
-            f"{backlog} payloads are waiting to be planned (server.max_backlog"
+            f"{backlog} payloads are waiting to be planned or committed (server.max_backlog"
             f" {backlog_limit}); retry later",
             headers={"Retry-After": "5"},
         )
     correlation_id = f"{_ids.getrandbits(64):016x}"
+    intake.accepting += 1
     try:
         await intake.accept(body, intake.clock(), correlation_id, payload)
     except StoreError as exc:
@@ -162,6 +168,8 @@ async def handle_webhook(request: web.Request) -> web.Response:
         return _refuse(
             503, "store", "could not store the payload; retry", {"correlation_id": correlation_id}
         )
+    finally:
+        intake.accepting -= 1
     if intake.on_accepted is not None:
         intake.on_accepted(correlation_id, len(payload.alerts))
     metrics.payloads.inc()

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from router.app import create_app
+from router.app import PLANNER, create_app
 from router.config import parse_config
 from router.intake import INTAKE
 
@@ -317,3 +317,26 @@ async def test_a_full_backlog_answers_503_with_retry_after(
     assert "server.max_backlog 1" in answer["error"]
     for cid in accepted:  # everything answered 200 is planned
         assert (await outcome(client, cid, AUTH))["state"] == "planned"
+
+
+@pytest.mark.parametrize("max_backlog", [1, 3])
+async def test_concurrent_webhooks_never_pass_a_full_backlog_together(
+    aiohttp_client: MakeClient, tmp_path: Path, max_backlog: int
+) -> None:
+    # The planner stopped: the backlog only grows. 20 payloads at once must not all pass the
+    # bound before the first of them is committed; the 200s never exceed server.max_backlog.
+    text = CONFIG.format(db=tmp_path / "state.db").replace(
+        "server:\n", f"server:\n  max_backlog: {max_backlog}\n"
+    )
+    client = await aiohttp_client(create_app(parse_config(text), dry_run=True))
+    planner = client.app[PLANNER]
+    await planner.aclose()
+    bodies = [firing_payload(5, f"c{i}") for i in range(20)]
+    responses = await asyncio.gather(
+        *(client.post("/webhook", data=b, headers=AUTH) for b in bodies)
+    )
+    answers = [(resp.status, (await resp.json()).get("reason")) for resp in responses]
+    accepted = [a for a in answers if a[0] == 200]
+    assert 1 <= len(accepted) <= max_backlog, answers
+    assert all(a == (503, "backlog") for a in answers if a[0] != 200), answers
+    assert planner.backlog == len(accepted) <= max_backlog
