@@ -6,7 +6,8 @@ RouterError
 ├── PayloadError         a webhook request is refused: HTTP status (4xx) and reason
 │   └── BodyRefused      its body is not read: 408 too slow, 413 too large, 415, 400
 ├── StoreError           the state store cannot commit (HTTP 503, Alertmanager retries)
-│   └── StoreRefused     it refuses what a plan holds (the payload is set aside)
+│   ├── StoreRefused     it refuses what a plan holds (the payload is set aside)
+│   └── LeaseLost        this replica no longer holds the planner lease (a plan is fenced off)
 ├── RenderError          a template failed on one incident (the delivery is dead-lettered)
 └── AlertmanagerError    Alertmanager's API v2 refused a request or could not be reached
 
@@ -85,6 +86,12 @@ class StoreError(RouterError):
 class StoreRefused(StoreError):
     """The store refuses the data of a plan, not for a passing reason: retrying the same plan
     fails again (PostgreSQL: a NUL character in a text column, a value too long to index)."""
+
+
+class LeaseLost(StoreError):
+    """A plan transaction was fenced off: this replica no longer holds the planner lease of
+    the epoch it planned with (another replica took it, or it expired; router/roles.py).
+    Nothing of the transaction is written; the replica stops planning and stands by."""
 
 
 class RenderError(RouterError):
