@@ -25,6 +25,7 @@ from router.outcomes import Outcomes
 from router.pipeline import Pipeline
 from router.planner import Planner
 from router.reload import Reloader, build_renderer
+from router.roles import Role, keep_lease, renew_once
 from router.store import Store
 from router.store.engines import store_for, where
 from router.store.postgres import PostgresStore
@@ -40,6 +41,7 @@ PLANNER = web.AppKey("planner", Planner)
 OUTBOX = web.AppKey("outbox", Outbox)
 RELOADER = web.AppKey("reloader", Reloader)
 COMMANDS = web.AppKey("commands", Commands)  # only when routes.yaml configures chat-ops
+ROLE = web.AppKey("role", Role)  # this replica's: planner or standby (router/roles.py)
 
 
 def utc_now() -> datetime:
@@ -66,6 +68,7 @@ def create_app(
         client_max_size=config.server.max_body_bytes, middlewares=[serving.bounded_bodies()]
     )
     metrics, outcomes, wake_outbox = Metrics(), Outcomes(), asyncio.Event()
+    role = Role()
     planner = Planner(
         store,
         lambda new_id: Pipeline(config, new_id),
@@ -93,6 +96,7 @@ def create_app(
         dry_run=dry_run,
     )
     app[STORE], app[PLANNER], app[OUTBOX], app[RELOADER] = store, planner, outbox, reloader
+    app[ROLE] = role
     app[intake.INTAKE] = intake.Intake(
         config=lambda: reloader.config,
         accept=planner.accept,
@@ -119,11 +123,11 @@ def create_app(
     app.router.add_get("/metrics", api.handle_metrics)
     app.router.add_post("/-/reload", handle_reload)
     # Each is called with the app last; the store opens first and closes last.
-    app.cleanup_ctx.append(functools.partial(_store_ctx, planner, reloader, metrics, clock))
+    app.cleanup_ctx.append(functools.partial(_store_ctx, planner, role, reloader, metrics, clock))
     app.cleanup_ctx.append(
-        functools.partial(_workers_ctx, outbox, planner, reloader, metrics, clock)
+        functools.partial(_workers_ctx, outbox, planner, role, reloader, metrics, clock)
     )
-    _add_chatops(app, config, planner, metrics, clock, dry_run=dry_run)
+    _add_chatops(app, config, planner, role, metrics, clock, dry_run=dry_run)
     return app
 
 
@@ -131,6 +135,7 @@ def _add_chatops(
     app: web.Application,
     config: RouterConfig,
     planner: Planner,
+    role: Role,
     metrics: Metrics,
     clock: Clock,
     *,
@@ -152,6 +157,7 @@ def _add_chatops(
         chatops.default_silence,
         metrics,
         queue=queue,
+        planning=lambda: role.is_planner,
     )
     app[COMMANDS] = commands
     telegram = None
@@ -165,7 +171,7 @@ def _add_chatops(
     elif chatops.telegram is not None:
         from router.chatops.telegram import TelegramBot  # python-telegram-bot: only when used
 
-        telegram = TelegramBot(chatops.telegram, commands, planner.store)
+        telegram = TelegramBot(chatops.telegram, commands, planner.store, role=role)
     slack = None
     if chatops.slack is not None:
         from router.chatops.slack import SlackApp  # slack-sdk: only when used
@@ -198,16 +204,29 @@ def _add_chatops(
 
 
 async def _store_ctx(
-    planner: Planner, reloader: Reloader, metrics: Metrics, clock: Clock, app: web.Application
+    planner: Planner,
+    role: Role,
+    reloader: Reloader,
+    metrics: Metrics,
+    clock: Clock,
+    app: web.Application,
 ) -> AsyncIterator[None]:
-    """The store opens and the planner loads the state from it; both close after serving."""
+    """The store opens, this replica takes the planner lease if it is free (always on
+    SQLite) and, if so, the planner loads the state; while serving, the lease is kept
+    (router/roles.py) and the planner follows the role; all close after serving."""
     store = planner.store
     await store.open()
     try:
-        await planner.start()
+        # The first take is done before serving: SQLite's router (and the first replica on
+        # PostgreSQL) serves with the state loaded, as one process always did.
+        held_since = await renew_once(store, role, None)
+        if role.is_planner:
+            await planner.start()
     except BaseException:
         await store.aclose()
         raise
+    lease = asyncio.create_task(keep_lease(store, role, held_since), name="lease")
+    follow = asyncio.create_task(planner.follow(role), name="role")
     metrics.declare(reloader.config)
     metrics.config_loaded(True, clock().timestamp())
     event(
@@ -217,8 +236,14 @@ async def _store_ctx(
         path=store.path,
         firing_alerts=len(planner.state.alerts),
         open_incidents=len(planner.state.incidents),
+        role=role.name,
+        replica=store.replica,
     )
     yield
+    for task in (follow, lease):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await planner.aclose()
     await store.aclose()
 
@@ -226,6 +251,7 @@ async def _store_ctx(
 async def _workers_ctx(
     outbox: Outbox,
     planner: Planner,
+    role: Role,
     reloader: Reloader,
     metrics: Metrics,
     clock: Clock,
@@ -235,7 +261,9 @@ async def _workers_ctx(
     deliveries in flight get server.shutdown_grace to finish."""
     outbox.replace_channels(reloader.build_channels())
     outbox.task = asyncio.create_task(outbox.run(), name="outbox")
-    sweeper = asyncio.create_task(_sweep_forever(planner, reloader, metrics, clock), name="sweeper")
+    sweeper = asyncio.create_task(
+        _sweep_forever(planner, role, reloader, metrics, clock), name="sweeper"
+    )
     loop = asyncio.get_running_loop()
     if reloader.path is not None:
         loop.add_signal_handler(signal.SIGHUP, reloader.reload_in_background)
@@ -265,13 +293,16 @@ async def handle_reload(request: web.Request) -> web.Response:
 
 
 async def _sweep_forever(
-    planner: Planner, reloader: Reloader, metrics: Metrics, clock: Clock
+    planner: Planner, role: Role, reloader: Reloader, metrics: Metrics, clock: Clock
 ) -> None:
     """Every SWEEP_INTERVAL, a sweep (inhibition released, escalation due); every
-    PRUNE_INTERVAL, the running config's storage.retention applied."""
+    PRUNE_INTERVAL, the running config's storage.retention applied. On the planner only."""
     since_prune = PRUNE_INTERVAL
     while True:
         await asyncio.sleep(SWEEP_INTERVAL.total_seconds())
+        if not role.is_planner:  # the planner replica sweeps and prunes
+            since_prune = PRUNE_INTERVAL
+            continue
         try:
             plan = await planner.sweep(clock(), uuid.uuid4().hex[:16])
             metrics.observe_plan(plan)

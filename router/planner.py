@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from router.errors import StoreError, StoreRefused
+from router.errors import LeaseLost, StoreError, StoreRefused
 from router.logs import event
 from router.metrics import Metrics
 from router.models import WebhookPayload
 from router.outcomes import Outcomes
 from router.pipeline import Pipeline
+from router.roles import LEASE_RENEW, Role
 from router.state import IncidentState, Plan, State
 from router.store import CommandQueue, InboxRow, Store
 
@@ -38,6 +39,10 @@ class Planner:
     in between; a slice's plans commit in one transaction with the watermark (the id of the
     last payload planned). The payload intake parsed is handed over in memory (`accepted`);
     after a restart, rows past the watermark are parsed from their stored body.
+
+    With several replicas on one database, `follow(role)` plans only while this replica is
+    the planner (router/roles.py): it loads the state at each takeover and drops it when the
+    lease is lost; a standby only accepts payloads (and follows the watermark, for `backlog`).
     """
 
     def __init__(
@@ -63,6 +68,8 @@ class Planner:
         self._grew = asyncio.Event()
         self._parsed: dict[int, WebhookPayload] = {}  # inbox id -> the payload intake parsed
         self._task: asyncio.Task[None] | None = None
+        self._role: Role | None = None  # set by follow(); None: always the planner
+        self._epoch = 0  # the lease epoch the state was loaded for (follow()); 0: not planning
 
     @property
     def backlog(self) -> int:
@@ -88,6 +95,68 @@ class Planner:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    async def follow(self, role: Role) -> None:
+        """Plan while `role` is the planner, with the state loaded at each takeover (and
+        again if the epoch changed); stand by while it is not: stop planning at once, forget
+        the state, follow the watermark every LEASE_RENEW. Runs until cancelled.
+
+        A plan fenced off (LeaseLost) makes the role a standby (role.lose())."""
+        self._role = role
+        self.store.watch_inbox(self._grew.set)
+        if self._task is not None and role.is_planner:  # start() ran for this epoch
+            self._epoch = role.epoch
+        while True:
+            if role.epoch != self._epoch and self._epoch:
+                await self._stand_by()
+            if role.is_planner and not self._epoch:
+                epoch = role.epoch
+                try:
+                    await self.start()
+                except StoreError as exc:  # the lease is held but the state cannot be read
+                    self._plan_failed(None, str(exc))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(role.changed(), PLAN_RETRY.total_seconds())
+                    continue
+                self._epoch = epoch
+                event(
+                    log,
+                    logging.WARNING,
+                    "planning_started",
+                    epoch=epoch,
+                    watermark=self.watermark,
+                    firing_alerts=len(self.state.alerts),
+                    open_incidents=len(self.state.incidents),
+                )
+            if self._epoch:
+                if role.epoch == self._epoch:
+                    await role.changed()
+                continue
+            with contextlib.suppress(StoreError):
+                self.watermark = await self.store.watermark()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(role.changed(), LEASE_RENEW.total_seconds())
+
+    async def _stand_by(self) -> None:
+        """Stop planning now (the slice in progress is cancelled: the lease is gone, its
+        commit would be fenced off) and forget the state."""
+        task, self._task, self._epoch = self._task, None, 0
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        async with self._lock:
+            self.state = State()
+            self._parsed.clear()
+            self._pipeline = self._factory(self.store.new_incident_id)
+            self._pipeline.attach(self.state)
+        event(log, logging.WARNING, "planning_stopped", watermark=self.watermark)
+
+    def _lease_lost(self, exc: LeaseLost) -> None:
+        """A commit was fenced off: this replica is a standby from now (follow() stops)."""
+        event(log, logging.ERROR, "plan_fenced_off", error=str(exc))
+        if self._role is not None:
+            self._role.lose()
+
     async def use_pipeline(self, pipeline: Pipeline) -> None:
         """Plan with a pipeline built from a new config (reload), from the next change on."""
         async with self._lock:
@@ -101,7 +170,7 @@ class Planner:
         """Commit a payload to the inbox (durable once this returns), then plan it: with
         `payload`, as parsed by intake. Raises StoreError if it could not be committed."""
         row_id = await self.store.accept(body, now, correlation_id)
-        if row_id > self.watermark:
+        if row_id > self.watermark and (self._role is None or self._role.is_planner):
             self._parsed[row_id] = payload
         self._grew.set()
 
@@ -113,6 +182,9 @@ class Planner:
             self._grew.clear()
             try:
                 await self.plan_waiting()
+            except LeaseLost as exc:  # another replica plans now
+                self._lease_lost(exc)
+                return
             except Exception as exc:  # the store failed, or a bug: the payloads wait; retry
                 self._plan_failed(None, str(exc) if isinstance(exc, StoreError) else repr(exc))
                 await asyncio.sleep(PLAN_RETRY.total_seconds())
@@ -277,6 +349,9 @@ class Planner:
                 queue, command_id, answer = command
                 if not await queue.finish_command(command_id, answer, now, plan):
                     return False
+        except LeaseLost as exc:
+            self._lease_lost(exc)
+            raise
         except StoreError:
             with contextlib.suppress(StoreError):
                 await self._reload()

@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 from datetime import timedelta
 from typing import Protocol
@@ -37,6 +40,12 @@ LEASE_RENEW = timedelta(seconds=1)  # the holder renews, a standby tries to take
 
 PLANNER = "planner"
 STANDBY = "standby"
+
+
+def replica_name() -> str:
+    """A name for this process among the replicas: host:pid:random (the random part tells a
+    restarted process from the one before it)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class Role:
@@ -132,10 +141,9 @@ async def renew_once(leases: Leases, role: Role, held_since: float | None) -> fl
     return None
 
 
-async def keep_lease(leases: Leases, role: Role) -> None:
-    """Take or renew the lease every LEASE_RENEW, for ever; the caller cancels the task at
-    shutdown."""
-    held_since: float | None = None
+async def keep_lease(leases: Leases, role: Role, held_since: float | None = None) -> None:
+    """Take or renew the lease every LEASE_RENEW, for ever (`held_since`: as renew_once()
+    returned it for the first take); the caller cancels the task at shutdown."""
     while True:
         started = time.monotonic()
         held_since = await renew_once(leases, role, held_since)

@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -241,11 +241,16 @@ class Core:
         await self.store.aclose()
 
 
+# The planner lease a test's planner takes (no keep_lease() renews it): longer than any test.
+TEST_LEASE = timedelta(hours=1)
+
+
 async def open_core(where: Path | Store, config: RouterConfig) -> Core:
-    """Open the store (a SQLite file at a path, or a store of any engine, not open yet) and
-    load its state into a planner for `config`."""
+    """Open the store (a SQLite file at a path, or a store of any engine, not open yet), take
+    the planner lease for TEST_LEASE, and load its state into a planner for `config`."""
     store = SqliteStore(where) if isinstance(where, Path) else where
     await store.open()
+    await store.take_lease(TEST_LEASE)
     outcomes = Outcomes()
     planner = Planner(
         store,

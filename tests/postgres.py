@@ -141,13 +141,14 @@ class PostgresServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-async def end_the_routers_lock(url: str) -> None:
-    """Terminate the connections holding an advisory lock on the database at `url` (the one
-    a router holds for its lifetime), as a network cut or an administrator would."""
+async def end_connections(url: str) -> None:
+    """Terminate every other connection to the database at `url`, as a network cut or an
+    administrator would."""
     admin = await asyncpg.connect(url)
     try:
         await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype='advisory' AND granted"
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname=current_database() AND pid<>pg_backend_pid()"
         )
     finally:
         await admin.close()

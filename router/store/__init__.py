@@ -8,6 +8,7 @@ database, issue 17) are its engines, chosen by `open_store()` from the `storage`
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -130,6 +131,7 @@ class Store(Protocol):
     """
 
     path: str
+    replica: str  # this process among the replicas of one database (router.roles.replica_name)
 
     # lifecycle and health
     async def open(self) -> None:
@@ -170,6 +172,19 @@ class Store(Protocol):
 
     async def set_aside(self, row: InboxRow, error: str) -> None:
         """Keep a payload that cannot be planned, with why, and move the watermark past it."""
+
+    async def watermark(self) -> int:
+        """The id of the last payload planned, as committed."""
+
+    def watch_inbox(self, grew: Callable[[], None]) -> None:
+        """Have `grew()` called when another replica commits to the inbox (PostgreSQL)."""
+
+    # the planner lease (router/roles.py); plan transactions raise LeaseLost without it
+    async def take_lease(self, ttl: timedelta) -> int:
+        """Take or renew the planner lease for `ttl`; its epoch, or 0 if another holds it."""
+
+    def drop_lease(self) -> None:
+        """Forget the lease held: the next take_lease() takes it anew."""
 
     async def pending_alerts(self, correlation_id: str) -> int | None:
         """How many alerts a payload waiting in the inbox has; None if it is not waiting."""

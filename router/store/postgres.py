@@ -1,9 +1,13 @@
 """The PostgreSQL engine of the store (asyncpg): the SQLite engine's semantics on a database server.
 
-One router per database in this version: a session advisory lock (ROUTER_LOCK), held on a
-connection of its own for the router's life, keeps a second one off, as SQLite's flock does.
+Several replicas may share one database. Each accepts webhooks: an inbox insert holds
+INBOX_LOCK for its transaction, so that inbox ids commit in id order across replicas (the
+planner reads the rows past its watermark and would skip a lower id committed after a higher
+one), and NOTIFY `inbox` wakes the planner. One replica at a time plans: the holder of the
+planner lease (table `planner_lease`, router/roles.py); every transaction that writes the
+planner's state is fenced on the lease's epoch and expiry (`_fenced`).
 
-Delivery is ready for several replicas: a claimed outbox row names its replica (`claimed_by`)
+Delivery runs on every replica: a claimed outbox row names its replica (`claimed_by`)
 and a lease (`lease_until`, the database's clock), and one destination is worked by one
 replica at a time, the one holding its row in `destination_leases`. Claims are taken with
 FOR UPDATE SKIP LOCKED, renewed every CLAIM_LEASE / 3 while the rows are in hand, and taken
@@ -14,23 +18,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import secrets
-import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import orjson
 
-from router.errors import StoreError, StoreRefused
+from router.errors import LeaseLost, StoreError, StoreRefused
 from router.models import IncidentView
+from router.roles import replica_name
 from router.state import Destination, IncidentState, Plan, State
 from router.store import InboxRow, OutboxRow, QueuedCommand, unused_id
 from router.store.files import ts
 from router.store.group_commit import GroupCommit, Pending
-from router.store.postgres_schema import COMMANDS_CHANNEL, ROUTER_LOCK, migrate
+from router.store.postgres_schema import COMMANDS_CHANNEL, INBOX_LOCK, migrate
 from router.store.rows import (
     ALERT_COLUMNS,
     INCIDENT_COLUMNS,
@@ -52,6 +54,12 @@ POOL_SIZE = 4  # connections: the inbox's commits, the planner, delivery, the AP
 # (renewed every third of it while the rows are in hand): a replica that dies has its rows
 # delivered by another this long after its last renewal.
 CLAIM_LEASE = timedelta(seconds=15)
+# A replica cut off from the database mid-transaction holds its locks (the lease row's, the
+# inbox's) until the server ends its session: after this long idle in a transaction. Every
+# query of the pool gives up after CONNECT_TIMEOUT.
+IDLE_IN_TRANSACTION = timedelta(seconds=3)
+LEASE_QUERY_TIMEOUT = timedelta(seconds=1)  # a lease query the database does not answer fails
+INBOX_CHANNEL = "inbox"  # NOTIFY'd by each inbox insert with the last id committed
 # Errors of the database or of the connection to it: each becomes a StoreError. asyncpg raises
 # InternalClientError when the server ends a connection while a query waits on it.
 FAILURES = (
@@ -103,15 +111,19 @@ class PostgresStore:
     ) -> None:
         """A store for the database at `url` (postgresql://user@host:port/database, without a
         password), with `password` if the server asks for one; its delivery claims last
-        `lease` unless renewed. Nothing is connected yet."""
+        `lease` unless renewed. Nothing is connected yet.
+
+        `replica` names this process in the database (router.roles.replica_name): the planner
+        lease's holder, the claims' owner."""
         self.path = url
+        self.replica = replica_name()
         self._password = password
-        # This replica's name in claims: host, process id, and a token a restart changes.
-        self.replica = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.lease = lease
         self._renewer: asyncio.Task[None] | None = None
         self._pool: asyncpg.Pool | None = None
-        self._lock: asyncpg.Connection | None = None  # holds ROUTER_LOCK
+        self._leases: asyncpg.Connection | None = None  # the lease's and LISTEN's connection
+        self._epoch = 0  # the planner lease's epoch this replica holds; 0: none
+        self._inbox_grew: Callable[[], None] = lambda: None
         self._last_id = 0
         self._ids: set[str] = set()
         self._inbox = GroupCommit(self._commit_pending)
@@ -132,25 +144,27 @@ class PostgresStore:
     # ------------------------------------------------------------ lifecycle
 
     async def open(self) -> None:
-        """Connect, take ROUTER_LOCK, create or upgrade the schema (postgres_schema.migrate).
+        """Connect, create or upgrade the schema (postgres_schema.migrate). Other replicas may
+        use the database too; the planner lease is taken by take_lease().
 
         Raises StoreError naming the database (never the password): not reachable, refused
-        the credentials, held by another alert-router, or of a newer schema version.
+        the credentials, or of a newer schema version.
         """
         try:
-            self._lock = await self._connect()
-            if not await self._lock.fetchval("SELECT pg_try_advisory_lock($1)", ROUTER_LOCK):
-                raise StoreError(
-                    f"{self.path}: another alert-router uses this database (it holds PostgreSQL"
-                    f" advisory lock {ROUTER_LOCK}); this version runs one router per database"
-                )
-            await migrate(self._lock, self.path)
+            self._leases = await self._listening()
+            await migrate(self._leases, self.path)
             self._pool = await asyncpg.create_pool(
                 self.path,
                 password=self._password,
                 min_size=1,
                 max_size=POOL_SIZE,
                 timeout=CONNECT_TIMEOUT.total_seconds(),
+                command_timeout=CONNECT_TIMEOUT.total_seconds(),
+                server_settings={
+                    "idle_in_transaction_session_timeout": str(
+                        int(IDLE_IN_TRANSACTION.total_seconds() * 1000)
+                    )
+                },
             )
             async with self._conn() as db:
                 # Rows claimed by a replica that died are not reset here: another replica may
@@ -174,8 +188,30 @@ class PostgresStore:
             self.path, password=self._password, timeout=CONNECT_TIMEOUT.total_seconds()
         )
 
+    async def _listening(self) -> asyncpg.Connection:
+        """A connection of its own that LISTENs to the inbox's NOTIFY: the lease is taken and
+        renewed on it."""
+        conn = await self._connect()
+        try:
+            await conn.add_listener(INBOX_CHANNEL, self._notified)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
+    def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        """NOTIFY inbox: another replica (or this one) committed inbox rows up to `payload`."""
+        self._last_id = max(self._last_id, int(payload))
+        self._inbox_grew()
+
+    def watch_inbox(self, grew: Callable[[], None]) -> None:
+        """Call `grew()` whenever any replica commits payloads to the inbox (and when that
+        may have been missed: after the connection that listens is made again)."""
+        self._inbox_grew = grew
+
     async def aclose(self) -> None:
-        """Close once what was handed to accept() is committed (or refused); let the lock go."""
+        """Close once what was handed to accept() is committed (or refused); give up the
+        planner lease if held, so that another replica takes it at its next try."""
         await self._inbox.wait_idle()
         for task in (self._prober, self._renewer):
             if task is not None:
@@ -184,11 +220,20 @@ class PostgresStore:
                     await task
         with contextlib.suppress(StoreError):
             await self._release_claims()
+        if self._epoch and self._leases is not None and not self._leases.is_closed():
+            with contextlib.suppress(*FAILURES):
+                await self._leases.execute(
+                    "UPDATE planner_lease SET lease_until='-infinity' WHERE holder=$1 AND epoch=$2",
+                    self.replica,
+                    self._epoch,
+                    timeout=LEASE_QUERY_TIMEOUT.total_seconds(),
+                )
+        self._epoch = 0
         await self._close_connections()
 
     async def _close_connections(self) -> None:
-        """Close the pool and the lock's connection (which lets ROUTER_LOCK go)."""
-        pool, lock, self._pool, self._lock = self._pool, self._lock, None, None
+        """Close the pool, the lease's connection and the commands' listener."""
+        pool, leases, self._pool, self._leases = self._pool, self._leases, None, None
         listener, self._listener = self._listener, None
         with contextlib.suppress(*FAILURES):
             if listener is not None:
@@ -197,24 +242,79 @@ class PostgresStore:
             if pool is not None:
                 await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT.total_seconds())
         with contextlib.suppress(*FAILURES):
-            if lock is not None:
-                await lock.close(timeout=CONNECT_TIMEOUT.total_seconds())
+            if leases is not None:
+                await leases.close(timeout=CONNECT_TIMEOUT.total_seconds())
 
     def files_lost(self) -> list[str]:
-        """Why this router may no longer write the database: the connection that holds
-        ROUTER_LOCK closed (another router could now take the database); empty while held."""
-        if self._lock is not None and self._lock.is_closed():
-            return [
-                f"{self.path}: the connection holding alert-router's lock on it was lost;"
-                " restart alert-router to take it again"
-            ]
+        """Always empty: a database has no file to lose; a lost connection is made again."""
         return []
 
     def problem(self) -> str | None:
-        """Why a payload cannot be accepted now (one line), or None if it can: the lock is
-        lost, or the last commit to the inbox failed and no commit or probe since succeeded."""
-        lost = self.files_lost()
-        return lost[0] if lost else self._failing
+        """Why a payload cannot be accepted now (one line), or None if it can: the last
+        commit to the inbox failed and no commit or probe since succeeded."""
+        return self._failing
+
+    # ------------------------------------------------------------ the planner lease
+
+    async def take_lease(self, ttl: timedelta) -> int:
+        """Take the planner lease if it is free or expired (its epoch grows by one), or renew
+        it if this replica holds it, until `ttl` from now by the database's clock; the epoch
+        held, or 0 if another replica holds it. Raises StoreError if the database did not
+        answer (within LEASE_QUERY_TIMEOUT); the connection is then made again next time."""
+        try:
+            if self._leases is None or self._leases.is_closed():
+                self._leases = await self._listening()
+                self._inbox_grew()  # a NOTIFY may have come while no one listened
+            epoch = await self._leases.fetchval(
+                "UPDATE planner_lease SET"
+                " epoch=CASE WHEN holder=$1 AND epoch=$2 THEN epoch ELSE epoch+1 END,"
+                " holder=$1, lease_until=clock_timestamp()+$3::interval"
+                " WHERE (holder=$1 AND epoch=$2) OR lease_until<clock_timestamp()"
+                " RETURNING epoch",
+                self.replica,
+                self._epoch,
+                ttl,
+                timeout=LEASE_QUERY_TIMEOUT.total_seconds(),
+            )
+        except FAILURES as exc:
+            leases, self._leases = self._leases, None
+            if leases is not None:
+                leases.terminate()
+            raise self._failure(exc) from exc
+        self._epoch = int(epoch or 0)
+        return self._epoch
+
+    def drop_lease(self) -> None:
+        """Forget the epoch held: plans are fenced off from now, and the next take_lease()
+        takes the lease only once it is free or expired, with a new epoch."""
+        self._epoch = 0
+
+    async def _fence(self, db: asyncpg.Connection) -> int:
+        """Make the caller's transaction one of the planner's: it commits only if this replica
+        still holds the lease of its epoch, unexpired (FOR SHARE: a takeover waits for it, and
+        this waits for a takeover in progress and then sees its epoch). The epoch held.
+
+        Raises LeaseLost (and drops the epoch) if not."""
+        epoch = self._epoch
+        held = epoch and await db.fetchval(
+            "SELECT true FROM planner_lease WHERE epoch=$1 AND holder=$2"
+            " AND lease_until>clock_timestamp() FOR SHARE",
+            epoch,
+            self.replica,
+        )
+        if not held:
+            self._epoch = 0
+            raise LeaseLost(
+                f"{self.path}: this replica ({self.replica}) no longer holds the planner lease"
+                + (f" of epoch {epoch}" if epoch else "")
+            )
+        return epoch
+
+    @contextlib.asynccontextmanager
+    async def _fenced(self) -> AsyncIterator[tuple[asyncpg.Connection, int]]:
+        """A write transaction of the planner (see _fence): (connection, epoch)."""
+        async with self._write() as db:
+            yield db, await self._fence(db)
 
     def _failure(self, exc: BaseException) -> StoreError:
         """A database or connection error as a StoreError naming the database."""
@@ -237,17 +337,15 @@ class PostgresStore:
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction on a pooled connection, refused (StoreError) once the lock is lost."""
-        lost = self.files_lost()
-        if lost:
-            raise StoreError(lost[0])
+        """A transaction on a pooled connection."""
         async with self._conn() as db, db.transaction():
             yield db
 
     # ------------------------------------------------------------ state
 
     async def load_state(self) -> tuple[State, int]:
-        """The firing alerts and open incidents, and the watermark, as committed."""
+        """The firing alerts and open incidents, and the watermark, as committed (by whichever
+        replica planned last); the incident ids taken are read again too."""
         state = State()
         async with self._conn() as db, db.transaction(isolation="repeatable_read"):
             for row in await db.fetch("SELECT * FROM alerts WHERE status='firing'"):
@@ -255,7 +353,13 @@ class PostgresStore:
             for row in await db.fetch("SELECT * FROM incidents WHERE status='firing'"):
                 state.open(incident_from_row(tuple(row)))
             watermark = await db.fetchval("SELECT watermark FROM planner")
+            self._ids |= {r[0] for r in await db.fetch("SELECT id FROM incidents")}
         return state, int(watermark)
+
+    async def watermark(self) -> int:
+        """The id of the last payload planned, as committed (by whichever replica plans)."""
+        async with self._conn() as db:
+            return int(await db.fetchval("SELECT watermark FROM planner"))
 
     def new_incident_id(self) -> str:
         """A short id no stored incident has, nor any handed out since the store opened."""
@@ -266,13 +370,14 @@ class PostgresStore:
         move the watermark there and delete the inbox rows up to it: one transaction.
 
         Raises StoreError if it did not commit (nothing of it is then written), StoreRefused
-        if the database refuses what a plan holds."""
+        if the database refuses what a plan holds, LeaseLost if this replica no longer holds
+        the planner lease it planned with."""
         try:
-            async with self._write() as db:
+            async with self._fenced() as (db, epoch):
                 for plan, now in plans:
-                    await _write_plan(db, plan, now)
+                    await _write_plan(db, plan, now, epoch)
                 if watermark is not None:
-                    await _move_watermark(db, watermark)
+                    await _move_watermark(db, watermark, epoch)
         except StoreError as exc:
             if isinstance(exc.__cause__, REFUSALS):
                 raise StoreRefused(str(exc)) from exc.__cause__
@@ -367,9 +472,10 @@ class PostgresStore:
         self, command_id: int, result: str, now: datetime, plan: Plan | None = None
     ) -> bool:
         """The command's answer and the plan it made, in one transaction; False (nothing
-        written) if it has an answer already. Raises StoreError, StoreRefused."""
+        written) if it has an answer already. The planner's work: fenced on its lease (see
+        _fence). Raises StoreError, StoreRefused, LeaseLost."""
         try:
-            async with self._write() as db:
+            async with self._fenced() as (db, epoch):
                 done = await db.execute(
                     "UPDATE commands SET result=$2, applied_at=$3 WHERE id=$1 AND result IS NULL",
                     command_id,
@@ -379,7 +485,7 @@ class PostgresStore:
                 if _count(done) == 0:
                     return False
                 if plan is not None:
-                    await _write_plan(db, plan, now)
+                    await _write_plan(db, plan, now, epoch)
         except StoreError as exc:
             if isinstance(exc.__cause__, REFUSALS):
                 raise StoreRefused(str(exc)) from exc.__cause__
@@ -388,8 +494,9 @@ class PostgresStore:
 
     async def set_aside(self, row: InboxRow, error: str) -> None:
         """Keep a payload that cannot be planned in `set_aside`, with why, and move the
-        watermark past it (one transaction). Raises StoreError if it did not commit."""
-        async with self._write() as db:
+        watermark past it (one transaction). Raises StoreError if it did not commit,
+        LeaseLost if this replica no longer holds the planner lease."""
+        async with self._fenced() as (db, epoch):
             await db.execute(
                 "INSERT INTO set_aside (body, correlation_id, received_at, error)"
                 " VALUES ($1, $2, $3, $4)",
@@ -398,7 +505,7 @@ class PostgresStore:
                 ts(row.received_at),
                 error,
             )
-            await _move_watermark(db, row.id)
+            await _move_watermark(db, row.id, epoch)
 
     # ------------------------------------------------------------ the inbox
 
@@ -406,7 +513,7 @@ class PostgresStore:
         """Commit one validated payload to the inbox; its inbox id, once committed.
 
         Payloads handed over while a commit runs share the next one. Raises StoreError if the
-        commit failed or the lock is lost (nothing is then accepted).
+        commit failed (nothing is then accepted).
         """
         return await self._inbox.submit(body, now, correlation_id)
 
@@ -420,8 +527,11 @@ class PostgresStore:
             raise error from exc
 
     async def _insert(self, batch: list[Pending]) -> list[int]:
-        """Insert the batch in one transaction, in order; the ids given."""
+        """Insert the batch in one transaction, in order, holding INBOX_LOCK (so that no id
+        commits after a higher one, whichever replica inserts it), and NOTIFY the planner;
+        the ids given."""
         async with self._write() as db:
+            await db.execute("SELECT pg_advisory_xact_lock($1)", INBOX_LOCK)
             rows = await db.fetch(
                 "INSERT INTO inbox (body, correlation_id, received_at)"
                 " SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) RETURNING id",
@@ -429,8 +539,10 @@ class PostgresStore:
                 [cid for _, cid, *_ in batch],
                 [ts(now) for _, _, now in batch],
             )
+            last = max(int(r[0]) for r in rows)
+            await db.execute("SELECT pg_notify($1, $2)", INBOX_CHANNEL, str(last))
         ids = sorted(int(r[0]) for r in rows)
-        self._last_id = ids[-1]  # only once committed
+        self._last_id = max(self._last_id, ids[-1])  # only once committed (NOTIFY may be first)
         self._failing = None
         return ids
 
@@ -799,9 +911,11 @@ class PostgresStore:
         return incidents_json(incidents, outbox)
 
     async def prune(self, older_than: timedelta, now: datetime) -> int:
-        """Forget resolved alerts, closed incidents and finished deliveries past retention."""
+        """Forget resolved alerts, closed incidents and finished deliveries past retention.
+
+        The planner's work: raises LeaseLost if this replica no longer holds the lease."""
         cutoff = ts(now - older_than)
-        async with self._write() as db:
+        async with self._fenced() as (db, _):
             finished = [
                 r[0]
                 for r in await db.fetch(
@@ -828,9 +942,10 @@ class _Rollback(Exception):
     """Raised inside a transaction to roll it back."""
 
 
-async def _write_plan(db: asyncpg.Connection, plan: Plan, now: datetime) -> None:
-    """Write what `plan` changed (alerts, incidents, outbox rows queued at `now`) in the
-    caller's transaction (router/store/rows.py maps the rows, as for SQLite)."""
+async def _write_plan(db: asyncpg.Connection, plan: Plan, now: datetime, epoch: int) -> None:
+    """Write what `plan` changed (alerts, incidents, outbox rows queued at `now`, each with the
+    lease `epoch` that planned it) in the caller's transaction (router/store/rows.py maps the
+    rows, as for SQLite)."""
     await db.executemany(UPSERT_ALERT, [alert_values(a) for a in plan.alerts.values()])
     await db.executemany(UPSERT_INCIDENT, [incident_values(i) for i in plan.incidents.values()])
     views = list({id(o.view): o.view for o in plan.outbox}.values())  # a shared view, once
@@ -844,17 +959,17 @@ async def _write_plan(db: asyncpg.Connection, plan: Plan, now: datetime) -> None
     by_view = {
         id(v): int(r[0]) for v, r in zip(views, sorted(view_ids, key=lambda r: r[0]), strict=True)
     }
-    marks = ", ".join(f"${n}" for n in range(1, OUTBOX_INSERT.count(",") + 2))
+    marks = ", ".join(f"${n}" for n in range(1, OUTBOX_INSERT.count(",") + 3))
     await db.executemany(
-        f"INSERT INTO outbox ({OUTBOX_INSERT}) VALUES ({marks})",
-        [outbox_values(o, by_view[id(o.view)], now) for o in plan.outbox],
+        f"INSERT INTO outbox ({OUTBOX_INSERT}, epoch) VALUES ({marks})",
+        [(*outbox_values(o, by_view[id(o.view)], now), epoch) for o in plan.outbox],
     )
 
 
-async def _move_watermark(db: asyncpg.Connection, watermark: int) -> None:
-    """Set the watermark and delete the inbox rows it passed (in the caller's transaction,
-    with the plans of those rows)."""
-    await db.execute("UPDATE planner SET watermark=$1", watermark)
+async def _move_watermark(db: asyncpg.Connection, watermark: int, epoch: int) -> None:
+    """Set the watermark (with the lease epoch that moved it) and delete the inbox rows it
+    passed (in the caller's transaction, with the plans of those rows)."""
+    await db.execute("UPDATE planner SET watermark=$1, epoch=$2", watermark, epoch)
     await db.execute("DELETE FROM inbox WHERE id<=$1", watermark)
 
 

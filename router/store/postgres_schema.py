@@ -16,8 +16,8 @@ from router.errors import StoreError
 MIGRATION_LOCK = 0x616C_6572_7401  # "alert" + 1
 # NOTIFY channel on which a replica that queued a chat command wakes the planner.
 COMMANDS_CHANNEL = "alert_router_commands"
-# pg_try_advisory_lock key held for the life of a router: one router per database (for now).
-ROUTER_LOCK = 0x616C_6572_7402
+# pg_advisory_xact_lock key held by each inbox insert: ids commit in id order across replicas.
+INBOX_LOCK = 0x616C_6572_7403
 
 SCHEMA = [
     # version 1: SQLite's version 8
@@ -154,6 +154,18 @@ SCHEMA = [
         applied_at TEXT
     );
     CREATE INDEX commands_pending ON commands(id) WHERE result IS NULL;
+    """,
+    # version 5: several replicas; one planner at a time, holding the lease (router/roles.py).
+    # The epoch of the lease is recorded with the watermark and on every notification queued.
+    """
+    CREATE TABLE planner_lease (
+        epoch BIGINT NOT NULL,
+        holder TEXT NOT NULL,
+        lease_until TIMESTAMPTZ NOT NULL
+    );
+    INSERT INTO planner_lease VALUES (0, '', '-infinity');
+    ALTER TABLE planner ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE outbox ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
     """,
 ]
 SCHEMA_VERSION = len(SCHEMA)

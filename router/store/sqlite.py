@@ -15,6 +15,7 @@ import orjson
 
 from router.errors import StoreError
 from router.models import IncidentView
+from router.roles import replica_name
 from router.state import Destination, IncidentState, Plan, State
 from router.store import InboxRow, MessageKey, OutboxRow, unused_id
 from router.store.files import FileIdentity, ProcessLock, connect, transaction, ts
@@ -48,6 +49,7 @@ class SqliteStore:
     def __init__(self, path: str | Path, *, synchronous: str = "normal") -> None:
         """A store for the file at `path` (made at open); raises StoreError for ":memory:"."""
         self.path = str(path)
+        self.replica = replica_name()
         if self.path == ":memory:":
             raise StoreError("storage.path must be a file: alert-router keeps what it accepted")
         self.synchronous = synchronous.upper()
@@ -200,6 +202,23 @@ class SqliteStore:
                 (row.body, row.correlation_id, ts(row.received_at), error),
             )
             _move_watermark(db, row.id)
+
+    async def watermark(self) -> int:
+        """The id of the last payload planned, as committed."""
+        return await self._run(
+            lambda: int(self._conn().execute("SELECT watermark FROM planner").fetchone()[0])
+        )
+
+    def watch_inbox(self, grew: Callable[[], None]) -> None:
+        """Nothing to watch: this process is the file's only writer (its accept() wakes the
+        planner itself)."""
+
+    async def take_lease(self, ttl: timedelta) -> int:
+        """The planner lease of a file one router holds (its flock): always epoch 1."""
+        return 1
+
+    def drop_lease(self) -> None:
+        """Nothing to drop: the one router is always the planner."""
 
     # ------------------------------------------------------------ the inbox
 

@@ -1,21 +1,18 @@
-"""`serve` on PostgreSQL as a real process: a webhook is accepted, planned and delivered, a
-second router on the same database is refused (one replica at a time in this version), and a
-lost lock is one /readyz reason saying what to do."""
+"""`serve` on PostgreSQL as real processes: two replicas on one database, one plans what both
+accept and the other takes over when it stops; connections the server ends are made again."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
-import orjson
 import pytest
 
 from ..harness import Fakes, firing_payload
 from ..helpers import free_port, wait_http
-from ..postgres import end_the_routers_lock
+from ..postgres import end_connections
 from .test_process import HEADERS, TOKEN, start, stop
 
 pytestmark = pytest.mark.slow
@@ -34,85 +31,71 @@ route: {{receiver: main}}
 """)
 
 
-async def serve(fakes: Fakes, tmp_path: Path, url: str) -> tuple[int, subprocess.Popen[bytes]]:
-    """Start `serve` on the database at `url` (config in tmp_path) and wait until it is ready:
-    (its port, its process)."""
+async def serve(fakes: Fakes, folder: Path, url: str) -> tuple[int, subprocess.Popen[bytes]]:
+    """Start `serve` on the database at `url` (config and log in `folder`) and wait until it
+    is ready: (its port, its process)."""
     port = free_port()
-    config = tmp_path / "routes.yaml"
+    folder.mkdir(exist_ok=True)
+    config = folder / "routes.yaml"
     write_config(config, port, fakes, url)
     proc = start(config)
-    await wait_http(f"http://127.0.0.1:{port}/readyz", proc, log=tmp_path / "router.log")
+    await wait_http(f"http://127.0.0.1:{port}/readyz", proc, log=folder / "router.log")
     return port, proc
 
 
-async def test_serve_on_postgresql_delivers_and_refuses_a_second_router(
+async def post(port: int, group: str) -> None:
+    """POST a firing payload of `group` to the router on `port`; it must answer 200 (a router
+    whose connections were just ended may answer 503 first: retried for a bounded time)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    async with aiohttp.ClientSession() as session:
+        while True:
+            url = f"http://127.0.0.1:{port}/webhook"
+            async with session.post(url, data=firing_payload(1, group), headers=HEADERS) as resp:
+                if resp.status == 200 or loop.time() > deadline:
+                    assert resp.status == 200, await resp.text()
+                    return
+            await asyncio.sleep(0.1)
+
+
+async def triggered(fakes: Fakes, count: int) -> list[str]:
+    """Wait (bounded) until PagerDuty got `count` trigger events; their dedup keys."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while len(fakes.pagerduty.events) < count and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    return [e["dedup_key"] for e in fakes.pagerduty.events if e["event_action"] == "trigger"]
+
+
+async def test_two_replicas_one_plans_what_both_accept_the_other_takes_over_at_its_stop(
+    fakes: Fakes, tmp_path: Path, postgres_url: str
+) -> None:
+    first_port, first = await serve(fakes, tmp_path / "first", postgres_url)
+    second_port, second = await serve(fakes, tmp_path / "second", postgres_url)  # ready too
+    try:
+        await post(second_port, "via-standby")  # accepted by the standby, planned by the first
+        await post(first_port, "via-planner")
+        assert len(set(await triggered(fakes, 2))) == 2
+        assert stop(first) == 0  # gives the lease up: the second takes it at its next try
+        await post(second_port, "after-takeover")
+        assert len(set(await triggered(fakes, 3))) == 3
+        log = (tmp_path / "second" / "router.log").read_text()
+        assert "planning_started" in log
+    finally:
+        stop(first)
+        assert stop(second) == 0
+
+
+async def test_connections_the_server_ends_are_made_again(
     fakes: Fakes, tmp_path: Path, postgres_url: str
 ) -> None:
     port, proc = await serve(fakes, tmp_path, postgres_url)
     try:
-        async with aiohttp.ClientSession() as session:
-            body = firing_payload(2, "pg-e2e")
-            url = f"http://127.0.0.1:{port}/webhook"
-            async with session.post(url, data=body, headers=HEADERS) as resp:
-                assert resp.status == 200, await resp.text()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while not fakes.pagerduty.events and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        (event,) = fakes.pagerduty.events
-        assert event["event_action"] == "trigger"
-
-        second = tmp_path / "second"
-        second.mkdir()
-        write_config(second / "routes.yaml", free_port(), fakes, postgres_url)
-        refused = await asyncio.to_thread(
-            subprocess.run,
-            [
-                sys.executable,
-                "-m",
-                "router",
-                "serve",
-                "--config",
-                str(second / "routes.yaml"),
-                "--log-format",
-                "json",
-            ],
-            capture_output=True,
-            timeout=60,
-        )
-        assert refused.returncode == 1
-        assert b"Traceback" not in refused.stderr
-        lines = [orjson.loads(line) for line in refused.stderr.splitlines() if line[:1] == b"{"]
-        (failed,) = [line for line in lines if line.get("event") == "startup_failed"]
-        assert "another alert-router uses this database" in failed["error"]
-        assert postgres_url in failed["error"]
+        await post(port, "before")
+        assert len(await triggered(fakes, 1)) == 1
+        await end_connections(postgres_url)
+        await post(port, "after")
+        assert len(set(await triggered(fakes, 2))) == 2
+        await wait_http(f"http://127.0.0.1:{port}/readyz", proc, log=tmp_path / "router.log")
     finally:
         assert stop(proc) == 0
-
-
-async def test_a_lost_lock_makes_readyz_say_so_once_with_what_to_do(
-    fakes: Fakes, tmp_path: Path, postgres_url: str
-) -> None:
-    port, proc = await serve(fakes, tmp_path, postgres_url)
-    try:
-        readyz = f"http://127.0.0.1:{port}/readyz"
-        await end_the_routers_lock(postgres_url)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        async with aiohttp.ClientSession() as session:
-            while True:  # the router notices the server closed its connection (bounded wait)
-                async with session.get(readyz) as resp:
-                    status, body = resp.status, await resp.json()
-                reasons = body.get("reasons", [])
-                lost = [reason for reason in reasons if "lock on it was lost" in reason]
-                if lost or loop.time() > deadline:
-                    break
-                await asyncio.sleep(0.05)
-            assert status == 503 and len(lost) == 1, body
-            async with session.get(readyz) as resp:  # and so it stays
-                status, body = resp.status, await resp.json()
-        lost = [reason for reason in body["reasons"] if "lock on it was lost" in reason]
-        assert status == 503 and len(lost) == 1, body
-        assert "restart alert-router" in lost[0]
-    finally:
-        stop(proc)

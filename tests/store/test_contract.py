@@ -1,5 +1,5 @@
 """The store's contract, the same on every engine (SQLite, PostgreSQL): what is committed, in
-which order, what delivery's claims and retries do, paging, retention, one router per store."""
+which order, what delivery's claims and retries do, paging, retention, one router per SQLite file and one planner per PostgreSQL database."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import orjson
 import pytest
 
 from router.config import parse_config
-from router.errors import StoreError
+from router.errors import LeaseLost, StoreError
 from router.models import WebhookPayload
 
 from ..harness import firing_payload
-from ..helpers import fixture_body, open_core
+from ..helpers import TEST_LEASE, fixture_body, open_core
 from .conftest import Engine
 
 CONFIG = parse_config(
@@ -59,11 +59,23 @@ async def test_a_newer_schema_is_refused(engine: Engine) -> None:
         await open_core(engine.store(), CONFIG)
 
 
-async def test_a_second_store_on_the_same_place_is_refused(engine: Engine) -> None:
+async def test_a_second_store_on_the_same_place(engine: Engine) -> None:
+    """SQLite: a second router on the file is refused (one writer). PostgreSQL: a second
+    replica opens the database, accepts payloads, and cannot commit a plan while the first
+    holds the planner lease; the first plans what the second accepted."""
     first = await open_core(engine.store(), CONFIG)
     second = engine.store()
-    with pytest.raises(StoreError, match="another alert-router"):
+    if engine.name == "sqlite":
+        with pytest.raises(StoreError, match="another alert-router"):
+            await second.open()
+    else:
         await second.open()
+        assert await second.take_lease(timedelta(seconds=3)) == 0
+        await second.accept(firing_payload(1, "via-second"), T0, "via-second")
+        with pytest.raises(LeaseLost, match="no longer holds the planner lease"):
+            await second.commit_plans([], None)
+        planned = dict(await first.planner.plan_waiting())
+        assert list(planned) == ["via-second"] and planned["via-second"].outbox
     await second.aclose()
     await first.aclose()
     third = await open_core(engine.store(), CONFIG)  # free once the first is closed
@@ -75,6 +87,7 @@ async def test_payloads_accepted_together_get_ids_in_order_and_wait_until_planne
 ) -> None:
     store = engine.store()
     await store.open()
+    await store.take_lease(TEST_LEASE)
     try:
         bodies = [fixture_body("firing-group-3-alerts")] * 20
         ids = await asyncio.gather(
