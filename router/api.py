@@ -18,6 +18,7 @@ from router.config import RouterConfig
 from router.errors import StoreError
 from router.metrics import Metrics
 from router.outcomes import Outcomes
+from router.roles import Role
 from router.serving import json_dumps
 from router.store import Store
 
@@ -31,7 +32,8 @@ class Reads:
     """What the read API and health endpoints read, given to them explicitly by the app.
 
     `config()` is the config running now (a reload swaps it); `backlog()` counts payloads
-    accepted and not planned; `delivering()` is False once the delivery worker stopped.
+    accepted and not planned; `delivering()` is False once the delivery worker stopped;
+    `role` is this replica's (planner or standby).
     """
 
     store: Store
@@ -41,6 +43,7 @@ class Reads:
     clock: Callable[[], datetime]
     backlog: Callable[[], int]
     delivering: Callable[[], bool]
+    role: Role
 
 
 READS = web.AppKey("reads", Reads)
@@ -165,7 +168,9 @@ async def handle_healthz(request: web.Request) -> web.Response:
 
 async def handle_readyz(request: web.Request) -> web.Response:
     """GET /readyz: 200 if webhooks can be accepted and delivered now, else 503 with the
-    `reasons` (store not writable or lost, a failed commit, no delivery worker)."""
+    `reasons` (store not writable or lost, a failed commit, no delivery worker). Either way
+    `role` says whether this replica is the planner or a standby (both are ready), `epoch`
+    the planner lease's it holds (0 on a standby), `replica` its name."""
     r = request.app[READS]
     problems = []
     if not r.delivering():
@@ -181,6 +186,7 @@ async def handle_readyz(request: web.Request) -> web.Response:
     cannot_accept = r.store.problem()
     if cannot_accept is not None and not any(cannot_accept in said for said in problems):
         problems.append(f"cannot accept webhooks: {cannot_accept}")
+    role = {"role": r.role.name, "epoch": r.role.epoch, "replica": r.store.replica}
     if problems:
-        return web.json_response({"status": "not ready", "reasons": problems}, status=503)
-    return _json({"status": "ready", "config": r.config().source})
+        return web.json_response({"status": "not ready", "reasons": problems, **role}, status=503)
+    return _json({"status": "ready", "config": r.config().source, **role})

@@ -68,7 +68,7 @@ def create_app(
         client_max_size=config.server.max_body_bytes, middlewares=[serving.bounded_bodies()]
     )
     metrics, outcomes, wake_outbox = Metrics(), Outcomes(), asyncio.Event()
-    role = Role()
+    role = Role(on_change=metrics.role_changed)
     planner = Planner(
         store,
         lambda new_id: Pipeline(config, new_id),
@@ -114,6 +114,7 @@ def create_app(
         clock=clock,
         backlog=lambda: planner.backlog,
         delivering=lambda: outbox.task is not None and not outbox.task.done(),
+        role=role,
     )
     app.router.add_get("/api/v1/alerts", api.handle_alerts)
     app.router.add_get("/api/v1/incidents", api.handle_incidents)

@@ -18,6 +18,7 @@ from router.models import Reason
 
 if TYPE_CHECKING:
     from router.config import RouterConfig
+    from router.roles import Role
     from router.state import Plan
 
 # Upper bounds in seconds (Prometheus' base unit), 5 ms to an hour: retries make deliveries long.
@@ -177,6 +178,27 @@ class Metrics:
             "When the config was last loaded successfully.",
             registry=r,
         )
+        self.role = Gauge(
+            f"{p}role",
+            "1 for this replica's role (planner: holds the planner lease; standby), 0 for the other.",
+            ["role"],
+            registry=r,
+        )
+        self.lease_epoch = Gauge(
+            f"{p}planner_lease_epoch",
+            "The planner lease's epoch this replica holds (0 on a standby).",
+            registry=r,
+        )
+        self.lease_changes = Counter(
+            f"{p}planner_lease_changes_total",
+            "Planner lease changes of this replica: taken (became the planner), lost.",
+            ["change"],
+            registry=r,
+        )
+        self.role.labels("planner").set(0)
+        self.role.labels("standby").set(1)
+        for change in ("taken", "lost"):
+            self.lease_changes.labels(change)
         self.build = Info(f"{p}build", "Version of alert-router and Python.", registry=r)
         self.build.info({"version": __version__, "python": platform.python_version()})
 
@@ -211,6 +233,14 @@ class Metrics:
         for chat in ("telegram", "slack"):
             if getattr(config.chatops, chat) is not None:
                 self.acks.labels(chat)
+
+    def role_changed(self, role: Role, change: str) -> None:
+        """Record a change of this replica's role (router/roles.py): `change` is "taken" or
+        "lost"."""
+        self.lease_changes.labels(change).inc()
+        self.lease_epoch.set(role.epoch)
+        self.role.labels("planner").set(int(role.is_planner))
+        self.role.labels("standby").set(int(not role.is_planner))
 
     def observe_plan(self, plan: Plan) -> None:
         """Count what one payload or sweep decided: alerts routed per receiver, alerts inhibited,

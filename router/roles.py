@@ -27,6 +27,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Protocol
 
@@ -53,10 +54,12 @@ class Role:
     one at every takeover), or a standby (`epoch` 0). `changed()` and `wait_for()` wait for a
     change; `takeovers` and `losses` count the changes since the start."""
 
-    def __init__(self) -> None:
-        """A standby; keep_lease() (or take()) makes it the planner."""
+    def __init__(self, on_change: Callable[[Role, str], None] | None = None) -> None:
+        """A standby; keep_lease() (or take()) makes it the planner. `on_change(role, change)`
+        is called at each change, `change` being "taken" or "lost" (metrics count them)."""
         self._epoch = 0
         self._changed = asyncio.Event()
+        self._on_change = on_change
         self.takeovers = 0
         self.losses = 0
 
@@ -79,19 +82,23 @@ class Role:
         """Become (or stay) the planner with the lease of `epoch` (> 0)."""
         if epoch != self._epoch:
             if self._epoch:
-                self.losses += 1  # another replica held it in between
-            self.takeovers += 1
-            self._set(epoch)
+                self._set(0, "lost")  # another replica held it in between
+            self._set(epoch, "taken")
 
     def lose(self) -> None:
         """Become a standby (the lease expired, was taken, or cannot be renewed)."""
         if self._epoch:
-            self.losses += 1
-            self._set(0)
+            self._set(0, "lost")
 
-    def _set(self, epoch: int) -> None:
+    def _set(self, epoch: int, change: str) -> None:
         was, self._epoch = self.name, epoch
+        if change == "taken":
+            self.takeovers += 1
+        else:
+            self.losses += 1
         event(log, logging.WARNING, "role_changed", was=was, role=self.name, epoch=epoch or None)
+        if self._on_change is not None:
+            self._on_change(self, change)
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -236,7 +237,11 @@ async def test_dry_run_delivers_and_the_read_api_shows_it(client: Client) -> Non
 
     assert (await client.get("/api/v1/alerts")).status == 401
     assert (await client.get("/healthz")).status == 200
-    assert (await (await client.get("/readyz")).json()) == {"status": "ready", "config": "<memory>"}
+    ready = await (await client.get("/readyz")).json()
+    replica = ready.pop("replica")  # host:pid:random
+    assert replica.split(":")[1] == str(os.getpid()) and len(replica.split(":")[2]) == 6
+    # SQLite: the one router is the planner, of the lease's only epoch.
+    assert ready == {"status": "ready", "config": "<memory>", "role": "planner", "epoch": 1}
 
 
 @contextlib.contextmanager

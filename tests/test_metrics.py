@@ -67,6 +67,12 @@ async def test_counters_follow_the_traffic(fakes: Fakes, make_client: Any) -> No
     assert m[("alert_router_delivery_latency_seconds_count", (("channel", "slack"),))] == 2
     assert m[("alert_router_outbox_depth", ())] == 0
     assert m[("alert_router_config_last_reload_successful", ())] == 1
+    # SQLite: the one router took the planner lease at its start and keeps it.
+    assert m[("alert_router_role", (("role", "planner"),))] == 1
+    assert m[("alert_router_role", (("role", "standby"),))] == 0
+    assert m[("alert_router_planner_lease_epoch", ())] == 1
+    assert m[("alert_router_planner_lease_changes_total", (("change", "taken"),))] == 1
+    assert m[("alert_router_planner_lease_changes_total", (("change", "lost"),))] == 0
     [build] = [dict(labels) for name, labels in m if name == "alert_router_build_info"]
     assert build["version"] == "0.1.0" and build["python"].startswith("3.")
     # Bounded cardinality: no alert label (instance, alertname...) ever becomes a metric label.
@@ -80,6 +86,8 @@ async def test_counters_follow_the_traffic(fakes: Fakes, make_client: Any) -> No
         "le",
         "version",
         "python",
+        "role",
+        "change",
     }
 
 

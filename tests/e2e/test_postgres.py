@@ -58,6 +58,15 @@ async def post(port: int, group: str) -> None:
             await asyncio.sleep(0.1)
 
 
+async def readyz(port: int) -> dict[str, object]:
+    """The /readyz answer of the router on `port` (200 expected)."""
+    url = f"http://127.0.0.1:{port}/readyz"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, object] = await resp.json()
+        return body
+
+
 async def triggered(fakes: Fakes, count: int) -> list[str]:
     """Wait (bounded) until PagerDuty got `count` trigger events; their dedup keys."""
     loop = asyncio.get_running_loop()
@@ -73,12 +82,17 @@ async def test_two_replicas_one_plans_what_both_accept_the_other_takes_over_at_i
     first_port, first = await serve(fakes, tmp_path / "first", postgres_url)
     second_port, second = await serve(fakes, tmp_path / "second", postgres_url)  # ready too
     try:
+        assert (await readyz(first_port))["role"] == "planner"
+        standby = await readyz(second_port)
+        assert (standby["status"], standby["role"], standby["epoch"]) == ("ready", "standby", 0)
         await post(second_port, "via-standby")  # accepted by the standby, planned by the first
         await post(first_port, "via-planner")
         assert len(set(await triggered(fakes, 2))) == 2
         assert stop(first) == 0  # gives the lease up: the second takes it at its next try
         await post(second_port, "after-takeover")
         assert len(set(await triggered(fakes, 3))) == 3
+        planner = await readyz(second_port)
+        assert (planner["role"], planner["epoch"]) == ("planner", 2)
         log = (tmp_path / "second" / "router.log").read_text()
         assert "planning_started" in log
     finally:
