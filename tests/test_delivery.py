@@ -6,13 +6,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .harness import AUTH, TELEGRAM_ONLY, Fakes, firing_payload, post, settled
-from .helpers import fixture_body
+from router.app import utc_now
+from router.channels import build_channels
+from router.config import parse_config
+from router.delivery import Outbox
+from router.reload import build_renderer
+from router.store.postgres import PostgresStore
+
+from .harness import AUTH, TELEGRAM_ONLY, Fakes, config_text, firing_payload, post, settled
+from .helpers import fixture_body, open_core
 from .test_intake import locked
 
 # ------------------------------------------------------------------ content and edits
@@ -302,3 +310,48 @@ async def test_a_notification_a_store_error_stopped_is_sent_once_the_store_answe
     fakes.slack.delay_s = 0
     [note] = await settled(client, timeout_s=30)
     assert note["state"] == "sent" and len(fakes.slack.posts()) == 1
+
+
+async def test_two_replicas_send_one_chat_in_order_at_its_pace(
+    fakes: Fakes, postgres_url: str, tmp_path: Path
+) -> None:
+    """Two replicas deliver from one PostgreSQL outbox: a chat's notifications go out once
+    each, in their order, at Telegram's pace for a chat (the fake answers 429 to a faster
+    sender), though both replicas claim: one destination is worked by one replica at a time."""
+    text = config_text(fakes, tmp_path / "state.db", TELEGRAM_ONLY)
+    config = parse_config(
+        text.replace(f'path: "{tmp_path / "state.db"}"', f'url: "{postgres_url}"')
+    )
+    core = await open_core(PostgresStore(postgres_url), config)
+    try:
+        queued = [
+            (await core.ingest(firing_payload(1, f"g{n}"), utc_now(), f"c{n}")).outbox[0]
+            for n in range(4)
+        ]
+    finally:
+        await core.aclose()
+    renderer = build_renderer(config)
+    replicas: list[tuple[PostgresStore, Outbox]] = []
+    try:
+        for _ in range(2):
+            store = PostgresStore(postgres_url)
+            await store.open()
+            outbox = Outbox(store, build_channels(config, renderer, dry_run=False), utc_now)
+            replicas.append((store, outbox))
+        for _, outbox in replicas:
+            outbox.task = asyncio.create_task(outbox.run())
+        async with asyncio.timeout(60):
+            while (await replicas[0][0].outbox_stats(utc_now()))[0]:  # all sent and recorded
+                await asyncio.sleep(0.05)
+        incidents = await replicas[0][0].list_incidents(10)
+    finally:
+        for store, outbox in replicas:
+            await outbox.drain(timedelta(seconds=5))
+            await store.aclose()
+    assert [n["attempts"] for i in incidents for n in i["notifications"]] == [1] * 4  # no 429
+    acks = [
+        m["reply_markup"]["inline_keyboard"][0][0]["callback_data"] for m in fakes.telegram.sent()
+    ]
+    assert acks == [f"ack:{item.incident_id}" for item in queued]  # in the order queued
+    times = [t for m, _, t in fakes.telegram.calls if m == "sendMessage"]
+    assert all(b - a >= 0.99 for a, b in itertools.pairwise(times))

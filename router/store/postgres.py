@@ -717,9 +717,9 @@ class PostgresStore:
         while True:
             await asyncio.sleep(self.lease.total_seconds() / 3)
             with contextlib.suppress(StoreError):
-                await self.renew_claims()
+                await self._renew_claims()
 
-    async def renew_claims(self) -> int:
+    async def _renew_claims(self) -> int:
         """Extend to `lease` from now the claims of this replica on rows it is sending and on
         their destinations; how many rows. Raises StoreError if it did not commit."""
         async with self._write() as db:

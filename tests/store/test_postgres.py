@@ -15,6 +15,7 @@ import pytest
 
 from router.config import parse_config
 from router.errors import LeaseLost, StoreError
+from router.state import Destination
 from router.store.postgres import PostgresStore
 from router.store.postgres_schema import SCHEMA_VERSION, migrate
 
@@ -172,6 +173,91 @@ async def _queue(url: str, payloads: int) -> None:
             await core.ingest(firing_payload(1, f"g{n}"), T0 + timedelta(seconds=n), f"c{n}")
     finally:
         await core.aclose()
+
+
+async def test_two_replicas_claiming_at_once_never_share_a_row_or_a_destination(
+    postgres_url: str,
+) -> None:
+    """Each replica starts with two destinations; they claim at once, each as fast as it can,
+    until the first stops working: its destinations go to the second once their lease ran
+    out. Every row is claimed once, a destination's rows are sent in order by whichever
+    replica, and no destination is in the hands of both at any moment."""
+    await _queue(postgres_url, 25)
+    replicas = [PostgresStore(postgres_url, lease=timedelta(seconds=1)) for _ in range(2)]
+    for store in replicas:
+        await store.open()
+    in_hand: dict[str, set[Destination]] = {s.replica: set() for s in replicas}
+    claimed: list[int] = []
+    sent: dict[Destination, list[int]] = {}
+    by_replica: dict[str, set[Destination]] = {s.replica: set() for s in replicas}
+
+    async def claim(store: PostgresStore, limit: int) -> None:
+        rows = await store.claim_due(T0 + timedelta(hours=1), ["slack"], limit)
+        others = set().union(*(d for r, d in in_hand.items() if r != store.replica))
+        assert not {r.destination for r in rows} & others, "a destination on two replicas"
+        in_hand[store.replica] |= {r.destination for r in rows}
+        by_replica[store.replica] |= {r.destination for r in rows}
+        claimed.extend(r.id for r in rows)
+        await asyncio.sleep(0.001)  # the other replica claims while these are in hand
+        for row in rows:
+            sent.setdefault(row.destination, []).append(row.id)
+        await store.mark_sent_many([(r, f"ts-{r.id}", T0) for r in rows])
+        in_hand[store.replica] -= {r.destination for r in rows}  # leased until it runs out
+
+    async def work(store: PostgresStore, rounds: int | None) -> None:
+        while len(claimed) < 25 * DESTINATIONS and (rounds is None or rounds > 0):
+            rounds = None if rounds is None else rounds - 1
+            await claim(store, 3)
+
+    try:
+        await claim(replicas[0], 2)  # destinations 0 and 1
+        await claim(replicas[1], 2)  # 2 and 3
+        await asyncio.wait_for(asyncio.gather(work(replicas[0], 5), work(replicas[1], None)), 120)
+    finally:
+        for store in replicas:
+            await store.aclose()
+    assert len(claimed) == len(set(claimed)) == 25 * DESTINATIONS  # each row once
+    assert len(sent) == DESTINATIONS
+    for ids in sent.values():  # each destination's rows in their order, whoever sent them
+        assert ids == sorted(ids)
+    first, second = by_replica.values()
+    assert len(first) == 2 and second == set(sent)  # the second took the first's over
+
+
+async def test_a_destination_stays_with_its_replica_while_its_rows_are_in_hand(
+    postgres_url: str,
+) -> None:
+    await _queue(postgres_url, 2)
+    first = PostgresStore(postgres_url, lease=timedelta(seconds=1))
+    second = PostgresStore(postgres_url, lease=timedelta(seconds=1))
+    await first.open()
+    await second.open()
+    admin = await asyncpg.connect(postgres_url)
+    try:
+        rows = await first.claim_due(T0 + timedelta(hours=1), ["slack"], 1)
+        assert [r.destination.channel_index for r in rows] == [0]
+        claimed_until = await admin.fetchval(
+            "SELECT lease_until FROM outbox WHERE id=$1", rows[0].id
+        )
+        # The first replica renews its claim (every third of the lease): wait until the
+        # database's clock is past the first lease and the claim was renewed since.
+        async with asyncio.timeout(30):
+            while not await admin.fetchval(
+                "SELECT now()>$1 AND lease_until>$1 FROM outbox WHERE id=$2",
+                claimed_until,
+                rows[0].id,
+            ):
+                await asyncio.sleep(0.05)
+        taken = await second.claim_due(T0 + timedelta(hours=1), ["slack"], 100)
+        assert {r.destination.channel_index for r in taken} == {1, 2, 3}  # not the first's
+        assert not any(r.taken_over for r in taken)
+        # Its next row is the first replica's to send, after the one in hand.
+        (following,) = await first.claim_due(T0 + timedelta(hours=1), ["slack"], 100)
+        assert following.destination == rows[0].destination and following.id > rows[0].id
+    finally:
+        await admin.close()
+        await first.aclose()
+        await second.aclose()
 
 
 async def test_rows_of_a_replica_killed_while_delivering_are_taken_over_after_its_lease(
