@@ -170,9 +170,14 @@ def _add_chatops(
             detail="--dry-run does not talk to Telegram",
         )
     elif chatops.telegram is not None:
-        from router.chatops.telegram import TelegramBot  # python-telegram-bot: only when used
+        from router.chatops.telegram import (  # python-telegram-bot: only when used
+            TELEGRAM_BOT,
+            TelegramBot,
+        )
 
-        telegram = TelegramBot(chatops.telegram, commands, planner.store, role=role)
+        telegram = app[TELEGRAM_BOT] = TelegramBot(
+            chatops.telegram, commands, planner.store, role=role
+        )
     slack = None
     if chatops.slack is not None:
         from router.chatops.slack import SlackApp  # slack-sdk: only when used

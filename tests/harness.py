@@ -113,6 +113,23 @@ def client_factory(
     return make
 
 
+async def postgres_client(
+    aiohttp_client: Callable[..., Awaitable[Client]],
+    fakes: Fakes,
+    tmp_path: Path,
+    url: str,
+    receivers: str = ALL_FOUR,
+    extra: str = "",
+) -> Client:
+    """The app as make_client builds it, with its state in the PostgreSQL database at `url`
+    (several clients on one URL: several replicas)."""
+    sqlite = f'storage: {{path: "{tmp_path / "state.db"}"}}'
+    text = config_text(fakes, tmp_path / "state.db", receivers, extra)
+    assert sqlite in text
+    text = text.replace(sqlite, f'storage: {{url: "{url}"}}')
+    return await aiohttp_client(create_app(parse_config(text)))
+
+
 async def post(client: Client, body: bytes) -> dict[str, Any]:
     """POST /webhook, then wait (bounded) until the payload is planned; return its outcome."""
     resp = await client.post("/webhook", data=body, headers=AUTH)
@@ -134,6 +151,14 @@ async def outcome(
             return answer
         assert time.monotonic() < deadline, f"{correlation_id} still pending after {timeout_s}s"
         await asyncio.sleep(0.01)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Return once `condition()` holds; fail after `timeout_s` (bounded wait)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not so after {timeout_s}s"
+        await asyncio.sleep(0.02)
 
 
 async def settled(client: Client, timeout_s: float = 15.0) -> list[dict[str, Any]]:

@@ -135,6 +135,11 @@ class TelegramBot:
             await updater.stop()  # the next planner's getUpdates takes what is not confirmed
             event(log, logging.INFO, "telegram_polling", polling=False)
 
+    @property
+    def polling(self) -> bool:
+        """Whether this replica is fetching updates with getUpdates now."""
+        return self.app.updater is not None and self.app.updater.running
+
     def _say(self, exc: TelegramError) -> str:
         return str(exc.message).replace(self.config.bot_token.get_secret_value(), "<bot_token>")
 
@@ -240,6 +245,9 @@ class TelegramBot:
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         event(log, logging.ERROR, "telegram_chatops_error", error=repr(context.error))
         log.debug("telegram_chatops_error", exc_info=context.error)
+
+
+TELEGRAM_BOT = web.AppKey("telegram_bot", TelegramBot)  # the app's bot, when configured
 
 
 def telegram_policy(config: TelegramChatops) -> Policy:

@@ -16,9 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from router.alertmanager import Alertmanager
-from router.app import COMMANDS, PLANNER, RELOADER, STORE, create_app, utc_now
+from router.app import COMMANDS, PLANNER, RELOADER, ROLE, STORE, utc_now
 from router.chatops.commands import Actor, Allow, Command, Commands, Policy
-from router.config import parse_config
 from router.metrics import Metrics
 from router.outcomes import Outcomes
 from router.pipeline import Pipeline
@@ -26,7 +25,7 @@ from router.planner import Planner
 from router.state import IncidentState, Plan
 from router.store.postgres import PostgresStore
 
-from ..harness import Client, Fakes, config_text, firing_payload, post, settled
+from ..harness import Client, Fakes, firing_payload, post, postgres_client, settled
 from .test_slack import RECEIVERS, SIGNING_SECRET, command, slash
 from .test_telegram import ALICE, SECRET, deliver, incident_state, reply_to
 from .test_telegram import command as telegram_command
@@ -137,18 +136,6 @@ async def test_only_the_winner_creates_a_silence(
 # ---------------------------------------------------------------- several replicas (PostgreSQL)
 
 
-async def pg_client(
-    aiohttp_client: Any, fakes: Fakes, tmp_path: Any, url: str, extra: str
-) -> Client:
-    """The app on the PostgreSQL database at `url` (the harness's config, storage swapped)."""
-    text = config_text(fakes, tmp_path / "unused.db", RECEIVERS, extra)
-    text = text.replace(
-        f'storage: {{path: "{tmp_path / "unused.db"}"}}', f'storage: {{url: "{url}"}}'
-    )
-    client: Client = await aiohttp_client(create_app(parse_config(text)))
-    return client
-
-
 def replica_that_does_not_plan(client: Client, alertmanager_url: str) -> Commands:
     """What another replica's chat-ops are: the same rules on the same database, with a
     planner that holds no state (it does not plan; its acks go through the store's `commands`
@@ -192,9 +179,8 @@ async def test_acks_from_a_replica_that_does_not_plan_and_from_telegram_have_one
     server, silences = alertmanager
     fakes.telegram.flood_interval_s = 0
     am_url = str(server.make_url(""))
-    client = await pg_client(
-        aiohttp_client, fakes, tmp_path, postgres_url, BOTH.replace("ALERTMANAGER", am_url)
-    )
+    extra = BOTH.replace("ALERTMANAGER", am_url)
+    client = await postgres_client(aiohttp_client, fakes, tmp_path, postgres_url, RECEIVERS, extra)
     other = replica_that_does_not_plan(client, am_url)
     incidents = [
         (await post(client, firing_payload(1, f"pg-race{n}")))["incidents"][0] for n in range(3)
@@ -230,9 +216,8 @@ async def test_a_command_the_planner_has_not_applied_yet_is_answered_as_recorded
     """With no planner applying, the replica answers at once that the ack is recorded; the
     planner applies it later, once, and writes the answer the replica would have given; a
     silence an earlier planner made for it (and died before its commit) is not made again."""
-    client = await pg_client(
-        aiohttp_client, fakes, tmp_path, postgres_url, BOTH.replace("ALERTMANAGER", "http://unused")
-    )
+    extra = BOTH.replace("ALERTMANAGER", "http://unused")
+    client = await postgres_client(aiohttp_client, fakes, tmp_path, postgres_url, RECEIVERS, extra)
     planner_commands = client.app[COMMANDS]
     planner_commands.planning = lambda: False  # the planner's replica stops applying commands
     other = replica_that_does_not_plan(client, "http://unused")
@@ -263,3 +248,46 @@ async def test_a_command_the_planner_has_not_applied_yet_is_answered_as_recorded
     assert await planner_commands.apply_queued() == 0
     assert not await store.finish_command(queued.id, "again", utc_now())
     assert await store.command_result(queued.id) == result
+
+
+async def test_two_replicas_ack_the_same_incident_at_the_same_moment_from_slack_and_telegram(
+    fakes: Fakes,
+    aiohttp_client: Any,
+    tmp_path: Any,
+    postgres_url: str,
+    alertmanager: tuple[TestServer, list[dict[str, Any]]],
+) -> None:
+    """Issue 17's proof: two replicas on one database (one plans, the other stands by) take an
+    /ack of the same incident at the same moment, one from Slack and one from Telegram, each
+    way round: one ack (one set of message updates), one silence, the loser told who won."""
+    server, silences = alertmanager
+    fakes.telegram.flood_interval_s = 0
+    extra = BOTH.replace("ALERTMANAGER", str(server.make_url("")))
+    planner = await postgres_client(aiohttp_client, fakes, tmp_path, postgres_url, RECEIVERS, extra)
+    standby = await postgres_client(aiohttp_client, fakes, tmp_path, postgres_url, RECEIVERS, extra)
+    assert planner.app[ROLE].is_planner and not standby.app[ROLE].is_planner
+    incidents = [
+        (await post(planner, firing_payload(1, f"two-replicas{n}")))["incidents"][0]
+        for n in range(4)
+    ]
+    won: dict[str, str] = {}
+    for n, incident in enumerate(incidents):
+        slack_to, telegram_to = (standby, planner) if n % 2 == 0 else (planner, standby)
+        (status, slack_answer), telegram_status = await asyncio.gather(
+            command(slack_to, slash(f"{incident} 1h", user="bob")),
+            deliver(telegram_to, telegram_command(f"/ack {incident} 1h", ALICE)),
+        )
+        assert status == telegram_status == 200
+        answers = [str(slack_answer["text"]), (await reply_to(fakes, -1002, n + 1))[n]]
+        winners = [m.group(2) for a in answers if (m := WON.match(a))]
+        assert len(winners) == 1, answers
+        [loser] = [a for a in answers if not WON.match(a)]
+        assert f"acknowledged by {winners[0]}" in loser, answers
+        won[incident] = winners[0]
+        stored = await incident_state(standby, incident)
+        assert stored["acked_by"] == winners[0]
+        acked = [x for x in stored["notifications"] if x["reason"] == "acked"]
+        assert len(acked) == 2, stored["notifications"]  # Slack and PagerDuty, once each
+    # One silence per incident, made for its winner.
+    made = {re.search(r"#(\w+)", s["comment"]).group(1): s["createdBy"] for s in silences}  # type: ignore[union-attr]
+    assert len(silences) == len(made) and made == won, (silences, won)

@@ -7,9 +7,11 @@ import asyncio
 import time
 from typing import Any
 
+from router.app import ROLE
 from router.chatops.commands import HELP
+from router.chatops.telegram import TELEGRAM_BOT
 
-from ..harness import AUTH, Client, Fakes, firing_payload, post, settled
+from ..harness import AUTH, Client, Fakes, firing_payload, post, postgres_client, settled, until
 
 SECRET = "hook-s3cret"
 RECEIVERS = """
@@ -275,3 +277,29 @@ async def test_an_update_sent_again_is_not_run_again(fakes: Fakes, make_client: 
     texts = await reply_to(fakes, -1002, 4)
     assert texts[3].endswith("acked by @carol"), texts
     assert (await incident_state(client, incident))["acked_by"] == "@carol"
+
+
+async def test_long_polling_runs_on_the_planner_replica_only(
+    fakes: Fakes, aiohttp_client: Any, tmp_path: Any, postgres_url: str
+) -> None:
+    """Two replicas in polling mode: only the planner calls getUpdates (each update is taken
+    once); when it stops, the other takes over planning and polling, and answers."""
+    fakes.telegram.flood_interval_s = 0
+    chatops = CHATOPS.replace("MODE", "polling")
+    first = await postgres_client(aiohttp_client, fakes, tmp_path, postgres_url, RECEIVERS, chatops)
+    second = await postgres_client(
+        aiohttp_client, fakes, tmp_path, postgres_url, RECEIVERS, chatops
+    )
+    bots = [c.app[TELEGRAM_BOT] for c in (first, second)]
+    roles = [c.app[ROLE] for c in (first, second)]
+    assert roles[0].is_planner and not roles[1].is_planner
+    await until(lambda: bots[0].polling and bots[1].app.running)
+    assert not bots[1].polling  # started, and waiting to plan
+    incident = (await post(first, firing_payload(1, "polled-once")))["incidents"][0]
+    fakes.telegram.push_update(command(f"/ack {incident}", ALICE))
+    assert (await reply_to(fakes, -1002, 1))[0].startswith(f"✅ #{incident} acknowledged by @alice")
+
+    await first.close()  # the planner stops: the other takes the lease once it expires
+    await until(lambda: roles[1].is_planner and bots[1].polling, timeout_s=20)
+    fakes.telegram.push_update(command(f"/unack {incident}", ALICE))
+    assert (await reply_to(fakes, -1002, 2))[1].startswith(f"↩️ #{incident} is no longer")

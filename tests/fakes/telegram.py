@@ -142,6 +142,9 @@ class FakeTelegram:
         import asyncio
 
         offset = _int(params.get("offset")) or 0
+        # core.telegram.org/bots/api#getupdates: "An update is considered confirmed as soon as
+        # getUpdates is called with an offset higher than its update_id": it is gone for all.
+        self.updates = [u for u in self.updates if u["update_id"] >= offset]
         deadline = time.monotonic() + min(float(params.get("timeout") or 0), 1.0)
         while True:
             pending = [u for u in self.updates if u["update_id"] >= offset]
