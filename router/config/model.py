@@ -69,6 +69,9 @@ class StorageConfig(WithSecrets):
     """`storage`: the engine (a SQLite file at `path`, the default, or PostgreSQL at `url`),
     SQLite's sync mode, and how long state is kept (timedelta).
 
+    `url` set is what selects PostgreSQL (router/store/engines.py store_for); there is no
+    second spelling of the choice.
+
     `url` is postgresql://user@host:port/database; its password is kept apart, in `password`
     (from the URL, `password` with ${VAR}, or `password_file`: one of them), so that `url` may
     be logged. Raises ValueError when both engines are named or the password is given twice.
@@ -104,11 +107,6 @@ class StorageConfig(WithSecrets):
                 raise ValueError(f"url has a password and so has {given}: set one of them")
             data["password"] = password
         return data
-
-    @property
-    def engine(self) -> Literal["sqlite", "postgresql"]:
-        """Which engine the section selects: PostgreSQL if `url` is set, else SQLite."""
-        return "sqlite" if self.url is None else "postgresql"
 
 
 def split_password(url: str) -> tuple[str, str | None]:

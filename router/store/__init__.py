@@ -2,7 +2,8 @@
 
 `Store` is all that the rest of the router may call; `router.store.sqlite.SqliteStore` (one
 file, one writer thread; the default) and `router.store.postgres.PostgresStore` (a PostgreSQL
-database, issue 17) are its engines, chosen by `open_store()` from the `storage` section.
+database, issue 17) are its engines; `router.store.engines.store_for()` picks the one the
+`storage` section names (`url` set: PostgreSQL; else SQLite at `path`).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def storage(section: str) -> str:
 
 def test_sqlite_is_the_default_and_needs_nothing_new() -> None:
     cfg = parse_config(REST)
-    assert cfg.storage.engine == "sqlite" and cfg.storage.url is None
+    assert cfg.storage.url is None
     assert isinstance(store_for(cfg), SqliteStore)
 
 
@@ -44,7 +44,6 @@ def test_url_selects_postgresql_and_its_password_is_kept_apart(
     section: str, env: dict[str, str], password: str | None
 ) -> None:
     cfg = parse_config(storage(section), env=env)
-    assert cfg.storage.engine == "postgresql"
     assert cfg.storage.url is not None and cfg.storage.url.endswith("router@db:5432/alerts")
     secret = cfg.storage.password
     assert (secret.get_secret_value() if secret else None) == password
