@@ -265,7 +265,7 @@ async def _workers_ctx(
 ) -> AsyncIterator[None]:
     """The outbox and the sweeper run, and SIGHUP reloads, while the app serves; at the end,
     deliveries in flight get server.shutdown_grace to finish."""
-    outbox.replace_channels(reloader.build_channels())
+    await reloader.equip_outbox()
     outbox.task = asyncio.create_task(outbox.run(), name="outbox")
     sweeper = asyncio.create_task(
         _sweep_forever(planner, role, reloader, metrics, clock), name="sweeper"

@@ -8,16 +8,14 @@ from collections.abc import Callable
 from datetime import datetime
 
 from router.channels import build_channels, template_parts
-from router.channels.base import AnyChannel
 from router.config import RouterConfig, load_config, secret_values
 from router.delivery import Outbox
-from router.errors import ConfigError
+from router.errors import ConfigError, StoreError
 from router.logs import event, set_secrets
 from router.metrics import Metrics
 from router.pipeline import Pipeline
 from router.planner import Planner
 from router.render import Renderer
-from router.state import Destination
 
 log = logging.getLogger("router.reload")
 
@@ -74,10 +72,38 @@ class Reloader:
         self._dry_run = dry_run
         self._background: set[asyncio.Task[tuple[bool, list[str]]]] = set()
 
-    def build_channels(self) -> dict[Destination, AnyChannel]:
-        """One channel object per channel config of the config running now (see
-        router/channels build_channels), rendered with its renderer."""
-        return build_channels(self.config, self.renderer, dry_run=self._dry_run)
+    async def equip_outbox(self) -> None:
+        """Give the outbox the channels of the config running now (at start and each reload).
+
+        Queued notifications of a channel kind no receiver has any more become dead letters,
+        with that reason: the outbox claims only kinds it has channels for, so they would wait
+        forever. (A removed destination of a kind still configured is dead-lettered as it is
+        claimed, router/delivery.py.) A store that fails here is logged; the next start or
+        reload tries again.
+        """
+        channels = build_channels(self.config, self.renderer, dry_run=self._dry_run)
+        self._outbox.replace_channels(channels)
+        kinds = sorted({d.channel for d in channels})
+        reason = (
+            "its channel kind is no longer in the config (no receiver has one); kinds configured: "
+            + (", ".join(kinds) or "none")
+        )
+        try:
+            dead = await self._planner.store.mark_dead_unless(kinds, reason)
+        except StoreError as exc:
+            event(log, logging.ERROR, "outbox_store_error", error=str(exc))
+            return
+        for dest, count in sorted(dead.items()):
+            self._metrics.dead.labels(dest.receiver, dest.channel).inc(count)
+            event(
+                log,
+                logging.ERROR,
+                "notifications_dead",
+                receiver=dest.receiver,
+                channel=dest.channel,
+                notifications=count,
+                error=reason,
+            )
 
     async def reload(self) -> tuple[bool, list[str]]:
         """Load the file again: validate all of it first, then switch, else keep the old one.
@@ -103,7 +129,7 @@ class Reloader:
         await self._planner.use_pipeline(Pipeline(new, self._planner.store.new_incident_id))
         self.config, self.renderer = new, renderer
         set_secrets(secret_values(new))
-        self._outbox.replace_channels(self.build_channels())
+        await self.equip_outbox()
         self._metrics.declare(new)
         self._metrics.config_loaded(True, self._clock().timestamp())
         event(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -98,3 +100,43 @@ async def test_restart_notes_compare_with_what_runs(
     assert await reload_notes() == [note], "still not in effect: the router runs with 'normal'"
     path.write_text(CONFIG.format(root="first"))  # undone: the file says what runs again
     assert await reload_notes() == []
+
+
+async def test_notifications_of_a_channel_kind_the_reload_removed_are_dead_letters(
+    aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path
+) -> None:
+    # Telegram unreachable: the notification waits a minute for its next attempt. The reload
+    # removes every Telegram config: nothing would claim it again; it is a dead letter, and says so.
+    path = tmp_path / "routes.yaml"
+    telegram = (
+        '[{name: first, telegram_configs: [{bot_token: "1:t", chat_id: 1,'
+        ' api_url: "http://127.0.0.1:9"}]}, {name: second}]'
+    )
+    text = CONFIG.format(root="first") + "delivery: {min_backoff: 1m}\n"
+    path.write_text(text.replace("[{name: first}, {name: second}]", telegram))
+    client = await aiohttp_client(create_app(load_config(path), config_path=str(path)))
+    await routed_to(client, "g1")
+
+    async def telegram_notes() -> list[dict[str, Any]]:
+        resp = await client.get("/api/v1/incidents", headers=AUTH)
+        (incident,) = (await resp.json())["incidents"]
+        notes: list[dict[str, Any]] = incident["notifications"]
+        return notes
+
+    deadline = time.monotonic() + 10
+    while [(n["state"], n["attempts"]) for n in await telegram_notes()] != [("queued", 1)]:
+        assert time.monotonic() < deadline, await telegram_notes()
+        await asyncio.sleep(0.02)
+
+    path.write_text(text)
+    assert (await client.post("/-/reload", headers=AUTH)).status == 200
+    (note,) = await telegram_notes()
+    assert (note["channel"], note["state"], note["last_error"]) == (
+        "telegram",
+        "dead",
+        "its channel kind is no longer in the config (no receiver has one); kinds configured: none",
+    )
+    metrics = await (await client.get("/metrics")).text()
+    assert (
+        'alert_router_notifications_dead_total{channel="telegram",receiver="first"} 1.0' in metrics
+    )

@@ -205,6 +205,10 @@ class Store(Protocol):
     async def mark_dead(self, row: OutboxRow, error: str) -> None:
         """Give up on `row` (a dead letter), with why."""
 
+    async def mark_dead_unless(self, channels: list[str], error: str) -> dict[Destination, int]:
+        """Give up on every queued row of a channel kind not in `channels` (its kind removed
+        from the config: nothing would ever claim it), with why; how many per destination."""
+
     async def message_ref(self, row: OutboxRow) -> str | None:
         """The message sent for the row's incident and destination, if any."""
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -818,6 +819,18 @@ class PostgresStore:
                 row.id,
                 self.replica,
             )
+
+    async def mark_dead_unless(self, channels: list[str], error: str) -> dict[Destination, int]:
+        """Give up on every queued row of a channel kind not in `channels`, with why; how many
+        per destination."""
+        async with self._write() as db:
+            rows = await db.fetch(
+                "UPDATE outbox SET state='dead', last_error=$1 WHERE state='queued'"
+                " AND channel <> ALL($2::text[]) RETURNING receiver, channel, channel_index",
+                error,
+                channels,
+            )
+        return dict(Counter(Destination(*r) for r in rows))
 
     async def save_moved_chat(self, channel: str, old_id: str, new_id: str, now: datetime) -> None:
         """Remember that `channel`'s destination `old_id` is now `new_id` (replacing a move of

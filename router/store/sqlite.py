@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -423,6 +424,21 @@ class SqliteStore:
             "UPDATE outbox SET state='dead', last_error=?, attempts=attempts+1 WHERE id=?",
             (error, row.id),
         )
+
+    async def mark_dead_unless(self, channels: list[str], error: str) -> dict[Destination, int]:
+        """Give up on every queued row of a channel kind not in `channels`, with why; how many
+        per destination."""
+        return await self._run(self._mark_dead_unless_sync, channels, error)
+
+    def _mark_dead_unless_sync(self, channels: list[str], error: str) -> dict[Destination, int]:
+        with transaction(self._conn()) as db:
+            rows = db.execute(
+                "UPDATE outbox SET state='dead', last_error=? WHERE state='queued'"
+                f" AND channel NOT IN ({','.join('?' * len(channels))})"
+                " RETURNING receiver, channel, channel_index",
+                (error, *channels),
+            ).fetchall()
+        return dict(Counter(Destination(*r) for r in rows))
 
     async def save_moved_chat(self, channel: str, old_id: str, new_id: str, now: datetime) -> None:
         """Remember that `channel`'s destination `old_id` is now `new_id` (replacing a move of

@@ -12,6 +12,7 @@ import pytest
 from router.config import parse_config
 from router.errors import LeaseLost, StoreError
 from router.models import WebhookPayload
+from router.state import Destination
 
 from ..harness import firing_payload
 from ..helpers import TEST_LEASE, fixture_body, open_core
@@ -170,6 +171,47 @@ async def test_delivery_claims_retries_and_gives_up_in_order(engine: Engine) -> 
         assert due.id == second.id and due.view == second.view
     finally:
         await again.aclose()
+
+
+TWO_KINDS = parse_config(
+    "receivers: [{name: r, slack_configs: [{bot_token: x, channel: c}],"
+    " telegram_configs: [{bot_token: '1:t', chat_id: 1}, {bot_token: '1:t', chat_id: 2}]}]\n"
+    "route: {receiver: r}\n"
+)
+
+
+async def test_queued_rows_of_a_removed_channel_kind_are_dead_letters(engine: Engine) -> None:
+    core = await open_core(engine.store(), TWO_KINDS)
+    store = core.store
+    try:
+        for n in range(3):
+            await core.ingest(firing_payload(1, f"g{n}"), T0 + timedelta(seconds=n), f"c{n}")
+        # One Telegram row is being sent (claimed): its worker finishes it, whatever the config.
+        (sending,) = await store.claim_due(T0 + timedelta(minutes=1), ["telegram"], 1)
+        now = T0 + timedelta(minutes=1)
+        assert await store.outbox_stats(now) == (9, 60, 0)
+
+        dead = await store.mark_dead_unless(["slack"], "telegram removed")
+        assert dead == {Destination("r", "telegram", 0): 2, Destination("r", "telegram", 1): 3}
+        assert await store.outbox_stats(now) == (4, 60, 5)  # 3 for Slack, the one being sent
+        claimed = await store.claim_due(now, ["slack", "telegram"], 100)
+        assert [r.destination.channel for r in claimed] == ["slack"] * 3
+        assert await store.mark_dead_unless(["slack", "telegram"], "nothing removed") == {}
+        notes = [n for i in await store.list_incidents(100) for n in i["notifications"]]
+        assert sorted((n["channel"], n["state"], n["last_error"]) for n in notes) == [
+            ("slack", "sending", None),
+            ("slack", "sending", None),
+            ("slack", "sending", None),
+            ("telegram", "dead", "telegram removed"),
+            ("telegram", "dead", "telegram removed"),
+            ("telegram", "dead", "telegram removed"),
+            ("telegram", "dead", "telegram removed"),
+            ("telegram", "dead", "telegram removed"),
+            ("telegram", "sending", None),
+        ]
+        assert sending.destination == Destination("r", "telegram", 0)
+    finally:
+        await core.aclose()
 
 
 async def test_moved_chats_are_remembered_and_replaced(engine: Engine) -> None:
