@@ -1,9 +1,12 @@
 """Replicas of `serve` on one PostgreSQL database (tests/replicas.py): the harness itself on
-one replica (a second one on the same database is refused in this version). Every alert
-reaches every channel fake, once per state (firing, resolved)."""
+one replica; two and three replicas behind a round-robin client and behind a real Alertmanager
+sending every payload to every replica. Every alert reaches every channel fake, once per state
+(firing, resolved): nothing here kills a replica, so the in-flight window (README, "High
+availability") is empty and once means exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -15,7 +18,8 @@ import orjson
 import pytest
 
 from ..harness import ALL_FOUR, Fakes
-from ..replicas import Replicas, RoundRobin, replica_config
+from ..replicas import TOKEN, Replicas, RoundRobin, replica_config
+from .alertmanager import running_alertmanager
 
 pytestmark = pytest.mark.slow
 
@@ -135,3 +139,91 @@ async def test_one_replica_through_the_harness(
         assert replicas[0].events("startup_failed") == []
     assert all(p is not None and p.poll() is not None for p in procs)
     assert sends(fakes) == Counter(dict.fromkeys(want, 1))
+
+
+@pytest.mark.parametrize("count", [2, 3])
+async def test_replicas_behind_round_robin_send_each_state_once(
+    fakes: Fakes, tmp_path: Path, postgres_url: str, count: int
+) -> None:
+    """Each payload arrives at every replica (as from Alertmanager's HA peers), all at once:
+    every alert reaches every channel once firing, then once resolved."""
+    groups = range(4)
+    config = replica_config(postgres_url, ALL_FOUR, fakes=fakes)
+    async with Replicas(tmp_path, config, count) as replicas, aiohttp.ClientSession() as session:
+        client = RoundRobin(replicas, session)
+        for resolved in (False, True):
+            answers = await asyncio.gather(
+                *(client.post(payload(g, resolved)) for g in groups for _ in range(count))
+            )
+            assert {a.replica for a in answers} == {r.name for r in replicas.replicas}
+            want = every_state(groups, resolved)
+            await replicas.wait_for(
+                lambda want=want: set(sends(fakes)) == want, "every state sent", DELIVERED
+            )
+            await settled(client)
+        assert all(r.running for r in replicas.replicas)
+    assert sends(fakes) == Counter(dict.fromkeys(every_state(groups, True), 1))
+
+
+AM_CONFIG = """
+route:
+  receiver: routers
+  group_by: [alertname]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: routers
+    webhook_configs:
+{webhooks}
+"""
+WEBHOOK = """      - url: {url}/webhook
+        send_resolved: true
+        http_config:
+          authorization: {{type: Bearer, credentials: {token}}}
+"""
+
+
+def am_alert(group: int, instance: int, resolved: bool) -> dict[str, Any]:
+    """An alert as Prometheus posts it to Alertmanager's API (ended 5 s ago if `resolved`)."""
+    now = datetime.now(UTC)
+    return {
+        "labels": {
+            "alertname": f"HaGroup{group}",
+            "severity": "critical",
+            "instance": f"i{instance}",
+        },
+        "annotations": {"summary": f"group {group} alert {instance}"},
+        "startsAt": (now - timedelta(minutes=5)).isoformat(),
+        "endsAt": (
+            now - timedelta(seconds=5) if resolved else now + timedelta(hours=1)
+        ).isoformat(),
+    }
+
+
+@pytest.mark.parametrize("count", [2, 3])
+async def test_alertmanager_sends_to_every_replica_and_each_state_goes_out_once(
+    fakes: Fakes, tmp_path: Path, postgres_url: str, count: int
+) -> None:
+    """Debian's Alertmanager with one webhook_configs entry per replica (each payload reaches
+    every replica): every alert reaches every channel once firing, then once resolved."""
+    groups = range(3)
+    config = replica_config(postgres_url, ALL_FOUR, fakes=fakes)
+    routers = tmp_path / "routers"
+    routers.mkdir()
+    async with Replicas(routers, config, count) as replicas, aiohttp.ClientSession() as session:
+        webhooks = "".join(WEBHOOK.format(url=r.url, token=TOKEN) for r in replicas.replicas)
+        am_config = AM_CONFIG.format(webhooks=webhooks)
+        async with running_alertmanager(tmp_path, am_config) as am:
+            for resolved in (False, True):
+                alerts = [am_alert(g, k, resolved) for g in groups for k in range(2)]
+                async with session.post(f"{am}/api/v2/alerts", json=alerts) as resp:
+                    assert resp.status == 200, await resp.text()
+                want = every_state(groups, resolved)
+                await replicas.wait_for(
+                    lambda want=want: set(sends(fakes)) == want, "every state sent", DELIVERED
+                )
+                await settled(RoundRobin(replicas, session))
+            accepted = [len(r.events("webhook_accepted")) for r in replicas.replicas]
+            assert all(accepted), f"every replica got Alertmanager's payloads: {accepted}"
+    assert sends(fakes) == Counter(dict.fromkeys(every_state(groups, True), 1))
