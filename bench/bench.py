@@ -21,6 +21,10 @@ Phases (every wait is bounded):
   6. 100,000 firing alerts (10,000 incidents): RSS per 10,000 firing alerts, and the start-up
      time with them in the store, from exec to /readyz answering 200.
   7. storm: 10,000 alerts in 200 groups towards one Telegram chat with flood control.
+  8. replicas (issue 17): one process on SQLite, then one, two and three replicas on one
+     PostgreSQL database (a server of its own, started as tests/postgres.py starts it), the
+     load spread over the replicas: accepted/s at full speed, new incidents planned and
+     delivered/s, end to end p50/p99 at a steady 300/s, and notifications the sink got twice.
 Load comes from wrk (Debian package `wrk`, a C load generator that leaves the CPU to the
 router) when it is installed, with a Lua script that sends at a constant rate; otherwise, and
 for the latency phase (which needs each payload's send time), from a Python generator.
@@ -55,6 +59,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.fakes.telegram import FakeTelegram  # noqa: E402  (the faithful fake of the suite)
+from tests.postgres import PostgresServer  # noqa: E402  (Debian's PostgreSQL, as the suite runs it)
+from tests.postgres import binaries as postgres_binaries  # noqa: E402
+from tests.replicas import Replicas  # noqa: E402  (several serve processes on one store)
 
 TOKEN = "bench-token"
 HEADERS = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
@@ -956,6 +963,157 @@ async def phase_storm(sizes: Sizes) -> dict[str, Any]:
     return figures
 
 
+# ------------------------------------------------------------------------------ replicas
+
+
+REPLICA_SETUPS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2), ("postgresql", 3))
+
+
+def replicas_config(storage: str, sink_port: int) -> str:
+    """routes.yaml for the replicas phase (no server.listen: each replica gets --listen);
+    `storage` is the YAML of the storage mapping. max_backlog raised as in write_config."""
+    return f"""
+server:
+  auth: {{bearer_token: {TOKEN}}}
+  max_body_bytes: 8388608
+  max_backlog: 1000000
+storage: {storage}
+delivery: {{storm_threshold: 10}}
+receivers:
+{pagerduty_receivers(sink_port)}
+route: {{receiver: bench}}
+"""
+
+
+async def received_by(replicas: Replicas, session: aiohttp.ClientSession) -> float:
+    """Payloads the replicas committed to the inbox, all together (their /metrics)."""
+    total = 0.0
+    for r in replicas.replicas:
+        assert r.proc is not None
+        metrics = await scrape(Router(r.proc, r.port, replicas.config), session)
+        total += metrics.get("alert_router_payloads_received_total", 0.0)
+    return total
+
+
+def arrivals(sink: Sink, prefix: str) -> list[float]:
+    """When the sink received each group whose name starts with `prefix`, in order
+    (time.time(), s)."""
+    return sorted(t for g, t in sink.triggered.items() if g.startswith(prefix))
+
+
+async def replica_setup(
+    engine: str, count: int, sizes: Sizes, postgres: PostgresServer | None
+) -> dict[str, Any]:
+    """`count` replicas of serve on a fresh store of `engine` paging one sink, the load spread
+    over them: intake at full speed (wrk, or the Python generator, one per replica, 16
+    connections in all) and the rate at which its incidents were planned and delivered; then a
+    steady STEADY_RATE_PER_S new incidents/s in all (the Python generator, one schedule per
+    replica) for end to end latency (webhook sent -> sink received)."""
+    sink = Sink()
+    runner, sink_port = await serve(sink.app())
+    try:
+        with tempfile.TemporaryDirectory(prefix="alert-router-bench-") as tmp:
+            folder = Path(tmp)
+            if postgres is None:
+                storage = f'{{path: "{folder / "state.db"}"}}'
+            else:
+                storage = f'{{url: "{await postgres.new_database()}"}}'
+            config = replicas_config(storage, sink_port)
+            setup = Replicas(folder, config, count, log_level="warning")
+            async with setup as replicas, aiohttp.ClientSession() as session:
+                urls = [f"{r.url}/webhook" for r in replicas.replicas]
+                name = f"{engine}{count}"
+                first_send = time.time()
+                loads = await asyncio.gather(
+                    *(
+                        intake_load(url, sizes.capacity, f"{name}c{i}", connections=16 // count)
+                        for i, url in enumerate(urls)
+                    )
+                )
+                accepted = sum(load.accepted for load in loads)
+                seconds = max(load.seconds for load in loads)
+                await until(lambda: len(arrivals(sink, f"{name}c")) >= accepted)
+                received = await received_by(replicas, session)
+                complete = await until(lambda: len(arrivals(sink, f"{name}c")) >= received)
+                fired = arrivals(sink, f"{name}c")
+                delivered_per_s = len(fired) / (fired[-1] - first_send) if fired else math.nan
+
+                per_replica = int(STEADY_RATE_PER_S * sizes.steady.total_seconds()) // count
+                steady = await asyncio.gather(
+                    *(
+                        python_load(
+                            url,
+                            bodies(f"{name}s{i}", per_replica),
+                            rate=STEADY_RATE_PER_S / count,
+                        )
+                        for i, url in enumerate(urls)
+                    )
+                )
+                sent_at = {g: t for load in steady for g, t in load.sent_at.items()}
+                steady_accepted = sum(load.accepted for load in steady)
+                await until(lambda: len(arrivals(sink, f"{name}s")) >= steady_accepted)
+                e2e = [sink.triggered[g] - t for g, t in sent_at.items() if g in sink.triggered]
+    finally:
+        await runner.cleanup()
+    figures = {
+        "engine": engine,
+        "replicas": count,
+        "generator": loads[0].generator,
+        "accepted": accepted,
+        "accepted_per_s": accepted / seconds,
+        "refused": sum(n for load in loads for s, n in load.statuses.items() if s != 200),
+        "received_by_routers": received,
+        "delivered": len(fired),
+        "all_delivered": complete,
+        "delivered_per_s": delivered_per_s,
+        "sent_twice": sink.events - len(sink.triggered),
+        "steady_rate_per_s": STEADY_RATE_PER_S,
+        "steady_accepted": steady_accepted,
+        "webhook_p99_ms": max(load.p99_ms for load in steady),
+        "e2e_measured": len(e2e),
+        "e2e_p50_ms": pct(e2e, 50) * 1000,
+        "e2e_p99_ms": pct(e2e, 99) * 1000,
+    }
+    report(
+        f"  {engine}, {count} replica{'s' if count > 1 else ''}: {figures['accepted_per_s']:,.0f}"
+        f" payloads/s accepted ({figures['refused']} refused); {delivered_per_s:,.0f} new"
+        f" incidents/s planned and delivered ({len(fired):,} of {received:,.0f}); at"
+        f" {STEADY_RATE_PER_S:.0f}/s end to end p50 {figures['e2e_p50_ms']:.1f} ms, p99"
+        f" {figures['e2e_p99_ms']:.1f} ms ({len(e2e):,} of {steady_accepted:,} delivered),"
+        f" webhook p99 {figures['webhook_p99_ms']:.1f} ms; sent twice {figures['sent_twice']}",
+    )
+    return figures
+
+
+async def phase_replicas(sizes: Sizes) -> dict[str, Any]:
+    """REPLICA_SETUPS in one run: one process on SQLite beside one, two and three replicas on
+    one PostgreSQL database (a server started as tests/postgres.py starts it: Debian's
+    binaries, fsync off); skipped, and said so, without those binaries."""
+    load_before = os.getloadavg()[0]
+    report(
+        f"replicas (load average {load_before:.2f} before; a machine shared with other work"
+        f" gives noisy figures): {sizes.capacity.total_seconds():.0f} s at full speed, then"
+        f" {STEADY_RATE_PER_S:.0f} new incidents/s for {sizes.steady.total_seconds():.0f} s",
+    )
+    bin_dir = postgres_binaries()
+    postgres = None if bin_dir is None else PostgresServer(bin_dir)
+    if postgres is not None:
+        await asyncio.to_thread(postgres.start)
+    try:
+        setups = []
+        for engine, count in REPLICA_SETUPS:
+            if engine == "postgresql" and postgres is None:
+                report(f"  {engine}, {count}: not measured (no PostgreSQL binaries: make deps)")
+                continue
+            setups.append(
+                await replica_setup(engine, count, sizes, postgres if engine != "sqlite" else None)
+            )
+    finally:
+        if postgres is not None:
+            await asyncio.to_thread(postgres.stop)
+    return {"load_average_before": load_before, "setups": setups}
+
+
 PHASES: dict[str, Callable[[Sizes], Awaitable[dict[str, Any]]]] = {
     "capacity": phase_capacity,
     "sustained": phase_sustained,
@@ -964,6 +1122,7 @@ PHASES: dict[str, Callable[[Sizes], Awaitable[dict[str, Any]]]] = {
     "idle_memory": phase_idle_memory,
     "many_alerts": phase_many_alerts,
     "storm": phase_storm,
+    "replicas": phase_replicas,
 }
 
 

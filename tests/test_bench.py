@@ -1,5 +1,6 @@
-"""`bench/bench.py --quick` runs every phase against the real router and reports every figure
-and every floor (the figures themselves are not asserted: they depend on the machine)."""
+"""`bench/bench.py --quick` runs every phase against the real router (and its replicas on
+PostgreSQL) and reports every figure and every floor (the figures themselves are not asserted:
+they depend on the machine)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from .postgres import binaries
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -50,5 +53,17 @@ def test_the_quick_bench_reports_every_figure_and_floor(tmp_path: Path) -> None:
     assert figures["sustained"]["all_delivered"], figures["sustained"]
     assert figures["disk"]["resolved"] == figures["disk"]["incidents"], figures["disk"]
     assert figures["steady"]["e2e_measured"] == figures["steady"]["accepted"] > 0
+    # The replicas phase: SQLite beside one, two and three replicas on PostgreSQL, each setup
+    # with every incident delivered, none twice.
+    setups = figures["replicas"]["setups"]
+    expected = [("sqlite", 1), ("postgresql", 1), ("postgresql", 2), ("postgresql", 3)]
+    if binaries() is None:  # the phase says so and measures SQLite alone
+        expected = expected[:1]
+    assert [(s["engine"], s["replicas"]) for s in setups] == expected, setups
+    for setup in setups:
+        for key in ("accepted_per_s", "delivered_per_s", "e2e_p99_ms"):
+            assert math.isfinite(setup[key]), (setup, key)
+        assert setup["all_delivered"] and setup["sent_twice"] == 0, setup
+        assert setup["e2e_measured"] == setup["steady_accepted"] > 0, setup
     floors = [line for line in run.stdout.splitlines() if line.startswith(("  met ", "  NOT MET"))]
     assert len(floors) == len(figures["floors"]) == 7, run.stdout
