@@ -25,6 +25,9 @@ log = logging.getLogger("router.planner")
 PLAN_BATCH = 64  # inbox rows read at a time
 PLAN_SLICE = timedelta(milliseconds=4)  # pipeline work between two turns of the event loop
 PLAN_RETRY = timedelta(seconds=1)  # after a failed commit, plan again this much later
+# Parsed payloads kept for the planner, counted by the bytes of their bodies; past it, a row is
+# parsed again from its stored body when planned, so that a backlog costs no memory to speak of.
+PARSED_BYTES = 8 * 1024 * 1024
 
 
 class Planner:
@@ -37,8 +40,9 @@ class Planner:
 
     Planning runs on the event loop in slices of PLAN_SLICE, the webhook's commits and answers
     in between; a slice's plans commit in one transaction with the watermark (the id of the
-    last payload planned). The payload intake parsed is handed over in memory (`accepted`);
-    after a restart, rows past the watermark are parsed from their stored body.
+    last payload planned). The payload intake parsed is handed over in memory (`accept`), up to
+    PARSED_BYTES of bodies waiting; past that, and after a restart, rows past the watermark are
+    parsed from their stored body.
 
     With several replicas on one database, `follow(role)` plans only while this replica is
     the planner (router/roles.py): it loads the state at each takeover and drops it when the
@@ -53,9 +57,11 @@ class Planner:
         wake_outbox: asyncio.Event,
         outcomes: Outcomes,
         metrics: Metrics,
+        parsed_bytes: int = PARSED_BYTES,
     ) -> None:
         """`pipeline_factory(new_incident_id)` builds the pipeline of the current config;
-        `wake_outbox` is set when a commit queued notifications."""
+        `wake_outbox` is set when a commit queued notifications; parsed payloads wait in
+        memory for up to `parsed_bytes` of bodies."""
         self.store = store
         self.state = State()
         self.watermark = 0
@@ -66,7 +72,10 @@ class Planner:
         self._metrics = metrics
         self._lock = asyncio.Lock()
         self._grew = asyncio.Event()
-        self._parsed: dict[int, WebhookPayload] = {}  # inbox id -> the payload intake parsed
+        # inbox id -> (the payload intake parsed, its body's bytes), up to PARSED_BYTES in all
+        self._parsed: dict[int, tuple[WebhookPayload, int]] = {}
+        self._parsed_bytes = 0
+        self._parsed_limit = parsed_bytes
         self._task: asyncio.Task[None] | None = None
         self._role: Role | None = None  # set by follow(); None: always the planner
         self._epoch = 0  # the lease epoch the state was loaded for (follow()); 0: not planning
@@ -75,6 +84,11 @@ class Planner:
     def backlog(self) -> int:
         """Payloads accepted and not planned yet."""
         return max(0, self.store.last_inbox_id - self.watermark)
+
+    @property
+    def parsed_bytes(self) -> int:
+        """Bytes of the bodies whose parsed payloads wait in memory to be planned."""
+        return self._parsed_bytes
 
     async def start(self, *, background: bool = True) -> None:
         """Load the state and the watermark; with `background`, plan what waits past it and
@@ -147,6 +161,7 @@ class Planner:
         async with self._lock:
             self.state = State()
             self._parsed.clear()
+            self._parsed_bytes = 0
             self._pipeline = self._factory(self.store.new_incident_id)
             self._pipeline.attach(self.state)
         event(log, logging.WARNING, "planning_stopped", watermark=self.watermark)
@@ -170,9 +185,23 @@ class Planner:
         """Commit a payload to the inbox (durable once this returns), then plan it: with
         `payload`, as parsed by intake. Raises StoreError if it could not be committed."""
         row_id = await self.store.accept(body, now, correlation_id)
-        if row_id > self.watermark and (self._role is None or self._role.is_planner):
-            self._parsed[row_id] = payload
+        planning = self._role is None or self._role.is_planner
+        if (
+            row_id > self.watermark
+            and planning
+            and self._parsed_bytes + len(body) <= self._parsed_limit
+        ):
+            self._parsed[row_id] = (payload, len(body))
+            self._parsed_bytes += len(body)
         self._grew.set()
+
+    def _payload(self, row: InboxRow) -> WebhookPayload:
+        """The row's payload: as intake parsed it if kept, else parsed from its body."""
+        kept = self._parsed.pop(row.id, None)
+        if kept is None:
+            return row.payload()
+        self._parsed_bytes -= kept[1]
+        return kept[0]
 
     # ------------------------------------------------------------ the inbox
 
@@ -219,7 +248,7 @@ class Planner:
         until = time.monotonic() + PLAN_SLICE.total_seconds()
         for row in rows:
             try:
-                payload = self._parsed.pop(row.id, None) or row.payload()
+                payload = self._payload(row)
                 plan = self._pipeline.ingest(
                     payload, self.state, row.received_at, row.correlation_id
                 )

@@ -24,7 +24,7 @@ from router.metrics import Metrics
 from router.models import WebhookPayload
 from router.outcomes import Outcomes
 from router.pipeline import Pipeline
-from router.planner import Planner
+from router.planner import PARSED_BYTES, Planner
 from router.state import Plan
 from router.store import Store
 from router.store.sqlite import SqliteStore
@@ -245,9 +245,12 @@ class Core:
 TEST_LEASE = timedelta(hours=1)
 
 
-async def open_core(where: Path | Store, config: RouterConfig) -> Core:
+async def open_core(
+    where: Path | Store, config: RouterConfig, parsed_bytes: int = PARSED_BYTES
+) -> Core:
     """Open the store (a SQLite file at a path, or a store of any engine, not open yet), take
-    the planner lease for TEST_LEASE, and load its state into a planner for `config`."""
+    the planner lease for TEST_LEASE, and load its state into a planner for `config` (that
+    keeps up to `parsed_bytes` of parsed payloads in memory)."""
     store = SqliteStore(where) if isinstance(where, Path) else where
     await store.open()
     await store.take_lease(TEST_LEASE)
@@ -258,6 +261,7 @@ async def open_core(where: Path | Store, config: RouterConfig) -> Core:
         wake_outbox=asyncio.Event(),
         outcomes=outcomes,
         metrics=Metrics(),
+        parsed_bytes=parsed_bytes,
     )
     try:
         await planner.start(background=False)

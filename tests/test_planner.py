@@ -12,8 +12,10 @@ from pathlib import Path
 import orjson
 
 from router.config import parse_config
+from router.models import WebhookPayload
 from router.store.schema import SCHEMA, SCHEMA_VERSION
 
+from .harness import firing_payload
 from .helpers import fixture_body, open_core, waiting_in_inbox
 
 CONFIG = parse_config(
@@ -159,3 +161,19 @@ async def test_the_inbox_file_of_schema_6_is_carried_into_the_store_and_planned(
     await core.aclose()
     assert not (tmp_path / "s.db.inbox").exists()
     assert waiting_in_inbox(tmp_path / "s.db") == []
+
+
+async def test_a_backlog_past_the_memory_bound_is_parsed_again_from_the_inbox(
+    tmp_path: Path,
+) -> None:
+    bodies = [firing_payload(3, f"g{n}") for n in range(6)]
+    core = await open_core(tmp_path / "s.db", CONFIG, parsed_bytes=2 * len(bodies[0]))
+    for n, body in enumerate(bodies):
+        await core.planner.accept(body, T0, f"c{n}", WebhookPayload.model_validate_json(body))
+    assert 0 < core.planner.parsed_bytes <= 2 * len(bodies[0])  # the rest only in the inbox
+
+    planned = await core.planner.plan_waiting()
+    assert [cid for cid, _ in planned] == [f"c{n}" for n in range(6)]  # in order, all of them
+    assert all(len(plan.outbox) == 1 for _, plan in planned)
+    assert len(core.planner.state.alerts) == 18 and core.planner.parsed_bytes == 0
+    await core.aclose()

@@ -253,9 +253,12 @@ class SqliteStore:
         lost = self.files_lost()
         if lost:
             raise StoreError(lost[0])
-        with transaction(self._conn()) as db:
-            for start in range(0, len(batch), INSERT_ROWS):
-                last = _insert(db, batch[start : start + INSERT_ROWS])
+        if len(batch) <= INSERT_ROWS:  # one statement, its own transaction: one GIL handoff
+            last = _insert(self._conn(), batch)
+        else:
+            with transaction(self._conn()) as db:
+                for start in range(0, len(batch), INSERT_ROWS):
+                    last = _insert(db, batch[start : start + INSERT_ROWS])
         self._last_id = last  # only once committed
         self._failing = None
         return last
