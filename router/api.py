@@ -125,19 +125,24 @@ async def handle_payload(request: web.Request) -> web.Response:
     auth.require(request, r.config().server.auth)
     correlation_id = request.match_info["correlation_id"]
     outcome = r.outcomes.get(correlation_id)
-    if outcome is None:  # accepted before a restart, and not planned yet
+    if outcome is None or outcome["state"] == "pending":
+        # Not planned by this process (yet): the inbox says whether it still waits (accepted
+        # before a restart, or here). A payload this replica accepted and another replica
+        # planned (PostgreSQL) has left the inbox: its outcome is that replica's, unknown here.
         with contextlib.suppress(StoreError):
             alerts = await r.store.pending_alerts(correlation_id)
             if alerts is not None:
                 outcome = {"correlation_id": correlation_id, "state": "pending", "alerts": alerts}
-        # Planned meanwhile: its outcome was handed to the loop before this lookup's answer.
-        outcome = outcome or r.outcomes.get(correlation_id)
+            else:
+                # Planned meanwhile: its outcome was handed to the loop before this answer.
+                outcome = r.outcomes.get(correlation_id)
+                outcome = outcome if outcome and outcome["state"] != "pending" else None
     if outcome is None:
         return web.json_response(
             {
                 "status": "error",
                 "error": "unknown correlation id (or forgotten: the last"
-                f" {r.outcomes.keep} payloads are kept)",
+                f" {r.outcomes.keep} payloads are kept, by the replica that planned them)",
             },
             status=404,
         )

@@ -43,9 +43,10 @@ async def serve(fakes: Fakes, folder: Path, url: str) -> tuple[int, subprocess.P
     return port, proc
 
 
-async def post(port: int, group: str) -> None:
+async def post(port: int, group: str) -> str:
     """POST a firing payload of `group` to the router on `port`; it must answer 200 (a router
-    whose connections were just ended may answer 503 first: retried for a bounded time)."""
+    whose connections were just ended may answer 503 first: retried for a bounded time).
+    Returns the payload's correlation id."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 15
     async with aiohttp.ClientSession() as session:
@@ -54,7 +55,8 @@ async def post(port: int, group: str) -> None:
             async with session.post(url, data=firing_payload(1, group), headers=HEADERS) as resp:
                 if resp.status == 200 or loop.time() > deadline:
                     assert resp.status == 200, await resp.text()
-                    return
+                    correlation_id: str = (await resp.json())["correlation_id"]
+                    return correlation_id
             await asyncio.sleep(0.1)
 
 
@@ -65,6 +67,14 @@ async def readyz(port: int) -> dict[str, object]:
         assert resp.status == 200, await resp.text()
         body: dict[str, object] = await resp.json()
         return body
+
+
+async def outcome(port: int, correlation_id: str) -> tuple[int, dict[str, object]]:
+    """GET /api/v1/payloads/<correlation_id> from the router on `port`: (status, body)."""
+    url = f"http://127.0.0.1:{port}/api/v1/payloads/{correlation_id}"
+    async with aiohttp.ClientSession() as session, session.get(url, headers=HEADERS) as resp:
+        body: dict[str, object] = await resp.json()
+        return resp.status, body
 
 
 async def triggered(fakes: Fakes, count: int) -> list[str]:
@@ -85,9 +95,14 @@ async def test_two_replicas_one_plans_what_both_accept_the_other_takes_over_at_i
         assert (await readyz(first_port))["role"] == "planner"
         standby = await readyz(second_port)
         assert (standby["status"], standby["role"], standby["epoch"]) == ("ready", "standby", 0)
-        await post(second_port, "via-standby")  # accepted by the standby, planned by the first
+        via_standby = await post(second_port, "via-standby")  # planned by the first
         await post(first_port, "via-planner")
         assert len(set(await triggered(fakes, 2))) == 2
+        # The planner knows the outcome; the standby that accepted it no longer says pending.
+        assert (await outcome(first_port, via_standby))[1]["state"] == "planned"
+        status, body = await outcome(second_port, via_standby)
+        assert status == 404, body
+        assert "by the replica that planned them" in str(body["error"])
         assert stop(first) == 0  # gives the lease up: the second takes it at its next try
         await post(second_port, "after-takeover")
         assert len(set(await triggered(fakes, 3))) == 3
