@@ -197,9 +197,14 @@ class Planner:
 
     def _payload(self, row: InboxRow) -> WebhookPayload:
         """The row's payload: as intake parsed it if kept, else parsed from its body."""
+        kept = self._forget(row)
+        return row.payload() if kept is None else kept
+
+    def _forget(self, row: InboxRow) -> WebhookPayload | None:
+        """Drop the row's parsed payload if kept; the payload, or None."""
         kept = self._parsed.pop(row.id, None)
         if kept is None:
-            return row.payload()
+            return None
         self._parsed_bytes -= kept[1]
         return kept[0]
 
@@ -276,6 +281,9 @@ class Planner:
                 return done
             self.watermark = planned[-1][0].id
         for row, plan in planned:
+            # accept() may have kept the payload while the commit ran, after this slice had
+            # read the row and parsed its body: nothing would plan (and drop) it again.
+            self._forget(row)
             self._planned(row.correlation_id, plan)
         if failed is not None:
             await self._set_aside(*failed)
@@ -287,6 +295,7 @@ class Planner:
         await self._reload()
         await self.store.set_aside(row, error)
         self.watermark = row.id
+        self._forget(row)  # kept by accept() after the slice read it (see _plan_slice)
         self._plan_failed(row, error)
 
     def _planned(self, correlation_id: str, plan: Plan) -> None:

@@ -3,6 +3,7 @@ state that survives a restart; payloads left by a crash or an earlier version pl
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Iterator
@@ -176,4 +177,24 @@ async def test_a_backlog_past_the_memory_bound_is_parsed_again_from_the_inbox(
     assert [cid for cid, _ in planned] == [f"c{n}" for n in range(6)]  # in order, all of them
     assert all(len(plan.outbox) == 1 for _, plan in planned)
     assert len(core.planner.state.alerts) == 18 and core.planner.parsed_bytes == 0
+    await core.aclose()
+
+
+async def test_a_payload_planned_from_its_body_before_accept_returned_is_not_kept_parsed(
+    tmp_path: Path,
+) -> None:
+    # The planner can read a row the moment it is committed, before accept() returns to keep
+    # the parsed payload: it plans it from its body, and nothing is kept for a planned row
+    # (kept, it would hold memory and fill PARSED_BYTES for ever, 47 of 50 rows here before).
+    core = await open_core(tmp_path / "s.db", CONFIG)
+    for n in range(20):
+        body = firing_payload(3, f"g{n}")
+        payload = WebhookPayload.model_validate_json(body)
+        accepting = asyncio.create_task(core.planner.accept(body, T0, f"c{n}", payload))
+        await asyncio.sleep(0)  # the insert is handed to the store thread first
+        planning = asyncio.create_task(core.planner.plan_waiting())  # its read follows it
+        await asyncio.gather(accepting, planning)
+        await core.planner.plan_waiting()
+    assert core.planner.backlog == 0 and len(core.planner.state.alerts) == 60
+    assert core.planner.parsed_bytes == 0
     await core.aclose()
