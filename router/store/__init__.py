@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import orjson
+
 from router.models import IncidentView, WebhookPayload
 from router.state import Destination, IncidentState, Plan, State
 
@@ -32,8 +34,11 @@ class InboxRow:
     received_at: datetime
 
     def payload(self) -> WebhookPayload:
-        """The body parsed again (after a restart). Raises pydantic.ValidationError."""
-        return WebhookPayload.model_validate_json(self.body)
+        """The body parsed again (after a restart, or past the planner's PARSED_BYTES) as intake
+        parsed it: orjson, then the model, so that every body answered 200 reads back (pydantic's
+        own JSON parser stops at 200 levels of nesting, orjson at 1,024). Raises
+        orjson.JSONDecodeError or pydantic.ValidationError."""
+        return WebhookPayload.model_validate(orjson.loads(self.body))
 
 
 def unused_id(taken: set[str]) -> str:
