@@ -84,7 +84,15 @@ def create_app(
         backoff_max=d.max_backoff,
     )
     # Its channels come with the workers (_workers_ctx), from the config running then.
-    outbox = Outbox(store, {}, clock, settings, metrics=metrics, wake=wake_outbox)
+    outbox = Outbox(
+        store,
+        {},
+        clock,
+        settings,
+        metrics=metrics,
+        wake=wake_outbox,
+        shared=isinstance(store, PostgresStore),
+    )
     reloader = Reloader(
         config,
         renderer,
@@ -301,8 +309,10 @@ async def handle_reload(request: web.Request) -> web.Response:
 async def _sweep_forever(
     planner: Planner, role: Role, reloader: Reloader, metrics: Metrics, clock: Clock
 ) -> None:
-    """Every SWEEP_INTERVAL, a sweep (inhibition released, escalation due); every
-    PRUNE_INTERVAL, the running config's storage.retention applied. On the planner only."""
+    """Every SWEEP_INTERVAL, a sweep (inhibition released, escalation due) and, on a shared
+    database, the notifications no replica sent within delivery.max_age dead-lettered
+    (Reloader.dead_letter_unsendable); every PRUNE_INTERVAL, the running config's
+    storage.retention applied. On the planner only."""
     since_prune = PRUNE_INTERVAL
     while True:
         await asyncio.sleep(SWEEP_INTERVAL.total_seconds())
@@ -312,6 +322,8 @@ async def _sweep_forever(
         try:
             plan = await planner.sweep(clock(), uuid.uuid4().hex[:16])
             metrics.observe_plan(plan)
+            if reloader.shared:  # rows no replica's config had for delivery.max_age
+                await reloader.dead_letter_unsendable()
             since_prune += SWEEP_INTERVAL
             if since_prune >= PRUNE_INTERVAL:
                 since_prune = timedelta(0)

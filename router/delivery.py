@@ -78,8 +78,14 @@ class Outbox:
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
         wake: asyncio.Event | None = None,
+        shared: bool = False,
     ) -> None:
-        """`wake` is set by whoever queues rows (the planner) to have them claimed at once."""
+        """`wake` is set by whoever queues rows (the planner) to have them claimed at once.
+
+        `shared`: other replicas deliver from the same store (PostgreSQL), perhaps with another
+        config (a rolling update): claim only the destinations this config has, and leave the
+        others' rows to a replica that has them (see Reloader.equip_outbox for their end)."""
+        self.shared = shared
         self.metrics = metrics or Metrics()
         self.store = store
         self.channels = channels
@@ -125,7 +131,8 @@ class Outbox:
                     await self._return_claims()
                 if kinds and room > 0:
                     limit = min(self.settings.claim_batch, room)
-                    rows = await self.store.claim_due(self.clock(), kinds, limit)
+                    only = list(self.channels) if self.shared else None
+                    rows = await self.store.claim_due(self.clock(), kinds, limit, only)
                 for row in rows:
                     await self._dispatch(row)
                     dispatched += 1

@@ -73,23 +73,44 @@ class Reloader:
         self._background: set[asyncio.Task[tuple[bool, list[str]]]] = set()
 
     async def equip_outbox(self) -> None:
-        """Give the outbox the channels of the config running now (at start and each reload).
-
-        Queued notifications of a channel kind no receiver has any more become dead letters,
-        with that reason: the outbox claims only kinds it has channels for, so they would wait
-        forever. (A removed destination of a kind still configured is dead-lettered as it is
-        claimed, router/delivery.py.) A store that fails here is logged; the next start or
-        reload tries again.
-        """
+        """Give the outbox the channels of the config running now (at start and each reload),
+        then dead-letter what it can never send (dead_letter_unsendable)."""
         channels = build_channels(self.config, self.renderer, dry_run=self._dry_run)
         self._outbox.replace_channels(channels)
-        kinds = sorted({d.channel for d in channels})
-        reason = (
-            "its channel kind is no longer in the config (no receiver has one); kinds configured: "
-            + (", ".join(kinds) or "none")
-        )
+        await self.dead_letter_unsendable()
+
+    async def dead_letter_unsendable(self) -> None:
+        """Make dead letters of the queued notifications no replica will send, with why.
+
+        One router: those of a channel kind no receiver has any more (the outbox claims only
+        kinds it has channels for, so they would wait forever; a removed destination of a kind
+        still configured is dead-lettered as it is claimed, router/delivery.py). Replicas on one
+        database (a shared outbox) may run different configs for a while (a rolling update):
+        a replica leaves the destinations its config lacks to one whose config has them, and
+        dead-letters their rows only once they waited longer than delivery.max_age (the age at
+        which a retried notification is given up too). A store that fails here is logged; the
+        next start, reload or sweep tries again.
+        """
+        kinds = sorted({d.channel for d in self._outbox.channels})
+        max_age = self.config.delivery.max_age
         try:
-            dead = await self._planner.store.mark_dead_unless(kinds, reason)
+            if self._outbox.shared:
+                reason = (
+                    "its destination is not in this replica's config, and no replica sent it"
+                    f" within delivery.max_age ({max_age})"
+                )
+                dead = await self._planner.store.mark_dead_unless(
+                    kinds,
+                    reason,
+                    destinations=list(self._outbox.channels),
+                    created_before=self._clock() - max_age,
+                )
+            else:
+                reason = (
+                    "its channel kind is no longer in the config (no receiver has one);"
+                    " kinds configured: " + (", ".join(kinds) or "none")
+                )
+                dead = await self._planner.store.mark_dead_unless(kinds, reason)
         except StoreError as exc:
             event(log, logging.ERROR, "outbox_store_error", error=str(exc))
             return
@@ -104,6 +125,11 @@ class Reloader:
                 notifications=count,
                 error=reason,
             )
+
+    @property
+    def shared(self) -> bool:
+        """Whether other replicas deliver from the same database (the outbox's `shared`)."""
+        return self._outbox.shared
 
     async def reload(self) -> tuple[bool, list[str]]:
         """Load the file again: validate all of it first, then switch, else keep the old one.

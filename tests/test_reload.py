@@ -5,18 +5,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from router.app import create_app
-from router.config import load_config
+from router.app import create_app, utc_now
+from router.config import RouterConfig, load_config, parse_config
+from router.delivery import Outbox
+from router.metrics import Metrics
+from router.outcomes import Outcomes
+from router.pipeline import Pipeline
+from router.planner import Planner
+from router.reload import Reloader, build_renderer
+from router.store.postgres import PostgresStore
 
-from .harness import outcome
-from .helpers import fixture_body
+from .harness import firing_payload, outcome
+from .helpers import fixture_body, open_core
 
 Client = TestClient[web.Request, web.Application]
 AUTH = {"Authorization": "Bearer reload-token", "Content-Type": "application/json"}
@@ -140,3 +149,111 @@ async def test_notifications_of_a_channel_kind_the_reload_removed_are_dead_lette
     assert (
         'alert_router_notifications_dead_total{channel="telegram",receiver="first"} 1.0' in metrics
     )
+
+
+# ---------------------------------------------------------------- a rolling update (PostgreSQL)
+
+NEW = parse_config(
+    "receivers: [{name: r, slack_configs: [{bot_token: x, channel: c0}, {bot_token: x,"
+    " channel: c1}], telegram_configs: [{bot_token: '1:x', chat_id: 7}]}]\n"
+    "route: {receiver: r}\n"
+)
+OLD = parse_config(
+    "receivers: [{name: r, slack_configs: [{bot_token: x, channel: c0}]}]\nroute: {receiver: r}\n"
+)
+
+
+def _replica(store: PostgresStore, config: RouterConfig) -> tuple[Reloader, Outbox]:
+    """The reloader and outbox a `serve` replica of `config` on `store` has (dry-run channels)."""
+    metrics, wake = Metrics(), asyncio.Event()
+    planner = Planner(
+        store,
+        lambda new_id: Pipeline(config, new_id),
+        wake_outbox=wake,
+        outcomes=Outcomes(),
+        metrics=metrics,
+    )
+    outbox = Outbox(store, {}, utc_now, metrics=metrics, wake=wake, shared=True)
+    reloader = Reloader(
+        config,
+        build_renderer(config),
+        path=None,
+        planner=planner,
+        outbox=outbox,
+        metrics=metrics,
+        clock=utc_now,
+        dry_run=True,
+    )
+    return reloader, outbox
+
+
+async def _states(url: str) -> dict[str, str]:
+    admin = await asyncpg.connect(url)
+    try:
+        rows = await admin.fetch("SELECT channel, channel_index, state FROM outbox")
+    finally:
+        await admin.close()
+    return {f"{r[0]}{r[1]}": r[2] for r in rows}
+
+
+async def test_a_replica_of_the_older_config_leaves_new_destinations_to_a_replica_that_has_them(
+    postgres_url: str,
+) -> None:
+    """During a rolling update a replica still on the old config (no second Slack channel, no
+    Telegram) claims and sends only its own destinations: the others' rows wait, not dead
+    letters, for a replica of the new config (both used to be dead-lettered: the kind at the
+    start, the destination as claimed)."""
+    core = await open_core(PostgresStore(postgres_url), NEW)
+    try:
+        await core.ingest(firing_payload(1, "g1"), utc_now(), "c1")
+    finally:
+        await core.aclose()
+    old_store, new_store = PostgresStore(postgres_url), PostgresStore(postgres_url)
+    await old_store.open()
+    await new_store.open()
+    old, old_outbox = _replica(old_store, OLD)
+    new, new_outbox = _replica(new_store, NEW)
+    try:
+        await old.equip_outbox()
+        old_outbox.task = asyncio.create_task(old_outbox.run())
+        async with asyncio.timeout(30):  # its first claim took every row it would take
+            while (await _states(postgres_url))["slack0"] != "sent":
+                await asyncio.sleep(0.05)
+        assert await _states(postgres_url) == {
+            "slack0": "sent",
+            "slack1": "queued",
+            "telegram0": "queued",
+        }
+        await new.equip_outbox()
+        new_outbox.task = asyncio.create_task(new_outbox.run())
+        async with asyncio.timeout(30):
+            while set((await _states(postgres_url)).values()) != {"sent"}:
+                assert "dead" not in (await _states(postgres_url)).values()
+                await asyncio.sleep(0.05)
+    finally:
+        for outbox in (old_outbox, new_outbox):
+            await outbox.drain(timedelta(seconds=5))
+        await old_store.aclose()
+        await new_store.aclose()
+
+
+async def test_rows_no_replica_sent_within_max_age_are_dead_letters(postgres_url: str) -> None:
+    """The rule that ends a destination removed for good: its rows older than delivery.max_age
+    (1 h) are dead-lettered by a replica whose config lacks it; the rows it has stay queued."""
+    core = await open_core(PostgresStore(postgres_url), NEW)
+    try:
+        await core.ingest(firing_payload(1, "g1"), utc_now() - timedelta(hours=2), "c1")
+    finally:
+        await core.aclose()
+    store = PostgresStore(postgres_url)
+    await store.open()
+    old, _ = _replica(store, OLD)
+    try:
+        await old.equip_outbox()
+    finally:
+        await store.aclose()
+    assert await _states(postgres_url) == {
+        "slack0": "queued",
+        "slack1": "dead",
+        "telegram0": "dead",
+    }

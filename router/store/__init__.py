@@ -196,8 +196,15 @@ class Store(Protocol):
         """How many alerts a payload waiting in the inbox has; None if it is not waiting."""
 
     # delivery
-    async def claim_due(self, now: datetime, channels: list[str], limit: int) -> list[OutboxRow]:
-        """Mark up to `limit` due rows of these channel kinds as being sent; oldest first."""
+    async def claim_due(
+        self,
+        now: datetime,
+        channels: list[str],
+        limit: int,
+        destinations: list[Destination] | None = None,
+    ) -> list[OutboxRow]:
+        """Mark up to `limit` due rows of these channel kinds as being sent; oldest first.
+        Only rows of `destinations` if given (a replica claims what its config can send)."""
 
     async def mark_sent_many(self, sent: list[tuple[OutboxRow, str, datetime]]) -> None:
         """Record (row, message ref, when) acceptances by the channels, in one transaction."""
@@ -210,9 +217,18 @@ class Store(Protocol):
     async def mark_dead(self, row: OutboxRow, error: str) -> None:
         """Give up on `row` (a dead letter), with why."""
 
-    async def mark_dead_unless(self, channels: list[str], error: str) -> dict[Destination, int]:
+    async def mark_dead_unless(
+        self,
+        channels: list[str],
+        error: str,
+        *,
+        destinations: list[Destination] | None = None,
+        created_before: datetime | None = None,
+    ) -> dict[Destination, int]:
         """Give up on every queued row of a channel kind not in `channels` (its kind removed
-        from the config: nothing would ever claim it), with why; how many per destination."""
+        from the config: nothing would ever claim it), with why; how many per destination.
+        With `destinations`, on every queued row of a destination not in it instead; with
+        `created_before`, only on rows queued before then."""
 
     async def message_ref(self, row: OutboxRow) -> str | None:
         """The message sent for the row's incident and destination, if any."""

@@ -92,6 +92,11 @@ UPSERT_INCIDENT = _upsert("incidents", INCIDENT_COLUMNS)
 NOT_ANOTHERS = "(claimed_by IS NULL OR claimed_by=${})"
 
 
+def _keys(destinations: list[Destination]) -> list[list[Any]]:
+    """The three arrays (receivers, channel kinds, indexes) that _destinations() reads."""
+    return [[d[n] for d in destinations] for n in range(3)]
+
+
 def _destinations(first: int) -> str:
     """A SELECT of (receiver, channel, channel_index) keys given as three arrays, the
     statement's arguments `first` to `first` + 2."""
@@ -598,10 +603,16 @@ class PostgresStore:
     # ------------------------------------------------------------ outbox
 
     async def claim_due(
-        self, now: datetime, channels: list[str], limit: int = 100
+        self,
+        now: datetime,
+        channels: list[str],
+        limit: int = 100,
+        destinations: list[Destination] | None = None,
     ) -> list[OutboxRow]:
-        """Claim up to `limit` due rows of these channels for this replica; return them oldest
-        first, each with its view and the message already sent for its destination.
+        """Claim up to `limit` due rows of these channels (and of `destinations`, if given: a
+        replica leaves the rows of a destination its config lacks to one whose config has it)
+        for this replica; return them oldest first, each with its view and the message already
+        sent for its destination.
 
         One transaction: the destinations with due rows (or with rows whose claim ran out)
         are leased to this replica unless another replica's lease on them is running (rows
@@ -611,11 +622,16 @@ class PostgresStore:
         destinations are claimed, oldest first, FOR UPDATE SKIP LOCKED, until `lease` from
         now. Leases taken here for destinations that got no row are let go at once.
         """
+        only = (
+            f" AND (receiver, channel, channel_index) IN ({_destinations(5)})"
+            if destinations is not None
+            else ""
+        )
         async with self._write() as db:
             wanted = await db.fetch(
                 "SELECT receiver, channel, channel_index FROM outbox o"
                 " WHERE channel=ANY($2::text[]) AND ((state='queued' AND next_attempt_at<=$1)"
-                " OR (state='sending' AND claimed_by IS DISTINCT FROM $3))"
+                f" OR (state='sending' AND claimed_by IS DISTINCT FROM $3)){only}"
                 " AND NOT EXISTS (SELECT 1 FROM destination_leases d WHERE d.claimed_by<>$3"
                 " AND d.lease_until>=now() AND d.receiver=o.receiver AND d.channel=o.channel"
                 " AND d.channel_index=o.channel_index)"
@@ -624,6 +640,7 @@ class PostgresStore:
                 channels,
                 self.replica,
                 limit,
+                *(_keys(destinations) if destinations is not None else []),
             )
             if not wanted:
                 return []
@@ -820,15 +837,32 @@ class PostgresStore:
                 self.replica,
             )
 
-    async def mark_dead_unless(self, channels: list[str], error: str) -> dict[Destination, int]:
-        """Give up on every queued row of a channel kind not in `channels`, with why; how many
-        per destination."""
+    async def mark_dead_unless(
+        self,
+        channels: list[str],
+        error: str,
+        *,
+        destinations: list[Destination] | None = None,
+        created_before: datetime | None = None,
+    ) -> dict[Destination, int]:
+        """Give up on every queued row of a channel kind not in `channels` (with
+        `destinations`: of a destination not in it), queued before `created_before` if given,
+        with why; how many per destination."""
+        args: list[Any] = [error]
+        if destinations is None:
+            args.append(channels)
+            where = " AND channel <> ALL($2::text[])"
+        else:
+            args += _keys(destinations)
+            where = f" AND (receiver, channel, channel_index) NOT IN ({_destinations(2)})"
+        if created_before is not None:
+            args.append(ts(created_before))
+            where += f" AND created_at<${len(args)}"
         async with self._write() as db:
             rows = await db.fetch(
-                "UPDATE outbox SET state='dead', last_error=$1 WHERE state='queued'"
-                " AND channel <> ALL($2::text[]) RETURNING receiver, channel, channel_index",
-                error,
-                channels,
+                f"UPDATE outbox SET state='dead', last_error=$1 WHERE state='queued'{where}"
+                " RETURNING receiver, channel, channel_index",
+                *args,
             )
         return dict(Counter(Destination(*r) for r in rows))
 

@@ -318,21 +318,29 @@ class SqliteStore:
     # ------------------------------------------------------------ outbox
 
     async def claim_due(
-        self, now: datetime, channels: list[str], limit: int = 100
+        self,
+        now: datetime,
+        channels: list[str],
+        limit: int = 100,
+        destinations: list[Destination] | None = None,
     ) -> list[OutboxRow]:
-        """Mark up to `limit` due rows of these channels as being sent; return them oldest first."""
-        return await self._run(self._claim_due_sync, now, channels, limit)
+        """Mark up to `limit` due rows of these channels (and of `destinations`, if given) as
+        being sent; return them oldest first."""
+        return await self._run(self._claim_due_sync, now, channels, limit, destinations)
 
-    def _claim_due_sync(self, now: datetime, channels: list[str], limit: int) -> list[OutboxRow]:
+    def _claim_due_sync(
+        self, now: datetime, channels: list[str], limit: int, destinations: list[Destination] | None
+    ) -> list[OutboxRow]:
         db = self._conn()
         marks = ",".join("?" * len(channels))
+        only, keys = _only(destinations)
         rows = db.execute(
             "UPDATE outbox SET state='sending' WHERE id IN ("
             " SELECT id FROM outbox WHERE state='queued' AND next_attempt_at<=?"
-            f" AND channel IN ({marks}) ORDER BY id LIMIT ?)"
+            f" AND channel IN ({marks}){only} ORDER BY id LIMIT ?)"
             " RETURNING id, incident_id, receiver, channel, channel_index, view_id, correlation_id,"
             " created_at, attempts",
-            (ts(now), *channels, limit),
+            (ts(now), *channels, *keys, limit),
         ).fetchall()
         view_ids = sorted({r[5] for r in rows})
         views: dict[int, IncidentView] = {}
@@ -428,18 +436,40 @@ class SqliteStore:
             (error, row.id),
         )
 
-    async def mark_dead_unless(self, channels: list[str], error: str) -> dict[Destination, int]:
-        """Give up on every queued row of a channel kind not in `channels`, with why; how many
-        per destination."""
-        return await self._run(self._mark_dead_unless_sync, channels, error)
+    async def mark_dead_unless(
+        self,
+        channels: list[str],
+        error: str,
+        *,
+        destinations: list[Destination] | None = None,
+        created_before: datetime | None = None,
+    ) -> dict[Destination, int]:
+        """Give up on every queued row of a channel kind not in `channels` (with
+        `destinations`: of a destination not in it), queued before `created_before` if given,
+        with why; how many per destination."""
+        return await self._run(
+            self._mark_dead_unless_sync, channels, error, destinations, created_before
+        )
 
-    def _mark_dead_unless_sync(self, channels: list[str], error: str) -> dict[Destination, int]:
+    def _mark_dead_unless_sync(
+        self,
+        channels: list[str],
+        error: str,
+        destinations: list[Destination] | None,
+        created_before: datetime | None,
+    ) -> dict[Destination, int]:
+        keys: list[object]
+        if destinations is None:
+            unless, keys = f" AND channel NOT IN ({','.join('?' * len(channels))})", [*channels]
+        else:
+            only, keys = _only(destinations)
+            unless = f" AND NOT ({only[5:]})" if destinations else ""
+        before = " AND created_at<?" if created_before is not None else ""
         with transaction(self._conn()) as db:
             rows = db.execute(
-                "UPDATE outbox SET state='dead', last_error=? WHERE state='queued'"
-                f" AND channel NOT IN ({','.join('?' * len(channels))})"
+                f"UPDATE outbox SET state='dead', last_error=? WHERE state='queued'{unless}{before}"
                 " RETURNING receiver, channel, channel_index",
-                (error, *channels),
+                (error, *keys, *([ts(created_before)] if created_before is not None else [])),
             ).fetchall()
         return dict(Counter(Destination(*r) for r in rows))
 
@@ -591,3 +621,15 @@ def _where(*conditions: tuple[str, ...]) -> tuple[str, list[str]]:
     used = [c for c in conditions if c[1]]
     clauses = " AND ".join(c[0] for c in used)
     return (f" WHERE {clauses}" if used else ""), [a for c in used for a in c[1:]]
+
+
+def _only(destinations: list[Destination] | None) -> tuple[str, list[object]]:
+    """(" AND (receiver, channel, channel_index) IN (...)", its arguments) for `destinations`
+    (a clause no row meets if it is empty), or ("", []) if None."""
+    if destinations is None:
+        return "", []
+    if not destinations:
+        return " AND 0", []
+    values = ",".join("(?,?,?)" for _ in destinations)
+    keys: list[object] = [part for d in destinations for part in d]
+    return f" AND (receiver, channel, channel_index) IN (VALUES {values})", keys

@@ -299,3 +299,33 @@ async def test_a_payload_the_store_refuses_is_set_aside_and_the_next_is_planned(
         assert await core.store.inbox_after(0, 100) == []
     finally:
         await core.aclose()
+
+
+async def test_claims_and_dead_letters_by_destination_and_age(engine: Engine) -> None:
+    """What a replica of a shared outbox asks: claim only its config's destinations; give up
+    only on rows of the others queued before a time."""
+    core = await open_core(engine.store(), TWO_KINDS)
+    store = core.store
+    slack, chat1, chat2 = (
+        Destination("r", "slack", 0),
+        Destination("r", "telegram", 0),
+        Destination("r", "telegram", 1),
+    )
+    try:
+        for n in range(2):
+            await core.ingest(firing_payload(1, f"g{n}"), T0 + timedelta(minutes=n), f"c{n}")
+        now = T0 + timedelta(minutes=5)
+        claimed = await store.claim_due(now, ["slack", "telegram"], 100, [chat2])
+        assert [r.destination for r in claimed] == [chat2, chat2]
+        assert await store.claim_due(now, ["slack", "telegram"], 100, []) == []
+        dead = await store.mark_dead_unless(
+            ["slack", "telegram"],
+            "not ours",
+            destinations=[slack],
+            created_before=T0 + timedelta(seconds=30),
+        )
+        assert dead == {chat1: 1}  # the first row of chat1; chat2's are being sent
+        assert await store.mark_dead_unless(["slack"], "x", destinations=[slack]) == {chat1: 1}
+        assert await store.outbox_stats(now) == (4, 300, 2)
+    finally:
+        await core.aclose()
