@@ -27,6 +27,7 @@ from router.chatops.commands import (
     parse,
 )
 from router.chatops.config import TelegramChatops
+from router.errors import StoreError
 from router.logs import event
 from router.render import utf16_len, utf16_prefix
 from router.store import Store
@@ -41,6 +42,8 @@ MAX_ANSWER = 200
 # will give up after a reasonable amount of attempts": an update may come again (Update's
 # update_id is "the update's unique identifier"). The ids of this many last updates are kept.
 SEEN_UPDATES = 10_000
+# With replicas (PostgreSQL), the ids are kept in the database this long, for all of them.
+SEEN_FOR = timedelta(days=1)
 MAX_START_DELAY = timedelta(minutes=5)  # between tries to reach Telegram at start, doubling
 
 
@@ -185,7 +188,17 @@ class TelegramBot:
             return web.json_response(
                 {"status": "error", "error": "not a Telegram update"}, status=400
             )
-        if update.update_id in self._seen:  # sent again: it was (or is being) handled once
+        repeated = update.update_id in self._seen
+        queue = self.commands.queue
+        if not repeated and queue is not None:  # replicas: it may have reached another one
+            try:
+                repeated = not await queue.first_update(update.update_id, SEEN_FOR)
+            except StoreError as exc:  # not run: Telegram sends it again later
+                event(log, logging.ERROR, "telegram_update_store_error", error=str(exc))
+                return web.json_response(
+                    {"status": "error", "error": "the database is unavailable"}, status=503
+                )
+        if repeated:  # sent again: it was (or is being) handled once
             event(log, logging.INFO, "telegram_update_repeated", update_id=update.update_id)
             return web.json_response({"status": "ok", "repeated": True})
         self._seen[update.update_id] = None

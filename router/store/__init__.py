@@ -122,6 +122,11 @@ class CommandQueue(Protocol):
     async def command_result(self, command_id: int) -> str | None:
         """The answer the planner wrote for the command; None while it waits."""
 
+    async def first_update(self, update_id: int, keep: timedelta) -> bool:
+        """Record a Telegram webhook update's id; False if a replica recorded it already (sent
+        again). Ids recorded longer than `keep` ago are forgotten. Raises StoreError if it did
+        not commit."""
+
     async def finish_command(
         self, command_id: int, result: str, now: datetime, plan: Plan | None = None
     ) -> bool:

@@ -474,6 +474,18 @@ class PostgresStore:
             )
         return result
 
+    async def first_update(self, update_id: int, keep: timedelta) -> bool:
+        """Record a Telegram webhook update's id; False if a replica recorded it already (sent
+        again). Ids recorded longer than `keep` ago (the database's clock) are forgotten.
+        Raises StoreError."""
+        async with self._write() as db:
+            await db.execute("DELETE FROM telegram_updates WHERE seen_at<now()-$1::interval", keep)
+            first = await db.fetchval(
+                "INSERT INTO telegram_updates VALUES ($1) ON CONFLICT DO NOTHING RETURNING true",
+                update_id,
+            )
+        return bool(first)
+
     async def finish_command(
         self, command_id: int, result: str, now: datetime, plan: Plan | None = None
     ) -> bool:

@@ -167,6 +167,15 @@ SCHEMA = [
     ALTER TABLE planner ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
     ALTER TABLE outbox ADD COLUMN epoch BIGINT NOT NULL DEFAULT 0;
     """,
+    # version 6: the ids of the last Telegram webhook updates, seen by any replica (Telegram
+    # may send an update again, to another replica behind a load balancer)
+    """
+    CREATE TABLE telegram_updates (
+        update_id BIGINT PRIMARY KEY,
+        seen_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE INDEX telegram_updates_seen_at ON telegram_updates(seen_at);
+    """,
 ]
 SCHEMA_VERSION = len(SCHEMA)
 

@@ -279,6 +279,40 @@ async def test_an_update_sent_again_is_not_run_again(fakes: Fakes, make_client: 
     assert (await incident_state(client, incident))["acked_by"] == "@carol"
 
 
+async def test_an_update_sent_again_to_another_replica_is_not_run_again(
+    fakes: Fakes, aiohttp_client: Any, tmp_path: Any, postgres_url: str
+) -> None:
+    """Behind a load balancer Telegram's second try of an update may reach another replica:
+    it is not run again there either (an old /unack took back a later ack: the ids seen were
+    each replica's own)."""
+    fakes.telegram.flood_interval_s = 0
+    chatops = CHATOPS.replace("MODE", "webhook")
+    first = await postgres_client(aiohttp_client, fakes, tmp_path, postgres_url, RECEIVERS, chatops)
+    second = await postgres_client(
+        aiohttp_client, fakes, tmp_path, postgres_url, RECEIVERS, chatops
+    )
+    incident = (await post(first, firing_payload(1, "again")))["incidents"][0]
+    await settled(first)
+    for client in (first, second):  # 503 until each bot has started (bounded: 5 s)
+        for _ in range(200):
+            if await deliver(client, command("/alerts", ALICE)) == 200:
+                break
+            await asyncio.sleep(0.025)
+    await reply_to(fakes, -1002, 2)
+    unack = {**command(f"/unack {incident}", ALICE), "update_id": 424243}
+    await deliver(first, command(f"/ack {incident}", ALICE))
+    await reply_to(fakes, -1002, 3)
+    assert await deliver(first, unack) == 200
+    await reply_to(fakes, -1002, 4)
+    await deliver(first, command(f"/ack {incident}", CAROL))
+    await reply_to(fakes, -1002, 5)
+    assert await deliver(second, unack) == 200  # answered, so that Telegram stops sending it
+    await deliver(second, command("/alerts", ALICE))  # handled after the repeat would have been
+    texts = await reply_to(fakes, -1002, 6)
+    assert texts[5].endswith("acked by @carol"), texts
+    assert (await incident_state(first, incident))["acked_by"] == "@carol"
+
+
 async def test_long_polling_runs_on_the_planner_replica_only(
     fakes: Fakes, aiohttp_client: Any, tmp_path: Any, postgres_url: str
 ) -> None:
