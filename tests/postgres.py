@@ -70,7 +70,7 @@ class PostgresServer:
         """initdb, then postgres, then wait (bounded) until it accepts a connection.
 
         Raises RuntimeError with the server's log if it does not start in START_TIMEOUT."""
-        data, sockets, log = self.folder / "data", self.folder / "sock", self.folder / "log"
+        data, sockets = self.folder / "data", self.folder / "sock"
         sockets.mkdir()
         if os.geteuid() == 0:
             shutil.chown(self.folder, USER)
@@ -84,7 +84,21 @@ class PostgresServer:
             capture_output=True,
             **_as_postgres(),
         )  # fmt: skip
-        with open(log, "wb") as out:
+        self._run()
+
+    def restart(self) -> None:
+        """Stop the server (fast shutdown: clients are disconnected) and start it again on the
+        same data and port, as an upgrade or a failover of the database does."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=30)
+        self._run()
+
+    def _run(self) -> None:
+        """Start postgres on the data made by start() and wait (bounded) until it accepts a
+        connection. Raises RuntimeError with the server's log if it does not."""
+        data, sockets, log = self.folder / "data", self.folder / "sock", self.folder / "log"
+        with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 [
                     str(self.bin_dir / "postgres"), "-D", str(data), "-p", str(self.port),

@@ -12,7 +12,7 @@ import pytest
 
 from ..harness import Fakes, firing_payload
 from ..helpers import free_port, wait_http
-from ..postgres import end_connections
+from ..postgres import PostgresServer, binaries, end_connections
 from .test_process import HEADERS, TOKEN, start, stop
 
 pytestmark = pytest.mark.slow
@@ -128,3 +128,40 @@ async def test_connections_the_server_ends_are_made_again(
         await wait_http(f"http://127.0.0.1:{port}/readyz", proc, log=tmp_path / "router.log")
     finally:
         assert stop(proc) == 0
+
+
+async def test_two_replicas_keep_working_across_a_restart_of_postgresql(
+    fakes: Fakes, tmp_path: Path
+) -> None:
+    """The database restarts (an upgrade, a failover): every connection of both replicas
+    ends. Without a restart of their own, both accept again, one plans, and what each
+    accepted after it is notified."""
+    bin_dir = binaries()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL not found")
+    server = PostgresServer(bin_dir)  # its own: the session's server is not restarted
+    server.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        url = await server.new_database()
+        first_port, first = await serve(fakes, tmp_path / "first", url)
+        procs.append(first)
+        second_port, second = await serve(fakes, tmp_path / "second", url)
+        procs.append(second)
+        await post(second_port, "before")
+        assert len(await triggered(fakes, 1)) == 1
+        await asyncio.to_thread(server.restart)
+        await post(first_port, "after-1")
+        await post(second_port, "after-2")
+        assert len(set(await triggered(fakes, 3))) == 3
+        deadline = asyncio.get_running_loop().time() + 15  # a takeover may be under way
+        while True:
+            roles = [(await readyz(port))["role"] for port in (first_port, second_port)]
+            if sorted(roles) == ["planner", "standby"]:
+                break
+            assert asyncio.get_running_loop().time() < deadline, roles
+            await asyncio.sleep(0.1)
+    finally:
+        for proc in procs:
+            stop(proc)
+        server.stop()
