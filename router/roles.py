@@ -96,7 +96,10 @@ class Role:
             self.takeovers += 1
         else:
             self.losses += 1
-        event(log, logging.WARNING, "role_changed", was=was, role=self.name, epoch=epoch or None)
+        # Taking the lease is routine (every start on SQLite; a takeover is warned by the
+        # planner's planning_started); losing it is not.
+        level = logging.INFO if change == "taken" else logging.WARNING
+        event(log, level, "role_changed", was=was, role=self.name, epoch=epoch or None)
         if self._on_change is not None:
             self._on_change(self, change)
         changed, self._changed = self._changed, asyncio.Event()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from pathlib import Path
@@ -93,3 +94,18 @@ async def test_a_renewal_that_fails_keeps_the_role_until_the_lease_ran_out() -> 
     assert await renew_once(unreachable, role, recent) == recent and role.epoch == 4
     expired = time.monotonic() - LEASE_TTL.total_seconds()
     assert await renew_once(unreachable, role, expired) == expired and not role.is_planner
+
+
+def test_taking_the_lease_is_info_losing_it_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """`make run` on SQLite takes the lease at every start: routine, not a warning (a takeover
+    on PostgreSQL is warned by the planner's planning_started). Losing it is a warning."""
+    caplog.set_level(logging.INFO, logger="router.roles")
+    role = Role()
+    role.take(1)
+    role.lose()
+    role.take(2)
+    changes = [
+        (r.levelno, r.getMessage()) for r in caplog.records if "role_changed" in r.getMessage()
+    ]
+    assert [level for level, _ in changes] == [logging.INFO, logging.WARNING, logging.INFO]
+    assert (role.name, role.epoch, role.takeovers, role.losses) == ("planner", 2, 2, 1)
