@@ -166,7 +166,7 @@ def _add_chatops(
         chatops.default_silence,
         metrics,
         queue=queue,
-        planning=lambda: role.is_planner,
+        planning=lambda: planner.planning,  # the role AND its epoch's state loaded
     )
     app[COMMANDS] = commands
     telegram = None

@@ -86,6 +86,16 @@ class Planner:
         return max(0, self.store.last_inbox_id - self.watermark)
 
     @property
+    def planning(self) -> bool:
+        """Whether this replica plans now: it holds the planner role AND the state of that
+        lease epoch is loaded. A replica that has just taken the lease is not planning until
+        follow() has loaded the state (an ack answered in between would find no incident).
+        Without follow() (no roles: tests, or before serving), whether start() ran."""
+        if self._role is None:
+            return self._task is not None
+        return self._epoch != 0 and self._epoch == self._role.epoch
+
+    @property
     def parsed_bytes(self) -> int:
         """Bytes of the bodies whose parsed payloads wait in memory to be planned."""
         return self._parsed_bytes

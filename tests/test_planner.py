@@ -14,7 +14,12 @@ import orjson
 
 from router.config import parse_config
 from router.intake import parse_payload
+from router.metrics import Metrics
 from router.models import WebhookPayload
+from router.outcomes import Outcomes
+from router.pipeline import Pipeline
+from router.planner import Planner
+from router.roles import Role
 from router.store.schema import SCHEMA, SCHEMA_VERSION
 
 from .harness import firing_payload
@@ -215,3 +220,39 @@ async def test_a_payload_planned_from_its_body_before_accept_returned_is_not_kep
     assert core.planner.backlog == 0 and len(core.planner.state.alerts) == 60
     assert core.planner.parsed_bytes == 0
     await core.aclose()
+
+
+async def test_a_replica_that_takes_the_lease_plans_once_the_state_of_its_epoch_is_loaded(
+    tmp_path: Path,
+) -> None:
+    # Chat-ops asks `planning` before applying an ack: between taking the lease and loading
+    # the state, the replica has no incidents, and an ack answered then was lost.
+    core = await open_core(tmp_path / "s.db", CONFIG)
+    plan = await core.ingest(fixture_body("firing-group-3-alerts"), T0, "c1")
+    [incident_id] = plan.incidents
+    taker = Planner(
+        core.store,
+        lambda new_id: Pipeline(CONFIG, new_id),
+        wake_outbox=asyncio.Event(),
+        outcomes=Outcomes(),
+        metrics=Metrics(),
+    )
+    role = Role()
+    following = asyncio.create_task(taker.follow(role))
+    try:
+        await asyncio.sleep(0)  # follow() runs as a standby
+        assert not taker.planning
+        role.take(7)
+        assert role.is_planner and not taker.planning  # the lease, not the state yet
+        async with asyncio.timeout(10):
+            while not taker.planning:
+                await asyncio.sleep(0.01)
+        assert taker.state.open_incident(incident_id) is not None
+        role.lose()
+        assert not taker.planning  # the epoch it loaded is no longer held
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        await taker.aclose()
+        await core.aclose()
