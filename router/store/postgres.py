@@ -127,7 +127,8 @@ class PostgresStore:
         self.lease = lease
         self._renewer: asyncio.Task[None] | None = None
         self._pool: asyncpg.Pool | None = None
-        self._leases: asyncpg.Connection | None = None  # the lease's and LISTEN's connection
+        # The lease's connection; it also LISTENs on INBOX_CHANNEL and COMMANDS_CHANNEL.
+        self._leases: asyncpg.Connection | None = None
         self._epoch = 0  # the planner lease's epoch this replica holds; 0: none
         self._inbox_grew: Callable[[], None] = lambda: None
         self._last_id = 0
@@ -135,7 +136,6 @@ class PostgresStore:
         self._inbox = GroupCommit(self._commit_pending)
         self._failing: str | None = None
         self._prober: asyncio.Task[None] | None = None
-        self._listener: asyncpg.Connection | None = None  # LISTENs on COMMANDS_CHANNEL
         self._queued = asyncio.Event()  # a NOTIFY came on COMMANDS_CHANNEL
 
     def __repr__(self) -> str:
@@ -195,14 +195,16 @@ class PostgresStore:
         )
 
     async def _listening(self) -> asyncpg.Connection:
-        """A connection of its own that LISTENs to the inbox's NOTIFY: the lease is taken and
-        renewed on it."""
+        """A connection of its own that LISTENs to the inbox's and the commands' NOTIFY: the
+        lease is taken and renewed on it."""
         conn = await self._connect()
         try:
             await conn.add_listener(INBOX_CHANNEL, self._notified)
+            await conn.add_listener(COMMANDS_CHANNEL, self._command_queued)
         except BaseException:
             conn.terminate()
             raise
+        self._queued.set()  # a command may have been queued while nobody listened: look once
         return conn
 
     def _notified(self, conn: object, pid: int, channel: str, payload: str) -> None:
@@ -238,12 +240,8 @@ class PostgresStore:
         await self._close_connections()
 
     async def _close_connections(self) -> None:
-        """Close the pool, the lease's connection and the commands' listener."""
+        """Close the pool and the lease's (and LISTEN's) connection."""
         pool, leases, self._pool, self._leases = self._pool, self._leases, None, None
-        listener, self._listener = self._listener, None
-        with contextlib.suppress(*FAILURES):
-            if listener is not None:
-                await listener.close(timeout=CONNECT_TIMEOUT.total_seconds())
         with contextlib.suppress(*FAILURES):
             if pool is not None:
                 await asyncio.wait_for(pool.close(), CONNECT_TIMEOUT.total_seconds())
@@ -418,17 +416,9 @@ class PostgresStore:
 
     async def wait_commands(self, at_most: timedelta) -> None:
         """Return once a NOTIFY on COMMANDS_CHANNEL came since the last return, or after
-        `at_most`. The LISTEN connection is opened at the first call and again after it is
-        lost; while it cannot be, this waits `at_most` (the caller looks anyway)."""
-        if self._listener is None or self._listener.is_closed():
-            self._listener = None
-            try:
-                listener = await self._connect()
-                await listener.add_listener(COMMANDS_CHANNEL, self._command_queued)
-                self._listener = listener
-            except (*FAILURES, OSError):
-                pass
-            self._queued.set()  # a command queued while nobody listened: look once
+        `at_most`. The lease's connection LISTENs (open() makes it, take_lease() again when
+        lost; each time this returns once at once: a command may have been queued while
+        nobody listened); while it is down, this waits `at_most` (the caller looks anyway)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queued.wait(), at_most.total_seconds())
         self._queued.clear()
