@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from router import __version__, api, auth, intake, serving
+from router import __version__, api, auth, heap, intake, serving
 from router.alertmanager import Alertmanager
 from router.chatops.commands import Commands
 from router.config import RouterConfig, secret_values
@@ -344,6 +344,8 @@ def serve(
     listen = listen or config.server.listen
     host, _, port = listen.rpartition(":")
     app = create_app(config, dry_run=dry_run, config_path=config_path)
+    # Last: the state is loaded (and frozen with the rest) when it starts (router/heap.py).
+    app.cleanup_ctx.append(lambda _app: heap.frozen_while_serving())
     event(
         log,
         logging.INFO,
