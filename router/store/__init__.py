@@ -43,8 +43,14 @@ class InboxRow:
 
 def unused_id(taken: set[str]) -> str:
     """A short incident id (ID_LENGTH characters of ID_ALPHABET) not in `taken`; added to it."""
+    base = len(ID_ALPHABET)
     while True:
-        candidate = "".join(secrets.choice(ID_ALPHABET) for _ in range(ID_LENGTH))
+        n = secrets.randbelow(base**ID_LENGTH)  # one read of the OS's random source, not one each
+        digits = []
+        for _ in range(ID_LENGTH):
+            n, digit = divmod(n, base)
+            digits.append(ID_ALPHABET[digit])
+        candidate = "".join(digits)
         if candidate not in taken:
             taken.add(candidate)
             return candidate

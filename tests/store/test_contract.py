@@ -329,3 +329,18 @@ async def test_claims_and_dead_letters_by_destination_and_age(engine: Engine) ->
         assert await store.outbox_stats(now) == (4, 300, 2)
     finally:
         await core.aclose()
+
+
+def test_incident_ids_are_short_unused_and_of_the_alphabet() -> None:
+    from collections import Counter
+
+    from router.store import ID_ALPHABET, ID_LENGTH, unused_id
+
+    taken = {"22222"}
+    ids = [unused_id(taken) for _ in range(3_000)]
+    assert len(set(ids)) == len(ids) and "22222" not in ids
+    assert taken == {"22222", *ids}  # each handed out is taken from then on
+    assert all(len(i) == ID_LENGTH and set(i) <= set(ID_ALPHABET) for i in ids)
+    seen = Counter(c for i in ids for c in i)  # 15,000 characters: ~484 of each of 31
+    assert set(seen) == set(ID_ALPHABET)
+    assert all(300 < n < 700 for n in seen.values()), seen
