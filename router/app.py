@@ -64,9 +64,7 @@ def create_app(
     renderer = build_renderer(config)
     set_secrets(secret_values(config))
     store = store_for(config)
-    app = web.Application(
-        client_max_size=config.server.max_body_bytes, middlewares=[serving.bounded_bodies()]
-    )
+    app = web.Application(client_max_size=config.server.max_body_bytes)
     metrics, outcomes, wake_outbox = Metrics(), Outcomes(), asyncio.Event()
     role = Role(on_change=metrics.role_changed)
     planner = Planner(
@@ -103,6 +101,7 @@ def create_app(
         clock=clock,
         dry_run=dry_run,
     )
+    app.middlewares.append(serving.bounded_bodies(lambda: reloader.config.server.bodies_in_flight))
     app[STORE], app[PLANNER], app[OUTBOX], app[RELOADER] = store, planner, outbox, reloader
     app[ROLE] = role
     app[intake.INTAKE] = intake.Intake(

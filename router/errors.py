@@ -18,6 +18,7 @@ where the library's traceback tells nothing more), as encode/httpx `httpx/_excep
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 
 class RouterError(Exception):
@@ -72,11 +73,15 @@ class BodyRefused(PayloadError):
     """A request body that is not read (router/serving.py `read_body`).
 
     408 "timeout" (not all there in time), 413 "too_large" (counted decoded), 415
-    "content_encoding" (not gzip, deflate or identity), 400 "content_encoding" (undecodable).
+    "content_encoding" (not gzip, deflate or identity), 400 "content_encoding" (undecodable),
+    503 "busy" (the bodies being read hold their bound; `retry_after` says when to retry).
     """
 
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(
+        self, status: int, reason: str, message: str, retry_after: timedelta | None = None
+    ) -> None:
         super().__init__(status, reason, message)
+        self.retry_after = retry_after
 
 
 class StoreError(RouterError):

@@ -25,7 +25,7 @@ from router.errors import BodyRefused, PayloadError, StoreError
 from router.logs import event
 from router.metrics import IntakeMetrics
 from router.models import WebhookPayload
-from router.serving import json_dumps, read_body, refusal
+from router.serving import body_refusal, json_dumps, read_body, refusal
 
 log = logging.getLogger("router.intake")
 # Correlation ids: 64 random bits name a payload in logs and the API; they need to be unique,
@@ -132,7 +132,7 @@ async def handle_webhook(request: web.Request) -> web.Response:
     except BodyRefused as exc:
         metrics.rejected.labels(exc.reason).inc()
         event(log, logging.WARNING, "webhook_rejected", reason=exc.reason, error=str(exc))
-        return _refuse(exc.status, exc.reason, str(exc))
+        return body_refusal(exc)
     try:
         content_type = request.content_type if "Content-Type" in request.headers else ""
         payload = parse_payload(content_type, body)

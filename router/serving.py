@@ -42,6 +42,10 @@ from router.logs import event
 log = logging.getLogger("router.http")
 
 OTHER_BODY_BYTES = 1024 * 1024  # chat-ops updates, Slack forms: a few KB; nothing else has one
+# Every path but POST /webhook, together: read before any credential is checked, so that
+# unauthenticated clients cannot take the webhook's budget (server.max_body_bytes_in_flight).
+OTHER_BODIES_BYTES = 32 * OTHER_BODY_BYTES
+BUSY_RETRY_AFTER = timedelta(seconds=5)
 BODY_TIMEOUT = timedelta(seconds=10)
 # Go's HTTP client (Alertmanager) retries a request on a kept-alive connection the server has
 # just closed, so a short idle timeout costs it nothing.
@@ -90,6 +94,44 @@ SERVER_SETTINGS: dict[str, Any] = {
 BODY = web.RequestKey("body", bytes)  # the decoded body, once read
 
 
+class BodyBudget:
+    """Bytes of request bodies held at once by the requests of a group of paths, counted
+    decoded as they are read; released when the request's handler has returned.
+
+    `limit()` is read at each take, so a reload changes it. The bytes a parsed webhook payload
+    takes while its commit runs are not counted (bounded by `server.max_backlog` payloads).
+    """
+
+    def __init__(self, limit: Callable[[], int], setting: str) -> None:
+        """`setting` names the bound in the 503's message (e.g. "server.max_body_bytes_in_flight")."""
+        self.limit = limit
+        self.setting = setting
+        self.held = 0
+
+    def take(self, request: web.Request, n: int) -> None:
+        """Count `n` more bytes for `request`; raises BodyRefused (503 "busy", with
+        Retry-After) if the bodies held would then pass the limit."""
+        limit = self.limit()
+        if self.held + n > limit:
+            raise BodyRefused(
+                503,
+                "busy",
+                f"request bodies being read hold {self.held} bytes ({self.setting} {limit});"
+                " retry later",
+                retry_after=BUSY_RETRY_AFTER,
+            )
+        self.held += n
+        request[_HELD] = request.get(_HELD, 0) + n
+
+    def release(self, request: web.Request) -> None:
+        """Give back what `request` took (once)."""
+        self.held -= request.pop(_HELD, 0)
+
+
+_HELD = web.RequestKey("body_bytes_held", int)
+BUDGET = web.RequestKey("body_budget", BodyBudget)  # set by bounded_bodies for read_body
+
+
 def json_dumps(data: object) -> str:
     """JSON text for web.json_response(dumps=...): orjson, as the store writes and reads it."""
     return orjson.dumps(data).decode()
@@ -104,6 +146,14 @@ def refusal(
     """
     body = {"status": "error", "reason": reason, "error": message, **(extra or {})}
     return web.json_response(body, status=status, dumps=json_dumps)
+
+
+def body_refusal(exc: BodyRefused) -> web.Response:
+    """The JSON answer to a refused body, with `Retry-After` (seconds) when it says when."""
+    resp = refusal(exc.status, exc.reason, str(exc))
+    if exc.retry_after is not None:
+        resp.headers[hdrs.RETRY_AFTER] = str(max(1, round(exc.retry_after.total_seconds())))
+    return resp
 
 
 def _decoder(request: web.Request) -> Callable[[bytes, int], bytes] | None:
@@ -145,8 +195,10 @@ async def read_body(request: web.Request, limit: int, limit_name: str = "") -> b
 
     Read once: later calls (and `await request.read()` in any handler) return the same bytes.
     `limit_name` names the setting in the 413's message (e.g. "server.max_body_bytes").
+    What is read is counted in the path's BodyBudget (set by `bounded_bodies`), if any.
     Raises BodyRefused: 413 too large (counted after decoding), 415 unsupported coding,
-    400 undecodable, 408 too slow. Memory used: at most `limit` + one network read.
+    400 undecodable, 408 too slow, 503 the budget is spent. Memory used: at most `limit` +
+    one network read.
     """
     if BODY in request:
         return request[BODY]
@@ -156,13 +208,17 @@ async def read_body(request: web.Request, limit: int, limit_name: str = "") -> b
     if length is not None and length > limit:
         raise too_large
     decode = _decoder(request)
+    budget = request.get(BUDGET)
     body = bytearray()
     try:
         async with asyncio.timeout(BODY_TIMEOUT.total_seconds()):
             while True:
                 chunk = await request.content.readany()
                 room = limit + 1 - len(body)
-                body += decode(chunk, room) if decode is not None else chunk
+                data = decode(chunk, room) if decode is not None else chunk
+                if budget is not None:
+                    budget.take(request, len(data))
+                body += data
                 if len(body) > limit:
                     raise too_large
                 if not chunk:
@@ -181,10 +237,18 @@ async def read_body(request: web.Request, limit: int, limit_name: str = "") -> b
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]  # what a middleware wraps
 
 
-def bounded_bodies(own_readers: frozenset[str] = frozenset({"/webhook"})) -> Any:
+def bounded_bodies(
+    in_flight: Callable[[], int], own_readers: frozenset[str] = frozenset({"/webhook"})
+) -> Any:
     """Middleware: read every body (but those of `own_readers` paths, which call read_body
     themselves after their auth) with the limit OTHER_BODY_BYTES before the handler runs.
-    A refused body is answered here (JSON error) and logged at debug with the peer."""
+    A refused body is answered here (JSON error) and logged at debug with the peer.
+
+    Bodies held at once are bounded: those of `own_readers` paths by `in_flight()` bytes
+    (server.max_body_bytes_in_flight), the others' by OTHER_BODIES_BYTES; past it a request
+    is answered 503 with Retry-After (Alertmanager retries it)."""
+    webhooks = BodyBudget(in_flight, "server.max_body_bytes_in_flight")
+    others = BodyBudget(lambda: OTHER_BODIES_BYTES, "all paths but /webhook")
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -193,19 +257,24 @@ def bounded_bodies(own_readers: frozenset[str] = frozenset({"/webhook"})) -> Any
             event(log, logging.DEBUG, "http_headers_refused", bytes=head, peer=request.remote)
             message = f"request headers larger than {HEADER_BYTES} bytes"
             return refusal(431, "headers_too_large", message)
-        if request.body_exists and request.path not in own_readers:
-            try:
-                await read_body(request, OTHER_BODY_BYTES)
-            except BodyRefused as exc:
-                event(
-                    log,
-                    logging.DEBUG,  # anyone can send one: not worth a line at info
-                    "http_body_refused",
-                    path=request.path[:200],
-                    reason=exc.reason,
-                    peer=request.remote,
-                )
-                return refusal(exc.status, exc.reason, str(exc))
-        return await handler(request)
+        own = request.path in own_readers
+        budget = request[BUDGET] = webhooks if own else others
+        try:
+            if request.body_exists and not own:
+                try:
+                    await read_body(request, OTHER_BODY_BYTES)
+                except BodyRefused as exc:
+                    event(
+                        log,
+                        logging.DEBUG,  # anyone can send one: not worth a line at info
+                        "http_body_refused",
+                        path=request.path[:200],
+                        reason=exc.reason,
+                        peer=request.remote,
+                    )
+                    return body_refusal(exc)
+            return await handler(request)
+        finally:
+            budget.release(request)
 
     return middleware

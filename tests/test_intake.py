@@ -345,3 +345,77 @@ async def test_concurrent_webhooks_never_pass_a_full_backlog_together(
     assert 1 <= len(accepted) <= max_backlog, answers
     assert all(a == (503, "backlog") for a in answers if a[0] != 200), answers
     assert planner.backlog == len(accepted) <= max_backlog
+
+
+async def _partial_post(
+    port: int, path: str, length: int, sent: bytes, *, auth: bool = True
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that sent the head of a POST with Content-Length `length` and `sent` of
+    its body; (reader, writer)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    if auth:
+        head += f"Authorization: Bearer {TOKEN}\r\n"
+    writer.write(f"{head}Content-Length: {length}\r\n\r\n".encode() + sent)
+    await writer.drain()
+    return reader, writer
+
+
+async def _status(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """The status and headers of the answer on `reader` (bounded: 10 s)."""
+    async with asyncio.timeout(10):
+        status = int((await reader.readline()).split()[1])
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+    return status, headers
+
+
+async def test_bodies_in_flight_are_bounded_and_webhooks_keep_their_own_budget(
+    aiohttp_client: MakeClient, tmp_path: Path
+) -> None:
+    # Before, nothing bounded how many bodies were held at once: 1,000 connections sending a
+    # 1 MiB body each to a chat-ops path (read before any credential) held 1 GiB.
+    text = CONFIG.format(db=tmp_path / "state.db").replace(
+        "max_body_bytes: 65536", "max_body_bytes: 65536\n  max_body_bytes_in_flight: 131072"
+    )
+    client = await aiohttp_client(create_app(parse_config(text), dry_run=True))
+    port = client.port
+    assert port is not None
+    body = fixture_body("firing-group-3-alerts")
+    padded = body + b" " * (60_000 - len(body))  # valid JSON of 60,000 bytes
+    # Two webhooks hold 2 x 50,000 bytes of their bodies; a third's 50,000 would pass 131,072.
+    held = [await _partial_post(port, "/webhook", 60_000, padded[:50_000]) for _ in range(2)]
+    conns = list(held)
+    answers: list[asyncio.Task[tuple[int, dict[str, str]]]] = []
+    try:
+        third = await _partial_post(port, "/webhook", 60_000, padded[:50_000])
+        conns.append(third)
+        status, headers = await _status(third[0])
+        assert (status, headers["retry-after"]) == (503, "5")
+        # The first one finishes: 200, and its bytes are given back for the next webhook.
+        held[0][1].write(padded[50_000:])
+        assert (await _status(held[0][0]))[0] == 200
+        status, answer = await post(client, body)
+        assert status == 200 and answer["state"] == "planned"
+        # Unauthenticated clients fill their own budget (32 MiB for every other path; each
+        # holds its bytes until serving.BODY_TIMEOUT) ...
+        chunk = b"x" * (1024 * 1024 - 1)
+        others = [
+            await _partial_post(port, "/slack/commands", 1024 * 1024, chunk, auth=False)
+            for _ in range(40)
+        ]
+        conns += others
+        answers = [asyncio.create_task(_status(reader)) for reader, _ in others]
+        done, _ = await asyncio.wait(answers, return_when=asyncio.FIRST_COMPLETED, timeout=10)
+        assert done and {t.result()[0] for t in done} == {503}
+        assert sum(not t.done() for t in answers) >= 32  # the others are still being read
+        # ... and a webhook is still accepted meanwhile.
+        status, answer = await post(client, body)
+        assert status == 200
+    finally:
+        for _, writer in conns:
+            writer.close()
+        for task in answers:
+            task.cancel()

@@ -17,7 +17,9 @@ from pydantic import (
     BaseModel,
     Field,
     SecretStr,
+    ValidationInfo,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -61,8 +63,30 @@ class ServerConfig(Strict):
     auth: AuthConfig = AuthConfig()
     # far above Alertmanager's largest groups (7,000 alerts: 4.5 MB): it does not retry a 413
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # webhook bodies held at once (being read, decoded, committed); past it 503 + Retry-After.
+    # None: the larger of 128 MiB and two bodies of max_body_bytes (`bodies_in_flight`).
+    max_body_bytes_in_flight: int | None = Field(default=None, ge=1024)
     max_backlog: int = Field(default=10_000, ge=1)
     shutdown_grace: Duration = timedelta(seconds=10)
+
+    @field_validator("max_body_bytes_in_flight")
+    @classmethod
+    def _room_for_one_body(cls, value: int | None, info: ValidationInfo) -> int | None:
+        """A body of max_body_bytes must fit in max_body_bytes_in_flight."""
+        body = info.data.get("max_body_bytes")
+        if value is not None and body is not None and value < body:
+            raise ValueError(
+                f"{value} is below max_body_bytes ({body}): a webhook of max_body_bytes could"
+                " never be accepted; raise it or lower max_body_bytes"
+            )
+        return value
+
+    @property
+    def bodies_in_flight(self) -> int:
+        """Bytes of webhook bodies held at once (max_body_bytes_in_flight or its default)."""
+        if self.max_body_bytes_in_flight is not None:
+            return self.max_body_bytes_in_flight
+        return max(128 * 1024 * 1024, 2 * self.max_body_bytes)
 
 
 class StorageConfig(WithSecrets):

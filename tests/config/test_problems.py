@@ -94,6 +94,10 @@ EXPECTED = {
     "bad-listen.yaml": [
         "{f}:2: server.listen: invalid listen address 'localhost': expected HOST:PORT, e.g. 0.0.0.0:9095"
     ],
+    "bad-bodies-in-flight.yaml": [
+        "{f}:3: server.max_body_bytes_in_flight: 4096 is below max_body_bytes (100000): a webhook"
+        " of max_body_bytes could never be accepted; raise it or lower max_body_bytes"
+    ],
     "intake-process.yaml": [
         "{f}:4: server.intake_process: removed: alert-router now runs as one process, which "
         "answers webhooks itself; delete this key"
