@@ -163,7 +163,14 @@ VIEWS = """
     CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
     CREATE INDEX outbox_incident ON outbox(incident_id);
 """
-SCHEMA_VERSION = INBOX_VERSION + 1
+# version 9: a claim (the oldest due rows) walks the queued rows in id order and stops at its
+# limit, instead of sorting every due row; sent and dead rows are in no index of state
+OUTBOX_QUEUED = """
+    DROP INDEX outbox_due;
+    CREATE INDEX outbox_queued ON outbox(id, next_attempt_at, channel) WHERE state = 'queued';
+"""
+AFTER_INBOX = [VIEWS, OUTBOX_QUEUED]  # versions 8, 9, ...
+SCHEMA_VERSION = INBOX_VERSION + len(AFTER_INBOX)
 
 
 def old_inbox_path(store_path: str) -> str:
@@ -187,8 +194,9 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
         db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
     if version < INBOX_VERSION:
         _inbox_into_the_store(db, path)
-    if version < SCHEMA_VERSION:
-        db.executescript(f"BEGIN;{VIEWS};PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+    for number, script in enumerate(AFTER_INBOX, start=INBOX_VERSION + 1):
+        if version < number:
+            db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
     old = old_inbox_path(path)
     for leftover in (old, f"{old}-wal", f"{old}-shm"):  # carried over by the migration
         with contextlib.suppress(FileNotFoundError):

@@ -13,7 +13,10 @@ import pytest
 from router.config import parse_config
 from router.errors import StoreError
 from router.store.files import JOURNAL_LIMIT_BYTES
+from router.store.schema import SCHEMA_VERSION
+from router.store.sqlite import SqliteStore
 
+from ..harness import firing_payload
 from ..helpers import fixture_body, open_core
 
 CONFIG = parse_config(
@@ -77,3 +80,45 @@ async def test_a_failed_inbox_commit_is_a_problem_until_a_commit_works(tmp_path:
         assert core.store.problem() is None
     finally:
         await core.aclose()
+
+
+def claim_plan(db: sqlite3.Connection, claim: str) -> str:
+    """SQLite's query plan of a claim (its SQL with the values in), one step a line."""
+    return "\n".join(row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {claim}"))
+
+
+async def test_a_claim_walks_the_queued_rows_in_order_and_sorts_none_on_an_upgraded_file(
+    tmp_path: Path,
+) -> None:
+    # A claim takes the oldest due rows: sorting every due row by id (an index on state and
+    # next_attempt_at, schema 8) made each claim cost the whole backlog. From schema 9 it walks
+    # an index of the queued rows in id order and stops at its limit.
+    core = await open_core(tmp_path / "s.db", CONFIG)
+    for n in range(20):
+        await core.ingest(firing_payload(1, f"g{n}"), T0, f"c{n}")
+    await core.aclose()
+    with sqlite3.connect(tmp_path / "s.db") as db:  # as schema 8 left it
+        db.executescript(
+            "DROP INDEX outbox_queued; CREATE INDEX outbox_due ON outbox(state, next_attempt_at);"
+            " PRAGMA user_version=8;"
+        )
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        assert store._db is not None
+        claims: list[str] = []
+        store._db.set_trace_callback(claims.append)
+        rows = await store.claim_due(T0 + timedelta(minutes=1), ["slack", "telegram"], 5)
+        assert [r.correlation_id for r in rows] == [f"c{n}" for n in range(5)]
+    finally:
+        await store.aclose()
+    [claim] = [sql for sql in claims if sql.startswith("UPDATE outbox SET state='sending'")]
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        plan = claim_plan(db, claim)
+        assert "USING INDEX outbox_queued" in plan and "TEMP B-TREE" not in plan, plan
+        # The same claim with schema 8's index: the sort this test is there to catch.
+        db.executescript(
+            "DROP INDEX outbox_queued; CREATE INDEX outbox_due ON outbox(state, next_attempt_at);"
+        )
+        assert "USE TEMP B-TREE FOR ORDER BY" in claim_plan(db, claim)
