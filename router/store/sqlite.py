@@ -392,9 +392,12 @@ class SqliteStore:
             " attempts=attempts+1 WHERE id=?",
             (ts(now), ref, row.id),
         )
-        if ref:
+        if ref:  # an edit of the message sent before keeps its ref: nothing to write then
             db.execute(
-                "INSERT OR REPLACE INTO messages VALUES (?,?,?,?,?,?)",
+                "INSERT INTO messages VALUES (?,?,?,?,?,?)"
+                " ON CONFLICT (incident_id, receiver, channel, channel_index)"
+                " DO UPDATE SET ref=excluded.ref, updated_at=excluded.updated_at"
+                " WHERE ref<>excluded.ref",
                 (row.incident_id, *row.destination, ref, ts(now)),
             )
 
