@@ -17,20 +17,27 @@ from router.logs import event
 
 log = logging.getLogger("router.store")
 JOURNAL_LIMIT_BYTES = 4 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
+# A commit writes every page it touches whole, to the WAL and again at the checkpoint: small
+# pages make a commit of a few changed rows write less (SQLite's default is 4,096).
+PAGE_SIZE = 1024
 
 
 def connect(path: str, synchronous: str) -> sqlite3.Connection:
     """A connection in WAL mode, autocommit (transactions are explicit), usable off its thread.
 
-    SQLite checkpoints the WAL itself once it holds 1,000 pages (`wal_autocheckpoint`, its
-    default), and a checkpoint that reset the WAL cuts the file back to JOURNAL_LIMIT_BYTES.
+    A new file gets PAGE_SIZE pages (a file made before keeps its own). SQLite checkpoints the
+    WAL itself once it holds JOURNAL_LIMIT_BYTES of pages (`wal_autocheckpoint`), and a
+    checkpoint that reset the WAL cuts the file back to JOURNAL_LIMIT_BYTES.
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=5000")
+    db.execute(f"PRAGMA page_size={PAGE_SIZE}")  # before WAL mode: only an empty file takes it
     db.execute("PRAGMA journal_mode=WAL")
     db.execute(f"PRAGMA synchronous={synchronous.upper()}")
     db.execute(f"PRAGMA journal_size_limit={JOURNAL_LIMIT_BYTES}")
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    db.execute(f"PRAGMA wal_autocheckpoint={JOURNAL_LIMIT_BYTES // page_size}")
     return db
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from router.config import parse_config
 from router.errors import StoreError
-from router.store.files import JOURNAL_LIMIT_BYTES
+from router.store.files import JOURNAL_LIMIT_BYTES, PAGE_SIZE
 from router.store.schema import SCHEMA_VERSION
 from router.store.sqlite import SqliteStore
 
@@ -122,3 +122,22 @@ async def test_a_claim_walks_the_queued_rows_in_order_and_sorts_none_on_an_upgra
             "DROP INDEX outbox_queued; CREATE INDEX outbox_due ON outbox(state, next_attempt_at);"
         )
         assert "USE TEMP B-TREE FOR ORDER BY" in claim_plan(db, claim)
+
+
+async def test_a_new_file_has_small_pages_and_an_earlier_one_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    # A commit writes every page it touches whole; either way the WAL is checkpointed once it
+    # holds about JOURNAL_LIMIT_BYTES.
+    with sqlite3.connect(tmp_path / "old.db") as db:  # as SQLite made files before
+        db.executescript("PRAGMA page_size=4096; PRAGMA journal_mode=WAL; CREATE TABLE t (x);")
+    for name, page_size in [("new.db", PAGE_SIZE), ("old.db", 4096)]:
+        store = SqliteStore(tmp_path / name)
+        await store.open()
+        try:
+            assert store._db is not None
+            assert store._db.execute("PRAGMA page_size").fetchone()[0] == page_size
+            (pages,) = store._db.execute("PRAGMA wal_autocheckpoint").fetchone()
+            assert pages == JOURNAL_LIMIT_BYTES // page_size
+        finally:
+            await store.aclose()
