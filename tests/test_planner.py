@@ -20,6 +20,7 @@ from router.outcomes import Outcomes
 from router.pipeline import Pipeline
 from router.planner import Planner
 from router.roles import Role
+from router.store.rows import pack
 from router.store.schema import SCHEMA, SCHEMA_VERSION
 
 from .harness import firing_payload
@@ -77,8 +78,8 @@ async def test_payloads_accepted_before_a_crash_are_planned_at_the_next_start(
         db.executemany(
             "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)",
             [
-                (fixture_body("firing-group-3-alerts"), "before-crash-1", T0.isoformat()),
-                (fixture_body("mixed-firing-resolved"), "before-crash-2", T0.isoformat()),
+                (pack(fixture_body("firing-group-3-alerts")), "before-crash-1", T0.isoformat()),
+                (pack(fixture_body("mixed-firing-resolved")), "before-crash-2", T0.isoformat()),
             ],
         )
     core = await open_core(tmp_path / "s.db", CONFIG)

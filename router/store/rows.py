@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,17 @@ import orjson
 
 from router.state import AlertState, IncidentState, OutboxItem, Plan
 from router.store.files import ts
+
+
+def pack(data: bytes) -> bytes:
+    """A payload body or a rendered view as SQLite stores it: zlib-compressed (JSON of several
+    KiB shrinks several times, and every page a commit touches is written whole)."""
+    return zlib.compress(data, 1)
+
+
+def unpack(data: bytes) -> bytes:
+    """What pack() was given. Raises zlib.error for bytes pack() did not make."""
+    return zlib.decompress(data)
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -224,7 +236,8 @@ def write_plan(db: sqlite3.Connection, plan: Plan, now: datetime) -> None:
     view_ids: dict[int, int] = {}  # id(view) -> its row: a view shared by destinations, once
     for o in plan.outbox:
         if id(o.view) not in view_ids:
-            cursor = db.execute("INSERT INTO views (view) VALUES (?)", (o.view.model_dump_json(),))
+            view = pack(o.view.model_dump_json().encode())
+            cursor = db.execute("INSERT INTO views (view) VALUES (?)", (view,))
             view_ids[id(o.view)] = int(cursor.lastrowid or 0)
     db.executemany(
         f"INSERT INTO outbox ({OUTBOX_INSERT}) VALUES (?,?,?,?,?,?,?,?,?)",

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from router.errors import StoreError
 from router.store.files import transaction
+from router.store.rows import pack
 
 INBOX_COLUMNS = ["id", "body", "correlation_id", "received_at"]
 
@@ -169,7 +171,21 @@ OUTBOX_QUEUED = """
     DROP INDEX outbox_due;
     CREATE INDEX outbox_queued ON outbox(id, next_attempt_at, channel) WHERE state = 'queued';
 """
-AFTER_INBOX = [VIEWS, OUTBOX_QUEUED]  # versions 8, 9, ...
+
+
+def _packed_inbox(db: sqlite3.Connection) -> None:
+    """Schema version 10: inbox bodies and views are written packed (router.store.rows.pack);
+    the payloads waiting in the inbox are packed here (views written before stay text)."""
+    rows = db.execute("SELECT id, body FROM inbox").fetchall()
+    db.executemany("UPDATE inbox SET body=? WHERE id=?", [(pack(b), i) for i, b in rows])
+
+
+# versions 8, 9, ...: a script, or a function run in the transaction that sets the version
+AFTER_INBOX: list[str | Callable[[sqlite3.Connection], None]] = [
+    VIEWS,
+    OUTBOX_QUEUED,
+    _packed_inbox,
+]
 SCHEMA_VERSION = INBOX_VERSION + len(AFTER_INBOX)
 
 
@@ -194,9 +210,15 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
         db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
     if version < INBOX_VERSION:
         _inbox_into_the_store(db, path)
-    for number, script in enumerate(AFTER_INBOX, start=INBOX_VERSION + 1):
-        if version < number:
-            db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
+    for number, step in enumerate(AFTER_INBOX, start=INBOX_VERSION + 1):
+        if version >= number:
+            continue
+        if isinstance(step, str):
+            db.executescript(f"BEGIN;{step};PRAGMA user_version={number};COMMIT;")
+        else:
+            with transaction(db):
+                step(db)
+                db.execute(f"PRAGMA user_version={number}")
     old = old_inbox_path(path)
     for leftover in (old, f"{old}-wal", f"{old}-shm"):  # carried over by the migration
         with contextlib.suppress(FileNotFoundError):

@@ -27,6 +27,8 @@ from router.store.rows import (
     alert_json,
     incident_from_row,
     incidents_json,
+    pack,
+    unpack,
     write_plan,
 )
 from router.store.schema import migrate
@@ -287,7 +289,7 @@ class SqliteStore:
             " LIMIT ?",
             (watermark, limit),
         )
-        return [InboxRow(r[0], r[1], r[2], datetime.fromisoformat(r[3])) for r in rows]
+        return [InboxRow(r[0], unpack(r[1]), r[2], datetime.fromisoformat(r[3])) for r in rows]
 
     async def pending_alerts(self, correlation_id: str) -> int | None:
         """How many alerts a payload waiting in the inbox has; None if it is not waiting."""
@@ -296,7 +298,7 @@ class SqliteStore:
         )
         if not rows:
             return None
-        alerts = orjson.loads(rows[0][0]).get("alerts")
+        alerts = orjson.loads(unpack(rows[0][0])).get("alerts")
         return len(alerts) if isinstance(alerts, list) else 0
 
     # ------------------------------------------------------------ reads
@@ -349,7 +351,10 @@ class SqliteStore:
             for view_id, view in db.execute(
                 f"SELECT id, view FROM views WHERE id IN ({','.join('?' * len(chunk))})", chunk
             ):
-                views[view_id] = IncidentView.model_validate_json(view)
+                # packed from schema 10; a view written before is text
+                views[view_id] = IncidentView.model_validate_json(
+                    view if isinstance(view, str) else unpack(view)
+                )
         refs: dict[MessageKey, str] = {}
         incident_ids = sorted({r[1] for r in rows})
         for start in range(0, len(incident_ids), 500):
@@ -611,7 +616,7 @@ def _locked(exc: BaseException) -> bool:
 def _insert(db: sqlite3.Connection, rows: list[Pending]) -> int:
     """Insert `rows` into the inbox with one statement; the id of the last one."""
     values = ",".join(["(?,?,?)"] * len(rows))
-    params = [v for body, cid, now in rows for v in (body, cid, ts(now))]
+    params = [v for body, cid, now in rows for v in (pack(body), cid, ts(now))]
     cursor = db.execute(
         f"INSERT INTO inbox (body, correlation_id, received_at) VALUES {values}", params
     )
