@@ -616,10 +616,10 @@ class PostgresStore:
         for this replica; return them oldest first, each with its view and the message already
         sent for its destination.
 
-        One transaction: the destinations with due rows (or with rows whose claim ran out)
-        are leased to this replica unless another replica's lease on them is running (rows
-        of destination_leases locked FOR UPDATE SKIP LOCKED: a replica claiming at the same
-        moment is skipped, not waited for); rows another replica claimed on a destination
+        One transaction: the destinations of the oldest `limit` due rows (and of rows whose
+        claim ran out) that no other replica's running lease holds are leased to this replica
+        (rows of destination_leases locked FOR UPDATE SKIP LOCKED: a replica claiming at the
+        same moment is skipped, not waited for); rows another replica claimed on a destination
         leased here now are taken over (`taken_over`); then the due rows of the leased
         destinations are claimed, oldest first, FOR UPDATE SKIP LOCKED, until `lease` from
         now. Leases taken here for destinations that got no row are let go at once.
@@ -630,13 +630,19 @@ class PostgresStore:
             else ""
         )
         async with self._write() as db:
+            # Walked in id order on the partial index outbox_queued, stopping at the limit;
+            # NOT IN, not NOT EXISTS: an anti join reads every row before the limit applies.
+            free = (
+                f" AND channel=ANY($2::text[]){only} AND (receiver, channel, channel_index)"
+                " NOT IN (SELECT receiver, channel, channel_index FROM destination_leases"
+                " WHERE claimed_by<>$3 AND lease_until>=now()) ORDER BY id LIMIT $4"
+            )
             wanted = await db.fetch(
-                "SELECT receiver, channel, channel_index FROM outbox o"
-                " WHERE channel=ANY($2::text[]) AND ((state='queued' AND next_attempt_at<=$1)"
-                f" OR (state='sending' AND claimed_by IS DISTINCT FROM $3)){only}"
-                " AND NOT EXISTS (SELECT 1 FROM destination_leases d WHERE d.claimed_by<>$3"
-                " AND d.lease_until>=now() AND d.receiver=o.receiver AND d.channel=o.channel"
-                " AND d.channel_index=o.channel_index)"
+                "SELECT receiver, channel, channel_index FROM ("
+                " (SELECT id, receiver, channel, channel_index FROM outbox"
+                f" WHERE state='queued' AND next_attempt_at<=$1{free})"
+                " UNION ALL (SELECT id, receiver, channel, channel_index FROM outbox"
+                f" WHERE state='sending' AND claimed_by IS DISTINCT FROM $3{free})) due"
                 " GROUP BY receiver, channel, channel_index ORDER BY min(id) LIMIT $4",
                 ts(now),
                 channels,

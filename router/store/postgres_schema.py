@@ -176,6 +176,11 @@ SCHEMA = [
     );
     CREATE INDEX telegram_updates_seen_at ON telegram_updates(seen_at);
     """,
+    # version 7: a claim walks the queued rows in id order and stops at its limit (not every
+    # due row, nor the sent ones before them in the primary key)
+    """
+    CREATE INDEX outbox_queued ON outbox(id) WHERE state = 'queued';
+    """,
 ]
 SCHEMA_VERSION = len(SCHEMA)
 

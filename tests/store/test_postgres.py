@@ -6,17 +6,20 @@ taken over after their lease, the inbox's order across replicas."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 
 from router.config import parse_config
 from router.errors import LeaseLost, StoreError
 from router.state import Destination
-from router.store.postgres import PostgresStore
+from router.store.postgres import POOL_SIZE, PostgresStore
 from router.store.postgres_schema import SCHEMA_VERSION, migrate
 
 from ..harness import firing_payload
@@ -151,7 +154,8 @@ SPREAD = parse_config(
 DYING_REPLICA = """
 import asyncio, sys
 from datetime import UTC, datetime, timedelta
-from router.store.postgres import PostgresStore
+from typing import Any
+from router.store.postgres import POOL_SIZE, PostgresStore
 
 async def main() -> None:
     store = PostgresStore(sys.argv[1], lease=timedelta(seconds=float(sys.argv[2])))
@@ -392,3 +396,49 @@ async def test_inbox_ids_become_visible_in_id_order_across_replicas(postgres_url
     finally:
         for store in (*replicas, reader):
             await store.aclose()
+
+
+def _rows_read(plan: dict[str, Any]) -> int:
+    """The most rows any node of a plan (EXPLAIN ANALYZE, FORMAT JSON) read in one loop."""
+    here = plan.get("Actual Rows", 0) + plan.get("Rows Removed by Filter", 0)
+    return max([here, *(_rows_read(p) for p in plan.get("Plans", []))])
+
+
+async def test_a_claim_reads_the_rows_it_claims_not_the_backlog(postgres_url: str) -> None:
+    # A claim takes the oldest due rows. Schema 6 read every due row to find their
+    # destinations and walked the primary key over the rows sent before them: each claim cost
+    # the backlog and the history. From schema 7 both walk outbox_queued and stop at the limit.
+    await _queue(postgres_url, 1)
+    admin = await asyncpg.connect(postgres_url)
+    store = PostgresStore(postgres_url)
+    await store.open()
+    try:
+        await admin.execute(  # 2,000 rows sent, then a backlog of 2,000
+            "INSERT INTO outbox (incident_id, receiver, channel, channel_index, reason, view_id,"
+            " correlation_id, created_at, state, next_attempt_at) SELECT incident_id, receiver,"
+            " channel, channel_index, reason, view_id, correlation_id, created_at,"
+            " CASE WHEN n <= 2000 THEN 'sent' ELSE 'queued' END, next_attempt_at"
+            " FROM outbox, generate_series(1, 4000) n"
+        )
+        await admin.execute("ANALYZE outbox")
+        queries: list[tuple[str, tuple[Any, ...]]] = []
+        assert store._pool is not None
+        async with contextlib.AsyncExitStack() as stack:  # every connection of the pool
+            for _ in range(POOL_SIZE):
+                conn = await stack.enter_async_context(store._pool.acquire())
+                conn.add_query_logger(lambda q: queries.append((q.query, q.args)))
+        rows = await store.claim_due(T0 + timedelta(hours=1), ["slack"], 10)
+        assert len(rows) == 10 and [r.id for r in rows] == sorted(r.id for r in rows)
+        claim = [(q, a) for q, a in queries if "outbox" in q and "WHERE state='queued'" in q]
+        assert len(claim) == 2  # the destinations, then the rows
+        for query, args in claim:
+            run = admin.transaction()  # rolled back: what EXPLAIN ANALYZE claims stays queued
+            await run.start()
+            [plan] = orjson.loads(
+                await admin.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {query}", *args)
+            )
+            await run.rollback()
+            assert _rows_read(plan["Plan"]) <= 20, query
+    finally:
+        await admin.close()
+        await store.aclose()
