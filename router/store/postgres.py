@@ -46,6 +46,7 @@ from router.store.rows import (
     incident_values,
     incidents_json,
     outbox_values,
+    upsert,
 )
 
 PROBE_INTERVAL = timedelta(seconds=1)  # after a failed inbox commit, try a commit this often
@@ -77,12 +78,7 @@ REFUSALS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError)
 
 def _upsert(table: str, columns: list[str]) -> str:
     """INSERT of a whole row that replaces the row of the same primary key (the first column)."""
-    marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
-    update = ", ".join(f"{c}=EXCLUDED.{c}" for c in columns[1:])
-    return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"
-        f" ON CONFLICT ({columns[0]}) DO UPDATE SET {update}"
-    )
+    return upsert(table, columns, [f"${n}" for n in range(1, len(columns) + 1)])
 
 
 UPSERT_ALERT = _upsert("alerts", ALERT_COLUMNS)

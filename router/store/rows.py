@@ -213,19 +213,20 @@ OUTBOX_INSERT = (
 )
 
 
-def _upsert(table: str, columns: list[str]) -> str:
-    """INSERT of a whole row that updates the row of the same primary key (the first column)
-    in place: unlike INSERT OR REPLACE (a delete, then an insert under a new rowid), it leaves
-    the row where it is and its key's index entry untouched, so a commit writes fewer pages."""
-    update = ", ".join(f"{c}=excluded.{c}" for c in columns[1:])
+def upsert(table: str, columns: list[str], marks: list[str]) -> str:
+    """INSERT of a whole row (`marks`: its parameters' placeholders, in `columns` order) that
+    updates the row of the same primary key (the first column) in place, in both engines. On
+    SQLite, unlike INSERT OR REPLACE (a delete, then an insert under a new rowid), it leaves
+    the row where it is and its key's index entry untouched: a commit writes fewer pages."""
+    update = ", ".join(f"{c}=EXCLUDED.{c}" for c in columns[1:])
     return (
-        f"INSERT INTO {table} VALUES ({','.join('?' * len(columns))})"
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(marks)})"
         f" ON CONFLICT ({columns[0]}) DO UPDATE SET {update}"
     )
 
 
-UPSERT_ALERT = _upsert("alerts", ALERT_COLUMNS)
-UPSERT_INCIDENT = _upsert("incidents", INCIDENT_COLUMNS)
+UPSERT_ALERT = upsert("alerts", ALERT_COLUMNS, ["?"] * len(ALERT_COLUMNS))
+UPSERT_INCIDENT = upsert("incidents", INCIDENT_COLUMNS, ["?"] * len(INCIDENT_COLUMNS))
 
 
 def write_plan(db: sqlite3.Connection, plan: Plan, now: datetime) -> None:
