@@ -40,8 +40,8 @@ class Alertmanager:
         `base_url` is Alertmanager's external URL (`http://am:9093`, a path prefix is kept);
         `starts` and `ends` are aware datetimes, sent as RFC 3339. Raises AlertmanagerError if
         `labels` is empty (the silence would match every alert), on a timeout or connection
-        error, on any status but 200 (its first 300 characters quoted), or if the answer has
-        no silenceID.
+        error, on any status but 200 (its first 300 characters quoted), or if the answer is
+        not JSON or has no silenceID.
         """
         if not labels:
             raise AlertmanagerError("no labels to match on: a silence would match every alert")
@@ -62,7 +62,10 @@ class Alertmanager:
             async with self._session.post(url, json=body) as resp:
                 if resp.status != 200:
                     raise AlertmanagerError(f"{url}: {resp.status} {(await resp.text())[:300]}")
-                data = await resp.json()
+                try:
+                    data = await resp.json()
+                except ValueError as exc:  # a 200 whose JSON does not parse
+                    raise AlertmanagerError(f"{url}: answer is not JSON: {exc}") from None
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise AlertmanagerError(f"{url}: {type(exc).__name__}: {exc}") from None
         silence_id = data.get("silenceID") if isinstance(data, dict) else None
