@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 
-from router.cli import main
 from router.config import load_config, parse_config
 from router.errors import ConfigError
 from router.render import default_template_dir
@@ -163,12 +162,3 @@ route:
         "r.yaml:10: route.routes[1].colour: unknown key (expected one of: receiver, continue, match, match_re, matchers, routes, group_by, group_wait, group_interval, repeat_interval)",
         "r.yaml:11: route.routes[2].receiver: undefined receiver 'nobody' (known: default)",
     ]
-
-
-def test_check_config_refuses_a_broken_user_template(capsys: pytest.CaptureFixture[str]) -> None:
-    path = BAD / "template-filter.yaml"
-    assert main(["check-config", str(path)]) == 1
-    assert capsys.readouterr().err == (
-        f"{path}: 1 problem(s):\n"
-        f"  {BAD.resolve()}/templates-filter/slack/message.mrkdwn.j2:1: No filter named 'shout'.\n"
-    )
