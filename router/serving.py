@@ -185,7 +185,10 @@ def _decoder(request: web.Request) -> Callable[[bytes, int], bytes] | None:
         if inflate.eof:
             raise zlib.error("data after the end of the compressed body")
         # Output stops at `room`; input is left over only then, and the caller refuses.
-        return inflate.decompress(chunk, room)
+        out = inflate.decompress(chunk, room)
+        if inflate.unused_data:  # past the end, in the chunk that ended it
+            raise zlib.error("data after the end of the compressed body")
+        return out
 
     return decode
 
