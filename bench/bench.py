@@ -827,7 +827,7 @@ CHATOPS = """chatops:
 async def phase_idle_memory(sizes: Sizes) -> dict[str, Any]:
     """RSS of an idle router with every channel and both chat-ops configured (the same
     measurement in both sizes)."""
-    telegram = FakeTelegram()
+    telegram = FakeTelegram(tokens={"123456:placeholder-token"})
     tg_runner, tg_port = await serve(telegram.app())
     sink = Sink()
     sink_runner, sink_port = await serve(sink.app())
