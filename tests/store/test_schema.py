@@ -1,0 +1,183 @@
+"""router/store/schema.py: a new file gets the whole schema; a file of an earlier version is
+brought up to date with what it held (test_planner.py plans what an upgrade carried over)."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from router.errors import StoreError
+from router.store.schema import (
+    INBOX_VERSION,
+    SCHEMA,
+    SCHEMA_VERSION,
+    migrate,
+    old_inbox_path,
+)
+
+T = "2026-11-23T07:00:00+00:00"
+TABLES = {
+    "alerts",
+    "incidents",
+    "outbox",
+    "views",
+    "messages",
+    "inbox",
+    "planner",
+    "set_aside",
+    "moved_chats",
+    "sqlite_sequence",
+}
+
+
+@contextlib.contextmanager
+def store_file(path: Path, version: int = 0) -> Iterator[sqlite3.Connection]:
+    """A store file at schema `version` (0: empty), as that version's alert-router left it."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for number, script in enumerate(SCHEMA[:version], start=1):
+            db.executescript(f"BEGIN;{script};PRAGMA user_version={number};COMMIT;")
+        yield db
+
+
+def tables(db: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def test_a_new_file_gets_every_table_and_a_zero_watermark(tmp_path: Path) -> None:
+    with store_file(tmp_path / "s.db") as db:
+        migrate(db, str(tmp_path / "s.db"))
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert SCHEMA_VERSION == INBOX_VERSION + 1 == len(SCHEMA) + 2
+        assert tables(db) == TABLES
+        assert db.execute("SELECT watermark FROM planner").fetchall() == [(0,)]
+        outbox = [r[1] for r in db.execute("PRAGMA table_info(outbox)")]
+        assert "view_id" in outbox and "view" not in outbox
+        schema = db.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
+        migrate(db, str(tmp_path / "s.db"))  # a second time: nothing changes
+        assert db.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == schema
+
+
+def test_a_newer_file_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with store_file(path) as db:
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+        with pytest.raises(StoreError) as refused:
+            migrate(db, str(path))
+        assert str(refused.value) == (
+            f"{path}: schema version {SCHEMA_VERSION + 1} is newer than this alert-router knows"
+            f" ({SCHEMA_VERSION}); upgrade alert-router or use another storage.path"
+        )
+        assert tables(db) == set()
+
+
+def test_version_4s_inbox_is_carried_and_its_failed_rows_set_aside(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with store_file(path, 4) as db:
+        db.executemany(
+            "INSERT INTO inbox (body, correlation_id, received_at, failed) VALUES (?,?,?,?)",
+            [
+                (b"{1}", "waiting-1", T, None),
+                (b"{}", "failed", T, "alerts: field required"),
+                (b"{2}", "waiting-2", T, None),
+            ],
+        )
+        migrate(db, str(path))
+        assert tables(db) == TABLES
+        assert db.execute("SELECT id, body, correlation_id FROM inbox ORDER BY id").fetchall() == [
+            (1, b"{1}", "waiting-1"),
+            (2, b"{2}", "waiting-2"),
+        ]
+        assert db.execute("SELECT correlation_id, error FROM set_aside").fetchall() == [
+            ("failed", "alerts: field required")
+        ]
+
+
+def test_version_6s_inbox_file_is_carried_past_its_watermark_then_removed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    with store_file(path, 6) as db:
+        db.execute("UPDATE inbox_planned SET through=1")
+    old = old_inbox_path(str(path))
+    assert old == f"{path}.inbox"
+    with contextlib.closing(sqlite3.connect(old)) as inbox, inbox:
+        inbox.execute(
+            "CREATE TABLE inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL,"
+            " correlation_id TEXT NOT NULL, received_at TEXT NOT NULL)"
+        )
+        inbox.executemany(
+            "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)",
+            [(b"a", "planned", T), (b"b", "waiting", T), (b"c", "also", T)],
+        )
+    Path(f"{old}-shm").write_bytes(b"")
+    with store_file(path) as db:
+        migrate(db, str(path))
+        assert db.execute("SELECT correlation_id FROM inbox ORDER BY id").fetchall() == [
+            ("waiting",),
+            ("also",),
+        ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.db"]  # the old file's gone
+
+
+@pytest.mark.parametrize(
+    ("content", "error"),
+    [
+        (b"not a database at all, but long enough to be read" * 20, "file is not a database"),
+        (
+            "CREATE TABLE inbox (id INTEGER PRIMARY KEY, payload BLOB)",
+            "not an alert-router inbox (its table inbox has ['id', 'payload'])",
+        ),
+    ],
+)
+def test_an_inbox_file_that_is_not_ours_stops_the_upgrade(
+    tmp_path: Path, content: bytes | str, error: str
+) -> None:
+    path = tmp_path / "s.db"
+    old = old_inbox_path(str(path))
+    if isinstance(content, bytes):
+        Path(old).write_bytes(content)
+    else:
+        with contextlib.closing(sqlite3.connect(old)) as other, other:
+            other.execute(content)
+    with store_file(path, 6) as db:
+        with pytest.raises(StoreError) as refused:
+            migrate(db, str(path))
+        assert str(refused.value) == (
+            f"{old}: {error}: the inbox of an earlier alert-router (payloads accepted and not"
+            " planned yet) cannot be read; move it aside to start without those payloads"
+        )
+        assert db.execute("PRAGMA user_version").fetchone() == (6,)  # nothing half-done
+    assert Path(old).exists()
+
+
+def test_outbox_views_move_to_their_own_table(tmp_path: Path) -> None:
+    # Up to version 7 an outbox row held its view; version 8 keeps views apart, ids kept.
+    path = tmp_path / "s.db"
+    with store_file(path, 6) as db:
+        db.execute(
+            "INSERT INTO incidents (id, receiver, am_receiver, group_key, status, opened_at,"
+            " alerts, group_labels, common_labels, common_annotations, external_url,"
+            " truncated_alerts) VALUES ('k3v9x','r','am','{}:{}','firing',?,'[]','{}','{}',"
+            "'{}','',0)",
+            (T,),
+        )
+        db.executemany(
+            "INSERT INTO outbox (incident_id, receiver, channel, channel_index, reason, view,"
+            " correlation_id, created_at, next_attempt_at, state) VALUES"
+            " ('k3v9x','r','slack',0,?,?,'c',?,?,?)",
+            [("first", '{"v":1}', T, T, "sent"), ("resolved", '{"v":2}', T, T, "queued")],
+        )
+        migrate(db, str(path))
+        assert db.execute("SELECT id, view FROM views ORDER BY id").fetchall() == [
+            (1, '{"v":1}'),
+            (2, '{"v":2}'),
+        ]
+        assert db.execute(
+            "SELECT id, view_id, reason, state FROM outbox ORDER BY id"
+        ).fetchall() == [(1, 1, "first", "sent"), (2, 2, "resolved", "queued")]
+        indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {"outbox_due", "outbox_incident"} <= indexes
