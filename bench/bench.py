@@ -24,7 +24,8 @@ Phases (every wait is bounded):
   8. replicas (issue 17): one process on SQLite, then one, two and three replicas on one
      PostgreSQL database (a server of its own, started as tests/postgres.py starts it), the
      load spread over the replicas: accepted/s at full speed, new incidents planned and
-     delivered/s, end to end p50/p99 at a steady 300/s, and notifications the sink got twice.
+     delivered/s, end to end p50/p99 at a steady 300/s, and notifications the sink got twice
+     (--quick: SQLite and three replicas on PostgreSQL only).
 Load comes from wrk (Debian package `wrk`, a C load generator that leaves the CPU to the
 router) when it is installed, with a Lua script that sends at a constant rate; otherwise, and
 for the latency phase (which needs each payload's send time), from a Python generator.
@@ -89,6 +90,7 @@ class Sizes:
     disk_incidents: int
     many_incidents: int  # of 10 alerts each
     storm_groups: int
+    replica_setups: tuple[tuple[str, int], ...]  # (engine, replicas) of the replicas phase
 
 
 FULL = Sizes(
@@ -98,6 +100,7 @@ FULL = Sizes(
     disk_incidents=2_000,
     many_incidents=10_000,
     storm_groups=200,
+    replica_setups=(("sqlite", 1), ("postgresql", 1), ("postgresql", 2), ("postgresql", 3)),
 )
 QUICK = Sizes(
     capacity=timedelta(seconds=2),
@@ -106,6 +109,7 @@ QUICK = Sizes(
     disk_incidents=100,
     many_incidents=500,
     storm_groups=20,
+    replica_setups=(("sqlite", 1), ("postgresql", 3)),
 )
 SUSTAINED_ASKED_PER_S = 1.05 * FLOOR_ACCEPTED_PER_S  # a constant schedule ends a little short
 BOUND = timedelta(seconds=300)  # the longest any phase waits for planning and delivery
@@ -966,9 +970,6 @@ async def phase_storm(sizes: Sizes) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ replicas
 
 
-REPLICA_SETUPS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2), ("postgresql", 3))
-
-
 def replicas_config(storage: str, sink_port: int) -> str:
     """routes.yaml for the replicas phase (no server.listen: each replica gets --listen);
     `storage` is the YAML of the storage mapping. max_backlog raised as in write_config."""
@@ -1086,9 +1087,10 @@ async def replica_setup(
 
 
 async def phase_replicas(sizes: Sizes) -> dict[str, Any]:
-    """REPLICA_SETUPS in one run: one process on SQLite beside one, two and three replicas on
-    one PostgreSQL database (a server started as tests/postgres.py starts it: Debian's
-    binaries, fsync off); skipped, and said so, without those binaries."""
+    """The setups of `sizes` in one run: one process on SQLite beside one, two and three
+    replicas (--quick: three) on one PostgreSQL database (a server started as
+    tests/postgres.py starts it: Debian's binaries, fsync off); skipped, and said so, without
+    those binaries."""
     load_before = os.getloadavg()[0]
     report(
         f"replicas (load average {load_before:.2f} before; a machine shared with other work"
@@ -1101,7 +1103,7 @@ async def phase_replicas(sizes: Sizes) -> dict[str, Any]:
         await asyncio.to_thread(postgres.start)
     try:
         setups = []
-        for engine, count in REPLICA_SETUPS:
+        for engine, count in sizes.replica_setups:
             if engine == "postgresql" and postgres is None:
                 report(f"  {engine}, {count}: not measured (no PostgreSQL binaries: make deps)")
                 continue
