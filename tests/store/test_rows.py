@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -81,44 +82,42 @@ def db(tmp_path: Path) -> Iterator[sqlite3.Connection]:
         yield conn
 
 
+RESOLVED = AlertState(
+    fingerprint="f",
+    labels={"a": "1"},
+    annotations={},
+    status="resolved",
+    starts_at=T0,
+    ends_at=T0 + timedelta(hours=1),
+    generator_url="",
+    first_seen=T0,
+    last_seen=T0,
+)
+
+
 @pytest.mark.parametrize(
-    "state",
+    ("table", "columns", "values", "from_row", "state"),
     [
-        FIRING,
-        AlertState(
-            fingerprint="f",
-            labels={"a": "1"},
-            annotations={},
-            status="resolved",
-            starts_at=T0,
-            ends_at=T0 + timedelta(hours=1),
-            generator_url="",
-            first_seen=T0,
-            last_seen=T0,
-        ),
+        ("alerts", ALERT_COLUMNS, alert_values, alert_from_row, FIRING),
+        ("alerts", ALERT_COLUMNS, alert_values, alert_from_row, RESOLVED),
+        ("incidents", INCIDENT_COLUMNS, incident_values, incident_from_row, ACKED),
+        ("incidents", INCIDENT_COLUMNS, incident_values, incident_from_row, FRESH),
     ],
 )
-def test_an_alert_row_reads_back_as_it_was(db: sqlite3.Connection, state: AlertState) -> None:
-    values = alert_values(state)
-    assert len(values) == len(ALERT_COLUMNS)
-    db.execute(
-        f"INSERT INTO alerts ({','.join(ALERT_COLUMNS)}) VALUES ({','.join('?' * len(values))})",
-        values,
-    )
-    [row] = db.execute(f"SELECT {','.join(ALERT_COLUMNS)} FROM alerts").fetchall()
-    assert alert_from_row(row) == state
-
-
-@pytest.mark.parametrize("state", [ACKED, FRESH])
-def test_an_incident_row_reads_back_as_it_was(db: sqlite3.Connection, state: IncidentState) -> None:
-    values = incident_values(state)
-    assert len(values) == len(INCIDENT_COLUMNS)
-    db.execute(
-        f"INSERT INTO incidents ({','.join(INCIDENT_COLUMNS)}) VALUES ({','.join('?' * len(values))})",
-        values,
-    )
-    [row] = db.execute(f"SELECT {','.join(INCIDENT_COLUMNS)} FROM incidents").fetchall()
-    assert incident_from_row(row) == state
+def test_a_row_reads_back_as_it_was(
+    db: sqlite3.Connection,
+    table: str,
+    columns: list[str],
+    values: Callable[[Any], tuple[Any, ...]],
+    from_row: Callable[[tuple[Any, ...]], Any],
+    state: Any,
+) -> None:
+    row = values(state)
+    assert len(row) == len(columns)
+    names, marks = ",".join(columns), ",".join("?" * len(row))
+    db.execute(f"INSERT INTO {table} ({names}) VALUES ({marks})", row)
+    [stored] = db.execute(f"SELECT {names} FROM {table}").fetchall()
+    assert from_row(stored) == state
 
 
 def test_sets_are_stored_sorted_and_never_notified_is_null() -> None:
