@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from router.errors import (
@@ -81,4 +83,6 @@ def test_a_payload_error_carries_status_reason_and_problems() -> None:
 def test_a_refused_body_has_no_problems() -> None:
     error = BodyRefused(413, "too_large", "body larger than 10 bytes")
     assert (error.status, error.reason, error.problems) == (413, "too_large", [])
-    assert str(error) == "body larger than 10 bytes"
+    assert str(error) == "body larger than 10 bytes" and error.retry_after is None
+    busy = BodyRefused(503, "busy", "retry later", retry_after=timedelta(seconds=5))
+    assert busy.retry_after == timedelta(seconds=5)

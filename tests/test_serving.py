@@ -14,14 +14,17 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from router import serving
 from router.errors import BodyRefused
 from router.serving import (
+    BUSY_RETRY_AFTER,
     HEADER_BYTES,
     OTHER_BODY_BYTES,
     SERVER_SETTINGS,
+    BodyBudget,
+    body_refusal,
     bounded_bodies,
     json_dumps,
     read_body,
@@ -47,7 +50,9 @@ async def client(aiohttp_client: Callable[..., Awaitable[Client]]) -> Client:
     async def other(request: web.Request) -> web.Response:
         return web.json_response({"length": len(await request.read())})
 
-    app = web.Application(middlewares=[bounded_bodies()], client_max_size=64 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[bounded_bodies(lambda: 64 * 1024 * 1024)], client_max_size=64 * 1024 * 1024
+    )
     app.router.add_post("/webhook", webhook)
     app.router.add_post("/other", other)
     app.router.add_get("/other", other)
@@ -223,6 +228,27 @@ async def test_request_heads_over_the_bound_are_431(client: Client) -> None:
     }
     headers = {f"X-Padding-{n}": "p" * 7000 for n in range(4)}  # 28 KB: passes
     assert (await client.get("/other", headers=headers)).status == 200
+
+
+def test_a_body_budget_refuses_past_its_limit_until_bytes_are_given_back() -> None:
+    budget = BodyBudget(lambda: 100, "server.max_body_bytes_in_flight")
+    first, second = (make_mocked_request("POST", "/webhook") for _ in range(2))
+    budget.take(first, 60)
+    budget.take(first, 20)
+    with pytest.raises(BodyRefused) as refused:
+        budget.take(second, 21)
+    assert (refused.value.status, refused.value.reason) == (503, "busy")
+    assert str(refused.value) == (
+        "request bodies being read hold 80 bytes (server.max_body_bytes_in_flight 100); retry later"
+    )
+    answer = body_refusal(refused.value)
+    assert answer.status == 503
+    assert answer.headers["Retry-After"] == str(round(BUSY_RETRY_AFTER.total_seconds()))
+    budget.take(second, 20)  # up to the limit exactly
+    budget.release(first)
+    budget.release(first)  # once: nothing more is given back
+    assert budget.held == 20
+    budget.take(second, 80)
 
 
 def malformed_record() -> logging.LogRecord:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,9 @@ from router.store.rows import (
     incident_values,
     incidents_json,
     notification_json,
+    pack,
+    unpack,
+    upsert,
     write_plan,
 )
 from router.store.schema import migrate
@@ -231,10 +236,30 @@ def test_a_plan_is_written_with_one_view_per_shared_snapshot(db: sqlite3.Connect
         ("k3v9x", "team-a", "slack", 0, "resolved", "queued", "c-1", ts0, ts0),
     ]
     assert db.execute("SELECT count(*) FROM views").fetchone() == (2,)
-    assert orjson.loads(rows[2][9])["reason"] == "resolved"
-    # written again (the next plan of the same incident): rows replaced, not doubled
+    assert orjson.loads(unpack(rows[2][9]))["reason"] == "resolved"
+    # written again (the next plan of the same incident): rows updated in place, not doubled
+    rowids = db.execute("SELECT rowid FROM alerts UNION ALL SELECT rowid FROM incidents").fetchall()
+    later = replace(ACKED, acked_by="carol")
     with db:
         db.execute("BEGIN")
-        write_plan(db, Plan(alerts={FIRING.fingerprint: FIRING}, incidents={ACKED.id: ACKED}), T0)
-    assert db.execute("SELECT count(*) FROM alerts").fetchone() == (1,)
-    assert db.execute("SELECT count(*) FROM incidents").fetchone() == (1,)
+        write_plan(db, Plan(alerts={FIRING.fingerprint: FIRING}, incidents={later.id: later}), T0)
+    assert (
+        db.execute("SELECT rowid FROM alerts UNION ALL SELECT rowid FROM incidents").fetchall()
+        == rowids
+    )
+    [row] = db.execute(f"SELECT {','.join(INCIDENT_COLUMNS)} FROM incidents").fetchall()
+    assert incident_from_row(row) == later
+
+
+def test_upsert_updates_every_column_but_the_key() -> None:
+    assert upsert("t", ["id", "a", "b"], ["$1", "$2", "$3"]) == (
+        "INSERT INTO t (id, a, b) VALUES ($1, $2, $3)"
+        " ON CONFLICT (id) DO UPDATE SET a=EXCLUDED.a, b=EXCLUDED.b"
+    )
+
+
+def test_pack_and_unpack() -> None:
+    body = b'{"alerts": "' + b"x" * 4000 + b'"}'
+    assert unpack(pack(body)) == body and len(pack(body)) < len(body) // 10
+    with pytest.raises(zlib.error):
+        unpack(body)  # text written before packing: not read as packed
