@@ -39,6 +39,8 @@ from router.store.rows import (
     INCIDENT_COLUMNS,
     NOTIFICATION_COLUMNS,
     OUTBOX_INSERT,
+    ViewCache,
+    WrittenView,
     alert_from_row,
     alert_json,
     alert_values,
@@ -130,6 +132,7 @@ class PostgresStore:
         self._last_id = 0
         self._ids: set[str] = set()
         self._inbox = GroupCommit(self._commit_pending)
+        self._views = ViewCache()  # views this replica just committed, for its claims
         self._failing: str | None = None
         self._prober: asyncio.Task[None] | None = None
         self._queued = asyncio.Event()  # a NOTIFY came on COMMANDS_CHANNEL
@@ -372,16 +375,18 @@ class PostgresStore:
         Raises StoreError if it did not commit (nothing of it is then written), StoreRefused
         if the database refuses what a plan holds, LeaseLost if this replica no longer holds
         the planner lease it planned with."""
+        written: list[WrittenView] = []
         try:
             async with self._fenced() as (db, epoch):
                 for plan, now in plans:
-                    await _write_plan(db, plan, now, epoch)
+                    written += await _write_plan(db, plan, now, epoch)
                 if watermark is not None:
                     await _move_watermark(db, watermark, epoch)
         except StoreError as exc:
             if isinstance(exc.__cause__, REFUSALS):
                 raise StoreRefused(str(exc)) from exc.__cause__
             raise
+        self._views.add(written)
 
     # ------------------------------------------------------------ chat commands (CommandQueue)
 
@@ -478,6 +483,7 @@ class PostgresStore:
         """The command's answer and the plan it made, in one transaction; False (nothing
         written) if it has an answer already. The planner's work: fenced on its lease (see
         _fence). Raises StoreError, StoreRefused, LeaseLost."""
+        written: list[WrittenView] = []
         try:
             async with self._fenced() as (db, epoch):
                 done = await db.execute(
@@ -489,11 +495,12 @@ class PostgresStore:
                 if _count(done) == 0:
                     return False
                 if plan is not None:
-                    await _write_plan(db, plan, now, epoch)
+                    written = await _write_plan(db, plan, now, epoch)
         except StoreError as exc:
             if isinstance(exc.__cause__, REFUSALS):
                 raise StoreRefused(str(exc)) from exc.__cause__
             raise
+        self._views.add(written)
         return True
 
     async def set_aside(self, row: InboxRow, error: str) -> None:
@@ -669,7 +676,7 @@ class PostgresStore:
                 " created_at, attempts, (SELECT view FROM views WHERE views.id=view_id),"
                 " (SELECT ref FROM messages m WHERE m.incident_id=outbox.incident_id"
                 " AND m.receiver=outbox.receiver AND m.channel=outbox.channel"
-                " AND m.channel_index=outbox.channel_index)",
+                " AND m.channel_index=outbox.channel_index), view_id",
                 self.replica,
                 self.lease,
                 ts(now),
@@ -685,13 +692,16 @@ class PostgresStore:
                     *[[d[n] for d in idle] for n in range(3)],
                 )
         taken_over = {int(r[0]) for r in taken}
+        views = {r[0]: self._views.take(r[10]) for r in rows}  # those just committed, as built
+        if rows:
+            self._views.forget_before(min(r[10] for r in rows))
         return sorted(
             (
                 OutboxRow(
                     id=r[0],
                     incident_id=r[1],
                     destination=Destination(r[2], r[3], r[4]),
-                    view=IncidentView.model_validate_json(r[8]),
+                    view=views[r[0]] or IncidentView.model_validate_json(r[8]),
                     correlation_id=r[5],
                     created_at=datetime.fromisoformat(r[6]),
                     attempts=r[7],
@@ -993,15 +1003,17 @@ class _Rollback(Exception):
     """Raised inside a transaction to roll it back."""
 
 
-async def _write_plan(db: asyncpg.Connection, plan: Plan, now: datetime, epoch: int) -> None:
+async def _write_plan(
+    db: asyncpg.Connection, plan: Plan, now: datetime, epoch: int
+) -> list[WrittenView]:
     """Write what `plan` changed (alerts, incidents, outbox rows queued at `now`, each with the
     lease `epoch` that planned it) in the caller's transaction (router/store/rows.py maps the
-    rows, as for SQLite)."""
+    rows, as for SQLite); the views written, for a ViewCache once it commits."""
     await db.executemany(UPSERT_ALERT, [alert_values(a) for a in plan.alerts.values()])
     await db.executemany(UPSERT_INCIDENT, [incident_values(i) for i in plan.incidents.values()])
     views = list({id(o.view): o.view for o in plan.outbox}.values())  # a shared view, once
     if not views:
-        return
+        return []
     view_ids = await db.fetch(
         "INSERT INTO views (view) SELECT v FROM unnest($1::text[]) WITH ORDINALITY AS t(v, n)"
         " ORDER BY n RETURNING id",
@@ -1015,6 +1027,8 @@ async def _write_plan(db: asyncpg.Connection, plan: Plan, now: datetime, epoch: 
         f"INSERT INTO outbox ({OUTBOX_INSERT}, epoch) VALUES ({marks})",
         [(*outbox_values(o, by_view[id(o.view)], now), epoch) for o in plan.outbox],
     )
+    uses = Counter(id(o.view) for o in plan.outbox)
+    return [(by_view[id(v)], v, uses[id(v)]) for v in views]
 
 
 async def _move_watermark(db: asyncpg.Connection, watermark: int, epoch: int) -> None:

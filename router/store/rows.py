@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from router.models import IncidentView
 from router.state import AlertState, IncidentState, OutboxItem, Plan
 from router.store.files import ts
 
@@ -229,21 +230,75 @@ UPSERT_ALERT = upsert("alerts", ALERT_COLUMNS, ["?"] * len(ALERT_COLUMNS))
 UPSERT_INCIDENT = upsert("incidents", INCIDENT_COLUMNS, ["?"] * len(INCIDENT_COLUMNS))
 
 
-def write_plan(db: sqlite3.Connection, plan: Plan, now: datetime) -> None:
+def write_plan(db: sqlite3.Connection, plan: Plan, now: datetime) -> list[WrittenView]:
     """Write what `plan` changed (alerts, incidents, outbox rows queued at `now`) in the
-    caller's SQLite transaction."""
+    caller's SQLite transaction; the views written, for a ViewCache once it commits."""
     db.executemany(UPSERT_ALERT, [alert_values(a) for a in plan.alerts.values()])
     db.executemany(UPSERT_INCIDENT, [incident_values(i) for i in plan.incidents.values()])
-    view_ids: dict[int, int] = {}  # id(view) -> its row: a view shared by destinations, once
+    written: dict[int, WrittenView] = {}  # id(view) -> its row: a view shared by destinations
     for o in plan.outbox:
-        if id(o.view) not in view_ids:
-            view = pack(o.view.model_dump_json().encode())
-            cursor = db.execute("INSERT INTO views (view) VALUES (?)", (view,))
-            view_ids[id(o.view)] = int(cursor.lastrowid or 0)
+        if id(o.view) in written:
+            row, view, uses = written[id(o.view)]
+            written[id(o.view)] = (row, view, uses + 1)
+            continue
+        packed = pack(o.view.model_dump_json().encode())
+        cursor = db.execute("INSERT INTO views (view) VALUES (?)", (packed,))
+        written[id(o.view)] = (int(cursor.lastrowid or 0), o.view, 1)
     db.executemany(
         f"INSERT INTO outbox ({OUTBOX_INSERT}) VALUES (?,?,?,?,?,?,?,?,?)",
-        [outbox_values(o, view_ids[id(o.view)], now) for o in plan.outbox],
+        [outbox_values(o, written[id(o.view)][0], now) for o in plan.outbox],
     )
+    return list(written.values())
+
+
+# (views row id, the view, how many outbox rows name it)
+WrittenView = tuple[int, IncidentView, int]
+
+
+class ViewCache:
+    """The views of outbox rows just committed, kept for the claims that will read them, so
+    that a claim does not parse back what the planner built (pydantic's parse of a 10-alert
+    view is the larger part of a claim's cost, and it holds the GIL).
+
+    Claims take rows in id order, so the cache keeps the oldest views not claimed yet: once
+    `limit` views are kept, newer ones are not added (their claims parse them), and a claim
+    forgets the views older than the oldest it took (their rows wait for a retry, or another
+    replica sent them). A view leaves when each row naming it has taken it. Used from the
+    store's one thread (SQLite) or under its lock (PostgreSQL).
+    """
+
+    def __init__(self, limit: int = 1_000) -> None:
+        """Keep at most `limit` views."""
+        self.limit = limit
+        self._views: dict[int, tuple[IncidentView, int]] = {}  # row id -> (view, rows left)
+
+    def __len__(self) -> int:
+        """How many views are kept."""
+        return len(self._views)
+
+    def add(self, written: Iterable[WrittenView]) -> None:
+        """Keep views a committed transaction wrote, while there is room."""
+        for row, view, uses in written:
+            if len(self._views) >= self.limit:
+                return
+            self._views[row] = (view, uses)
+
+    def take(self, row: int) -> IncidentView | None:
+        """The view of views row `row` for one outbox row, if kept (else None: parse it)."""
+        kept = self._views.get(row)
+        if kept is None:
+            return None
+        view, uses = kept
+        if uses <= 1:
+            del self._views[row]
+        else:
+            self._views[row] = (view, uses - 1)
+        return view
+
+    def forget_before(self, row: int) -> None:
+        """Forget the views of rows older than `row` (see the class docstring)."""
+        for old in [r for r in self._views if r < row]:
+            del self._views[old]
 
 
 # The outbox columns notification_json reads, after the incident's id (both engines select them).

@@ -23,6 +23,8 @@ from router.store.files import FileIdentity, ProcessLock, connect, transaction, 
 from router.store.group_commit import GroupCommit, Pending
 from router.store.rows import (
     NOTIFICATION_COLUMNS,
+    ViewCache,
+    WrittenView,
     alert_from_row,
     alert_json,
     incident_from_row,
@@ -63,6 +65,7 @@ class SqliteStore:
         self._last_id = 0  # the last inbox id committed
         self._ids: set[str] = set()  # incident ids stored or handed out
         self._inbox = GroupCommit(self._insert)
+        self._views = ViewCache()  # views just committed, for the claims (written on the thread)
         self._failing: str | None = None  # the last inbox commit's error, until one succeeds
         self._prober: asyncio.Task[None] | None = None
 
@@ -187,11 +190,13 @@ class SqliteStore:
         await self._run(self._commit_plans_sync, plans, watermark)
 
     def _commit_plans_sync(self, plans: list[tuple[Plan, datetime]], watermark: int | None) -> None:
+        written: list[WrittenView] = []
         with transaction(self._conn()) as db:
             for plan, now in plans:
-                write_plan(db, plan, now)
+                written += write_plan(db, plan, now)
             if watermark is not None:
                 _move_watermark(db, watermark)
+        self._views.add(written)
 
     async def set_aside(self, row: InboxRow, error: str) -> None:
         """Keep a payload that cannot be planned in `set_aside`, with why, and move the
@@ -344,8 +349,14 @@ class SqliteStore:
             " created_at, attempts",
             (ts(now), *channels, *keys, limit),
         ).fetchall()
-        view_ids = sorted({r[5] for r in rows})
         views: dict[int, IncidentView] = {}
+        for r in rows:  # one take per outbox row: a view leaves once each of its rows took it
+            kept = self._views.take(r[5])
+            if kept is not None:
+                views[r[5]] = kept
+        if rows:
+            self._views.forget_before(min(r[5] for r in rows))
+        view_ids = sorted({r[5] for r in rows} - views.keys())
         for start in range(0, len(view_ids), 500):
             chunk = view_ids[start : start + 500]
             for view_id, view in db.execute(
