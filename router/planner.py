@@ -190,11 +190,11 @@ class Planner:
             self._factory = lambda new_id: Pipeline(pipeline.config, new_id)
 
     async def accept(
-        self, body: bytes, now: datetime, correlation_id: str, payload: WebhookPayload
+        self, body: bytes, received_at: datetime, correlation_id: str, payload: WebhookPayload
     ) -> None:
         """Commit a payload to the inbox (durable once this returns), then plan it: with
         `payload`, as parsed by intake. Raises StoreError if it could not be committed."""
-        row_id = await self.store.accept(body, now, correlation_id)
+        row_id = await self.store.accept(body, received_at, correlation_id)
         planning = self._role is None or self._role.is_planner
         if (
             row_id > self.watermark

@@ -171,7 +171,7 @@ class Store(Protocol):
     def last_inbox_id(self) -> int:
         """The id of the last payload committed to the inbox."""
 
-    async def accept(self, body: bytes, now: datetime, correlation_id: str) -> int:
+    async def accept(self, body: bytes, received_at: datetime, correlation_id: str) -> int:
         """Commit one payload to the inbox; its id once durable (group commit)."""
 
     async def inbox_after(self, watermark: int, limit: int) -> list[InboxRow]:

@@ -8,7 +8,8 @@ from datetime import datetime
 
 from router.errors import StoreError
 
-# One payload to commit: (body, correlation id, received at).
+# One payload to commit: (body, correlation id, received at); an InboxRow before its commit
+# gives it an id.
 Pending = tuple[bytes, str, datetime]
 # The engine's "insert this batch in one transaction, in order; the ids given, in order".
 Insert = Callable[[list[Pending]], Awaitable[list[int]]]
@@ -37,11 +38,11 @@ class GroupCommit:
         """Whether payloads wait for their commit."""
         return bool(self._pending)
 
-    async def submit(self, body: bytes, now: datetime, correlation_id: str) -> int:
+    async def submit(self, body: bytes, received_at: datetime, correlation_id: str) -> int:
         """Commit one payload; its inbox id once committed. Raises StoreError if its batch
         did not commit (nothing of it is then accepted)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((body, correlation_id, now))
+        self._pending.append((body, correlation_id, received_at))
         self._waiters.append(future)
         if self._committer is None:
             self._idle.clear()

@@ -520,13 +520,13 @@ class PostgresStore:
 
     # ------------------------------------------------------------ the inbox
 
-    async def accept(self, body: bytes, now: datetime, correlation_id: str) -> int:
+    async def accept(self, body: bytes, received_at: datetime, correlation_id: str) -> int:
         """Commit one validated payload to the inbox; its inbox id, once committed.
 
         Payloads handed over while a commit runs share the next one. Raises StoreError if the
         commit failed (nothing is then accepted).
         """
-        return await self._inbox.submit(body, now, correlation_id)
+        return await self._inbox.submit(body, received_at, correlation_id)
 
     async def _commit_pending(self, batch: list[Pending]) -> list[int]:
         """Insert one batch (GroupCommit's Insert); a failure is remembered for /readyz."""
@@ -548,7 +548,7 @@ class PostgresStore:
                 " SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[]) RETURNING id",
                 [body for body, *_ in batch],
                 [cid for _, cid, *_ in batch],
-                [ts(now) for _, _, now in batch],
+                [ts(received_at) for _, _, received_at in batch],
             )
             last = max(int(r[0]) for r in rows)
             await db.execute("SELECT pg_notify($1, $2)", INBOX_CHANNEL, str(last))

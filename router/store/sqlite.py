@@ -230,13 +230,13 @@ class SqliteStore:
 
     # ------------------------------------------------------------ the inbox
 
-    async def accept(self, body: bytes, now: datetime, correlation_id: str) -> int:
+    async def accept(self, body: bytes, received_at: datetime, correlation_id: str) -> int:
         """Commit one validated payload to the inbox; its inbox id, once durable.
 
         Payloads handed over while a commit runs share the next one. Raises StoreError if the
         commit failed or the file is lost (nothing is then accepted).
         """
-        return await self._inbox.submit(body, now, correlation_id)
+        return await self._inbox.submit(body, received_at, correlation_id)
 
     async def _insert(self, batch: list[Pending]) -> list[int]:
         """Insert the batch in one transaction (GroupCommit's Insert); the ids given."""
@@ -627,7 +627,7 @@ def _locked(exc: BaseException) -> bool:
 def _insert(db: sqlite3.Connection, rows: list[Pending]) -> int:
     """Insert `rows` into the inbox with one statement; the id of the last one."""
     values = ",".join(["(?,?,?)"] * len(rows))
-    params = [v for body, cid, now in rows for v in (pack(body), cid, ts(now))]
+    params = [v for body, cid, received_at in rows for v in (pack(body), cid, ts(received_at))]
     cursor = db.execute(
         f"INSERT INTO inbox (body, correlation_id, received_at) VALUES {values}", params
     )
