@@ -103,9 +103,9 @@ FULL = Sizes(
     replica_setups=(("sqlite", 1), ("postgresql", 1), ("postgresql", 2), ("postgresql", 3)),
 )
 QUICK = Sizes(
-    capacity=timedelta(seconds=2),
+    capacity=timedelta(seconds=1),
     sustained=timedelta(seconds=3),
-    steady=timedelta(seconds=3),
+    steady=timedelta(seconds=2),
     disk_incidents=100,
     many_incidents=500,
     storm_groups=20,
