@@ -219,11 +219,11 @@ async def read_body(request: web.Request, limit: int, limit_name: str = "") -> b
                 chunk = await request.content.readany()
                 room = limit + 1 - len(body)
                 data = decode(chunk, room) if decode is not None else chunk
+                if len(body) + len(data) > limit:  # refused for good: before the budget's 503
+                    raise too_large
                 if budget is not None:
                     budget.take(request, len(data))
                 body += data
-                if len(body) > limit:
-                    raise too_large
                 if not chunk:
                     break
     except TimeoutError:

@@ -4,6 +4,7 @@ middleware, as create_app serves the router's (test_hostile.py throws worse at t
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import logging
 import zlib
@@ -304,3 +305,104 @@ def test_other_errors_pass_unchanged(http_level: Any) -> None:
     )
     assert all(f.filter(record) for f in serving.log.filters)
     assert record.levelname == "ERROR" and record.getMessage() == "boom"
+
+
+async def _raw(port: int, request: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    return reader, writer
+
+
+async def _post_whole(port: int, body: bytes) -> int:
+    """The status of one POST /webhook of `body` on a new connection."""
+    reader, writer = await _raw(
+        port, b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    try:
+        async with asyncio.timeout(10):
+            return int((await reader.readline()).split()[1])
+    finally:
+        writer.close()
+
+
+@pytest.fixture
+async def tight(aiohttp_client: Callable[..., Awaitable[Client]]) -> int:
+    """The port of an app whose webhook budget is one body of LIMIT bytes (the smallest
+    server.max_body_bytes_in_flight the config allows: max_body_bytes)."""
+
+    async def webhook(request: web.Request) -> web.Response:
+        try:
+            body = await read_body(request, LIMIT, "server.max_body_bytes")
+        except BodyRefused as exc:  # as router/intake.py answers it
+            return body_refusal(exc)
+        if body.startswith(b"boom"):
+            raise RuntimeError("a handler that fails after reading")
+        return web.json_response({"length": len(body)})
+
+    app = web.Application(middlewares=[bounded_bodies(lambda: LIMIT)])
+    app.router.add_post("/webhook", webhook)
+    server = TestServer(app)
+    await server.start_server(**SERVER_SETTINGS)
+    port = (await aiohttp_client(server)).port
+    assert port is not None
+    return port
+
+
+async def test_a_body_over_the_limit_is_413_even_when_it_passes_the_budget(tight: int) -> None:
+    # It was 503 busy with Retry-After (Alertmanager retries it, to be refused again): read
+    # without Content-Length (chunked, or decoded from gzip), its last read passed the budget
+    # before the limit was checked.
+    head = b"POST /webhook HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    chunked = b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+        LIMIT + 1,
+        b"a" * (LIMIT + 1),
+    )
+    bomb = gzip.compress(b"a" * 100 * LIMIT)
+    gzipped = b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(bomb) + bomb
+    for body in (chunked, gzipped):
+        reader, writer = await _raw(tight, head + body)
+        async with asyncio.timeout(10):
+            assert (await reader.readline()).split()[1] == b"413"
+        writer.close()
+
+
+async def test_no_request_keeps_budget_it_took_whatever_becomes_of_it(tight: int) -> None:
+    # The webhook budget is one body of LIMIT bytes: one byte kept by any request gone wrong
+    # (client gone mid-body, chunked or compressed bodies cut, refused, Expect: 100-continue)
+    # would refuse a full body with 503 forever, as Alertmanager would be.
+    port = tight
+    full = b"a" * LIMIT
+    head = b"POST /webhook HTTP/1.1\r\nHost: x\r\n"
+    gz = gzip.compress(full)
+    faults = {
+        "mid-body, gone": head + b"Content-Length: %d\r\n\r\n" % LIMIT + full[:700],
+        "chunked, gone": head + b"Transfer-Encoding: chunked\r\n\r\n2bc\r\n" + full[:700],
+        "gzip cut, gone": head
+        + b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(gz)
+        + gz[: len(gz) // 2],
+        "100-continue, gone": head
+        + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % LIMIT
+        + full[:700],
+        "gzip corrupt": head
+        + b"Content-Encoding: gzip\r\nContent-Length: 20\r\n\r\n"
+        + gz[:10]
+        + b"\xff" * 10,
+        "too large, chunked": head
+        + b"Transfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (LIMIT + 1, b"a" * (LIMIT + 1)),
+        "handler fails": head + b"Content-Length: %d\r\n\r\nboom" % LIMIT + full[4:],
+    }
+    answers = {"gzip corrupt": b"400", "too large, chunked": b"413", "handler fails": b"500"}
+    for fault, request in faults.items():
+        reader, writer = await _raw(port, request)
+        if fault in answers:
+            async with asyncio.timeout(10):
+                assert (await reader.readline()).split()[1] == answers[fault]
+            writer.close()
+        else:
+            writer.transport.abort()  # a reset, mid-body
+        async with asyncio.timeout(5):  # until the server has seen it go (503 busy meanwhile)
+            while (status := await _post_whole(port, full)) == 503:
+                await asyncio.sleep(0.01)
+        assert status == 200, fault
