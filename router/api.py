@@ -183,7 +183,7 @@ async def handle_readyz(request: web.Request) -> web.Response:
     try:
         await asyncio.wait_for(r.store.check_writable(), 2.0)
     except (StoreError, TimeoutError) as exc:
-        problems.append(f"store not writable: {exc or 'locked for more than 2s'}")
+        problems.append(f"store not writable: {str(exc) or 'locked for more than 2s'}")
     # Each cause once: a lost file or lock also makes the write check and intake fail.
     for lost in r.store.files_lost():
         if not any(lost in said for said in problems):

@@ -372,4 +372,5 @@ def serve(
     except OSError as exc:  # the port (in use, not allowed): web.run_app binds it
         event(log, logging.ERROR, "startup_failed", error=f"cannot listen on {listen}: {exc}")
         return 1
+    event(log, logging.INFO, "stopped", listen=listen)  # deliveries drained, the store closed
     return 0

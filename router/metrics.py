@@ -37,6 +37,7 @@ REJECT_REASONS = (
     "invalid_json",
     "schema",
     "backlog",
+    "busy",
     "store",
 )
 

@@ -133,6 +133,8 @@ route: {{receiver: main}}
         assert await asyncio.to_thread(proc.wait, 20) == 0, "a SIGTERM stop is a clean exit"
     finally:
         stop(proc)
+    # The log's last line says the drain finished and the store closed.
+    assert (tmp_path / "router.log").read_text().splitlines()[-1].split()[2] == "stopped"
     assert 30 <= len(accepted) < posted, "the SIGTERM should land mid-load"
     with sqlite3.connect(tmp_path / "state.db") as db:
         queued = {r[0] for r in db.execute("SELECT correlation_id FROM outbox")}
