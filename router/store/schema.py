@@ -175,9 +175,10 @@ OUTBOX_QUEUED = """
 
 def _packed_inbox(db: sqlite3.Connection) -> None:
     """Schema version 10: inbox bodies and views are written packed (router.store.rows.pack);
-    the payloads waiting in the inbox are packed here (views written before stay text)."""
-    rows = db.execute("SELECT id, body FROM inbox").fetchall()
-    db.executemany("UPDATE inbox SET body=? WHERE id=?", [(pack(b), i) for i, b in rows])
+    the payloads waiting in the inbox are packed here, one at a time as SQLite hands each row
+    to `pack` (views written before stay text)."""
+    db.create_function("pack", 1, pack, deterministic=True)
+    db.execute("UPDATE inbox SET body=pack(body)")
 
 
 # versions 8, 9, ...: a script, or a function run in the transaction that sets the version

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -185,3 +186,28 @@ def test_outbox_views_move_to_their_own_table(tmp_path: Path) -> None:
         ).fetchall() == [(1, 1, "first", "sent"), (2, 2, "resolved", "queued")]
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         assert {"outbox_queued", "outbox_incident"} <= indexes and "outbox_due" not in indexes
+
+
+def test_version_10_packs_the_waiting_payloads_one_at_a_time(tmp_path: Path) -> None:
+    # It read every waiting body at once (fetchall) and packed them all before writing: an
+    # upgrade's memory was the inbox's size (up to server.max_backlog bodies of
+    # server.max_body_bytes), for a router that had stopped with a backlog.
+    path = tmp_path / "s.db"
+    body = b'{"alerts": []}' + b" " * (512 * 1024)
+    with store_file(path) as db:
+        migrate(db, str(path))
+        db.executemany(
+            "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)",
+            [(body, f"c{n}", T) for n in range(64)],  # 32 MiB waiting, as version 9 kept it
+        )
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
+        tracemalloc.start()
+        try:
+            migrate(db, str(path))
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 4 * len(body), f"{peak} bytes held at once"
+        rows = db.execute("SELECT correlation_id, body FROM inbox ORDER BY id").fetchall()
+        assert [(cid, unpack(b)) for cid, b in rows] == [(f"c{n}", body) for n in range(64)]
+        assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
