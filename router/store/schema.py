@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from router.errors import StoreError
@@ -236,10 +236,11 @@ def _inbox_into_the_store(db: sqlite3.Connection, path: str) -> None:
     StoreError if that file is not an alert-router inbox (another program's file).
     """
     old = old_inbox_path(path)
-    carried: list[tuple[Any, ...]] = []
-    if os.path.exists(old):
-        try:
-            with contextlib.closing(sqlite3.connect(old)) as inbox:
+    with contextlib.ExitStack() as stack:
+        carried: Iterable[tuple[Any, ...]] = ()  # a cursor: read row by row as inserted
+        if os.path.exists(old):
+            try:
+                inbox = stack.enter_context(contextlib.closing(sqlite3.connect(old)))
                 columns = [row[1] for row in inbox.execute("PRAGMA table_info(inbox)")]
                 if columns and columns != INBOX_COLUMNS:
                     raise sqlite3.DatabaseError(
@@ -251,27 +252,28 @@ def _inbox_into_the_store(db: sqlite3.Connection, path: str) -> None:
                         "SELECT body, correlation_id, received_at FROM inbox WHERE id>?"
                         " ORDER BY id",
                         (through,),
-                    ).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(
-                f"{old}: {exc}: the inbox of an earlier alert-router (payloads accepted and"
-                " not planned yet) cannot be read; move it aside to start without those payloads"
-            ) from exc
-    with transaction(db):
-        db.execute(
-            "CREATE TABLE inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL,"
-            " correlation_id TEXT NOT NULL, received_at TEXT NOT NULL)"
-        )
-        if db.execute("SELECT 1 FROM sqlite_master WHERE name='inbox_v4'").fetchone():
+                    )
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(
+                    f"{old}: {exc}: the inbox of an earlier alert-router (payloads accepted and"
+                    " not planned yet) cannot be read; move it aside to start without those"
+                    " payloads"
+                ) from exc
+        with transaction(db):
             db.execute(
-                "INSERT INTO inbox (body, correlation_id, received_at) SELECT body,"
-                " correlation_id, received_at FROM inbox_v4 WHERE failed IS NULL ORDER BY id"
+                "CREATE TABLE inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL,"
+                " correlation_id TEXT NOT NULL, received_at TEXT NOT NULL)"
             )
-            db.execute("DROP TABLE inbox_v4")
-        db.executemany(
-            "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)", carried
-        )
-        db.execute("CREATE TABLE planner (watermark INTEGER NOT NULL)")
-        db.execute("INSERT INTO planner VALUES (0)")
-        db.execute("DROP TABLE inbox_planned")
-        db.execute(f"PRAGMA user_version={INBOX_VERSION}")
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name='inbox_v4'").fetchone():
+                db.execute(
+                    "INSERT INTO inbox (body, correlation_id, received_at) SELECT body,"
+                    " correlation_id, received_at FROM inbox_v4 WHERE failed IS NULL ORDER BY id"
+                )
+                db.execute("DROP TABLE inbox_v4")
+            db.executemany(
+                "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)", carried
+            )
+            db.execute("CREATE TABLE planner (watermark INTEGER NOT NULL)")
+            db.execute("INSERT INTO planner VALUES (0)")
+            db.execute("DROP TABLE inbox_planned")
+            db.execute(f"PRAGMA user_version={INBOX_VERSION}")

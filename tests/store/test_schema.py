@@ -188,26 +188,53 @@ def test_outbox_views_move_to_their_own_table(tmp_path: Path) -> None:
         assert {"outbox_queued", "outbox_incident"} <= indexes and "outbox_due" not in indexes
 
 
+BODY = b'{"alerts": []}' + b" " * (512 * 1024)  # a waiting payload; 64 of them wait: 32 MiB
+
+
+def migrate_holding_one_body_at_a_time(db: sqlite3.Connection, path: Path) -> None:
+    """migrate(), asserting that it held less than 4 BODYs at once (tracemalloc) and that the
+    64 waiting BODYs are in the inbox, packed, in order."""
+    tracemalloc.start()
+    try:
+        migrate(db, str(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * len(BODY), f"{peak} bytes held at once"
+    rows = db.execute("SELECT correlation_id, body FROM inbox ORDER BY id").fetchall()
+    assert [(cid, unpack(b)) for cid, b in rows] == [(f"c{n}", BODY) for n in range(64)]
+
+
 def test_version_10_packs_the_waiting_payloads_one_at_a_time(tmp_path: Path) -> None:
     # It read every waiting body at once (fetchall) and packed them all before writing: an
     # upgrade's memory was the inbox's size (up to server.max_backlog bodies of
     # server.max_body_bytes), for a router that had stopped with a backlog.
     path = tmp_path / "s.db"
-    body = b'{"alerts": []}' + b" " * (512 * 1024)
     with store_file(path) as db:
         migrate(db, str(path))
         db.executemany(
             "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)",
-            [(body, f"c{n}", T) for n in range(64)],  # 32 MiB waiting, as version 9 kept it
+            [(BODY, f"c{n}", T) for n in range(64)],  # as version 9 kept them
         )
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION - 1}")
-        tracemalloc.start()
-        try:
-            migrate(db, str(path))
-            _, peak = tracemalloc.get_traced_memory()
-        finally:
-            tracemalloc.stop()
-        assert peak < 4 * len(body), f"{peak} bytes held at once"
-        rows = db.execute("SELECT correlation_id, body FROM inbox ORDER BY id").fetchall()
-        assert [(cid, unpack(b)) for cid, b in rows] == [(f"c{n}", body) for n in range(64)]
+        migrate_holding_one_body_at_a_time(db, path)
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+def test_version_6s_inbox_file_is_carried_one_payload_at_a_time(tmp_path: Path) -> None:
+    # It read every payload waiting in the file at once (fetchall) before inserting them: an
+    # upgrade's memory was the size of the backlog the previous version left.
+    path = tmp_path / "s.db"
+    with store_file(path, 6) as db:
+        pass
+    with contextlib.closing(sqlite3.connect(old_inbox_path(str(path)))) as inbox, inbox:
+        inbox.execute(
+            "CREATE TABLE inbox (id INTEGER PRIMARY KEY AUTOINCREMENT, body BLOB NOT NULL,"
+            " correlation_id TEXT NOT NULL, received_at TEXT NOT NULL)"
+        )
+        inbox.executemany(
+            "INSERT INTO inbox (body, correlation_id, received_at) VALUES (?,?,?)",
+            [(BODY, f"c{n}", T) for n in range(64)],
+        )
+    with store_file(path) as db:
+        migrate_holding_one_body_at_a_time(db, path)
