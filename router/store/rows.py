@@ -251,6 +251,10 @@ def write_plan(db: sqlite3.Connection, plan: Plan, now: datetime) -> list[Writte
     return list(written.values())
 
 
+# Alerts in the views a ViewCache keeps, in all (a view of none counts as one): ~14 MiB (a
+# 10-alert view weighs ~17 KiB, tracemalloc).
+VIEW_CACHE_ALERTS = 10_000
+
 # (views row id, the view, how many outbox rows name it)
 WrittenView = tuple[int, IncidentView, int]
 
@@ -261,15 +265,16 @@ class ViewCache:
     view is the larger part of a claim's cost, and it holds the GIL).
 
     Claims take rows in id order, so the cache keeps the oldest views not claimed yet: once
-    `limit` views are kept, newer ones are not added (their claims parse them), and a claim
-    forgets the views older than the oldest it took (their rows wait for a retry, or another
-    replica sent them). A view leaves when each row naming it has taken it. Used from the
-    store's one thread (SQLite) or under its lock (PostgreSQL).
+    the views kept hold `limit` alerts, newer ones are not added (their claims parse them),
+    and a claim forgets the views older than the oldest it took (their rows wait for a retry,
+    or another replica sent them). A view leaves when each row naming it has taken it. Used
+    from the store's one thread (SQLite) or under its lock (PostgreSQL).
     """
 
-    def __init__(self, limit: int = 1_000) -> None:
-        """Keep at most `limit` views."""
+    def __init__(self, limit: int = VIEW_CACHE_ALERTS) -> None:
+        """Keep views of at most `limit` alerts in all (a view of none counts as one)."""
         self.limit = limit
+        self.alerts = 0  # held by the views kept
         self._views: dict[int, tuple[IncidentView, int]] = {}  # row id -> (view, rows left)
 
     def __len__(self) -> int:
@@ -279,9 +284,10 @@ class ViewCache:
     def add(self, written: Iterable[WrittenView]) -> None:
         """Keep views a committed transaction wrote, while there is room."""
         for row, view, uses in written:
-            if len(self._views) >= self.limit:
+            if self.alerts + _alerts(view) > self.limit:
                 return
             self._views[row] = (view, uses)
+            self.alerts += _alerts(view)
 
     def take(self, row: int) -> IncidentView | None:
         """The view of views row `row` for one outbox row, if kept (else None: parse it)."""
@@ -290,7 +296,7 @@ class ViewCache:
             return None
         view, uses = kept
         if uses <= 1:
-            del self._views[row]
+            self._forget(row)
         else:
             self._views[row] = (view, uses - 1)
         return view
@@ -298,7 +304,15 @@ class ViewCache:
     def forget_before(self, row: int) -> None:
         """Forget the views of rows older than `row` (see the class docstring)."""
         for old in [r for r in self._views if r < row]:
-            del self._views[old]
+            self._forget(old)
+
+    def _forget(self, row: int) -> None:
+        view, _ = self._views.pop(row)
+        self.alerts -= _alerts(view)
+
+
+def _alerts(view: IncidentView) -> int:
+    return max(1, len(view.firing) + len(view.resolved))
 
 
 # The outbox columns notification_json reads, after the incident's id (both engines select them).

@@ -15,7 +15,7 @@ import pytest
 from router.config import parse_config
 from router.errors import StoreError
 from router.store.files import JOURNAL_LIMIT_BYTES, PAGE_SIZE
-from router.store.rows import ViewCache
+from router.store.rows import VIEW_CACHE_ALERTS, ViewCache
 from router.store.schema import SCHEMA_VERSION
 from router.store.sqlite import SqliteStore
 
@@ -203,11 +203,25 @@ async def test_a_claim_takes_the_views_the_planner_built_and_parses_only_the_oth
     await core.store.aclose()
 
 
+async def test_the_views_kept_for_claims_hold_at_most_view_cache_alerts(tmp_path: Path) -> None:
+    # The cache counted views, whatever each held: 1,000 views were kept, and a 100-alert view
+    # weighs ~140 KiB (tracemalloc), so 1,000 incidents queued behind a slow destination held
+    # ~140 MiB more, ~1.4 GiB with 1,000-alert groups. Now it keeps VIEW_CACHE_ALERTS alerts.
+    core = await open_core(tmp_path / "s.db", CONFIG)
+    size = VIEW_CACHE_ALERTS // 10
+    plans = [await core.ingest(firing_payload(size, f"g{n}"), T0, f"c{n}") for n in range(12)]
+    built = [o.view for p in plans for o in p.outbox]
+    rows = await core.store.claim_due(T0 + timedelta(minutes=1), ["slack"], 20)
+    assert [r.view for r in rows] == built
+    assert [r.view is b for r, b in zip(rows, built, strict=True)] == [True] * 10 + [False] * 2
+    await core.aclose()
+
+
 def test_the_view_cache_keeps_the_oldest_views_until_each_row_took_its_own() -> None:
     from router.models import IncidentView
 
     def view(n: int) -> IncidentView:
-        return IncidentView.model_construct(id=f"i{n}")
+        return IncidentView.model_construct(id=f"i{n}", firing=[], resolved=[])
 
     views = {n: view(n) for n in range(1, 6)}
     cache = ViewCache(limit=3)
@@ -220,4 +234,4 @@ def test_the_view_cache_keeps_the_oldest_views_until_each_row_took_its_own() -> 
     cache.forget_before(3)  # a claim took view 3's row: view 2's row waits (a retry)
     assert cache.take(2) is None
     assert cache.take(3) is views[3] and cache.take(5) is views[5]
-    assert len(cache) == 0
+    assert len(cache) == 0 and cache.alerts == 0
