@@ -55,6 +55,8 @@ def test_check_config_says_what_it_found_and_notes(
     assert out.err == ""
     assert out.out == (
         f"{routes}: OK: 2 receiver(s), 3 channel config(s), 1 inhibit rule(s), 1 runbook rule(s)\n"
+        "  note: server.auth: not set, so anyone who reaches 0.0.0.0:9095 may post alerts and"
+        " read the API (set bearer_token or basic_auth unless the network is private)\n"
         "  note: route.group_by: ignored, Alertmanager does the grouping\n"
         "  note: route.routes[0].group_wait: ignored, Alertmanager does the grouping\n"
     )

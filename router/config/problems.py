@@ -67,10 +67,17 @@ def _misspelled_templates(folder: Path) -> list[str]:
 
 
 def config_notes(cfg: RouterConfig) -> list[str]:
-    """What check-config should mention: keys accepted for compatibility but not used, open
-    ack lists, template files whose folder or name looks misspelled, and storage.synchronous
-    set beside storage.url (SQLite's; PostgreSQL ignores it)."""
+    """What check-config should mention: no server.auth (the webhook and the read API open),
+    keys accepted for compatibility but not used, open ack lists, template files whose folder
+    or name looks misspelled, and storage.synchronous set beside storage.url (SQLite's;
+    PostgreSQL ignores it)."""
     notes: list[str] = []
+    auth = cfg.server.auth
+    if auth.bearer_token is None and auth.basic_auth is None:
+        notes.append(
+            f"server.auth: not set, so anyone who reaches {cfg.server.listen} may post alerts"
+            " and read the API (set bearer_token or basic_auth unless the network is private)"
+        )
 
     def walk(route: RouteConfig, path: str) -> None:
         for key in ("group_by", "group_wait", "group_interval", "repeat_interval"):

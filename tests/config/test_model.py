@@ -317,3 +317,15 @@ def test_receiver_by_name_and_paths_relative_to_the_file() -> None:
     assert cfg.resolve_path("/var/lib/a.db") == Path("/var/lib/a.db")
     assert cfg.source == "/etc/alert-router/routes.yaml"
     assert "source" not in cfg.model_dump() and "base_dir" not in cfg.model_dump()
+
+
+def test_check_config_notes_an_open_webhook() -> None:
+    base = "receivers: [{name: r}]\nroute: {receiver: r}\n"
+    note = (
+        "server.auth: not set, so anyone who reaches 0.0.0.0:9095 may post alerts and read the"
+        " API (set bearer_token or basic_auth unless the network is private)"
+    )
+    assert note in config_notes(parse_config(base))
+    assert note not in config_notes(parse_config("server: {auth: {bearer_token: t}}\n" + base))
+    basic = "server: {auth: {basic_auth: {username: u, password: p}}}\n"
+    assert note not in config_notes(parse_config(basic + base))
