@@ -692,16 +692,14 @@ class PostgresStore:
                     *[[d[n] for d in idle] for n in range(3)],
                 )
         taken_over = {int(r[0]) for r in taken}
-        views = {r[0]: self._views.take(r[10]) for r in rows}  # those just committed, as built
-        if rows:
-            self._views.forget_before(min(r[10] for r in rows))
+        views = self._views.claimed([r[10] for r in rows])  # those just committed, as built
         return sorted(
             (
                 OutboxRow(
                     id=r[0],
                     incident_id=r[1],
                     destination=Destination(r[2], r[3], r[4]),
-                    view=views[r[0]] or IncidentView.model_validate_json(r[8]),
+                    view=views.get(r[10]) or IncidentView.model_validate_json(r[8]),
                     correlation_id=r[5],
                     created_at=datetime.fromisoformat(r[6]),
                     attempts=r[7],

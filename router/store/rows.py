@@ -301,6 +301,15 @@ class ViewCache:
             self._views[row] = (view, uses - 1)
         return view
 
+    def claimed(self, rows: Sequence[int]) -> dict[int, IncidentView]:
+        """The views kept for a claim, given the views row id of each outbox row it claimed
+        (one take each): views row id -> view; the others are to be parsed. Then forgets the
+        views older than the oldest of `rows` (see the class docstring)."""
+        views = {row: view for row in rows if (view := self.take(row)) is not None}
+        if rows:
+            self.forget_before(min(rows))
+        return views
+
     def forget_before(self, row: int) -> None:
         """Forget the views of rows older than `row` (see the class docstring)."""
         for old in [r for r in self._views if r < row]:

@@ -349,13 +349,7 @@ class SqliteStore:
             " created_at, attempts",
             (ts(now), *channels, *keys, limit),
         ).fetchall()
-        views: dict[int, IncidentView] = {}
-        for r in rows:  # one take per outbox row: a view leaves once each of its rows took it
-            kept = self._views.take(r[5])
-            if kept is not None:
-                views[r[5]] = kept
-        if rows:
-            self._views.forget_before(min(r[5] for r in rows))
+        views = self._views.claimed([r[5] for r in rows])  # those just committed, as built
         view_ids = sorted({r[5] for r in rows} - views.keys())
         for start in range(0, len(view_ids), 500):
             chunk = view_ids[start : start + 500]
