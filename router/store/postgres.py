@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -90,8 +90,9 @@ UPSERT_INCIDENT = _upsert("incidents", INCIDENT_COLUMNS)
 NOT_ANOTHERS = "(claimed_by IS NULL OR claimed_by=${})"
 
 
-def _keys(destinations: list[Destination]) -> list[list[Any]]:
-    """The three arrays (receivers, channel kinds, indexes) that _destinations() reads."""
+def _keys(destinations: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """The three arrays (receivers, channel kinds, indexes) that _destinations() reads, of
+    destinations given as (receiver, channel, channel_index): Destinations, or rows."""
     return [[d[n] for d in destinations] for n in range(3)]
 
 
@@ -319,6 +320,23 @@ class PostgresStore:
         async with self._write() as db:
             yield db, await self._fence(db)
 
+    @contextlib.asynccontextmanager
+    async def _planning(
+        self,
+    ) -> AsyncIterator[tuple[asyncpg.Connection, int, list[WrittenView]]]:
+        """A planner's transaction that writes plans (see _fenced): (connection, epoch, the
+        list to extend with the views written). Once it commits, those views are kept for
+        the claims. Raises StoreRefused if the database refuses what a plan holds."""
+        written: list[WrittenView] = []
+        try:
+            async with self._fenced() as (db, epoch):
+                yield db, epoch, written
+        except StoreError as exc:
+            if isinstance(exc.__cause__, REFUSALS):
+                raise StoreRefused(str(exc)) from exc.__cause__
+            raise
+        self._views.add(written)
+
     def _failure(self, exc: BaseException) -> StoreError:
         """A database or connection error as a StoreError naming the database."""
         if isinstance(exc, StoreError):
@@ -375,18 +393,11 @@ class PostgresStore:
         Raises StoreError if it did not commit (nothing of it is then written), StoreRefused
         if the database refuses what a plan holds, LeaseLost if this replica no longer holds
         the planner lease it planned with."""
-        written: list[WrittenView] = []
-        try:
-            async with self._fenced() as (db, epoch):
-                for plan, now in plans:
-                    written += await _write_plan(db, plan, now, epoch)
-                if watermark is not None:
-                    await _move_watermark(db, watermark, epoch)
-        except StoreError as exc:
-            if isinstance(exc.__cause__, REFUSALS):
-                raise StoreRefused(str(exc)) from exc.__cause__
-            raise
-        self._views.add(written)
+        async with self._planning() as (db, epoch, written):
+            for plan, now in plans:
+                written += await _write_plan(db, plan, now, epoch)
+            if watermark is not None:
+                await _move_watermark(db, watermark, epoch)
 
     # ------------------------------------------------------------ chat commands (CommandQueue)
 
@@ -483,24 +494,17 @@ class PostgresStore:
         """The command's answer and the plan it made, in one transaction; False (nothing
         written) if it has an answer already. The planner's work: fenced on its lease (see
         _fence). Raises StoreError, StoreRefused, LeaseLost."""
-        written: list[WrittenView] = []
-        try:
-            async with self._fenced() as (db, epoch):
-                done = await db.execute(
-                    "UPDATE commands SET result=$2, applied_at=$3 WHERE id=$1 AND result IS NULL",
-                    command_id,
-                    result,
-                    ts(now),
-                )
-                if _count(done) == 0:
-                    return False
-                if plan is not None:
-                    written = await _write_plan(db, plan, now, epoch)
-        except StoreError as exc:
-            if isinstance(exc.__cause__, REFUSALS):
-                raise StoreRefused(str(exc)) from exc.__cause__
-            raise
-        self._views.add(written)
+        async with self._planning() as (db, epoch, written):
+            done = await db.execute(
+                "UPDATE commands SET result=$2, applied_at=$3 WHERE id=$1 AND result IS NULL",
+                command_id,
+                result,
+                ts(now),
+            )
+            if _count(done) == 0:
+                return False
+            if plan is not None:
+                written += await _write_plan(db, plan, now, epoch)
         return True
 
     async def set_aside(self, row: InboxRow, error: str) -> None:
@@ -658,7 +662,7 @@ class PostgresStore:
             held = await self._lease_destinations(db, wanted)
             if not held:
                 return []
-            keys = [[d[n] for d, _ in held] for n in range(3)]
+            keys = _keys([d for d, _ in held])
             taken = await db.fetch(
                 "UPDATE outbox SET state='queued', claimed_by=NULL, lease_until=NULL"
                 " WHERE state='sending' AND claimed_by IS DISTINCT FROM $1"
@@ -689,7 +693,7 @@ class PostgresStore:
                 await db.execute(
                     "UPDATE destination_leases SET lease_until='-infinity'"
                     f" WHERE (receiver, channel, channel_index) IN ({_destinations(1)})",
-                    *[[d[n] for d in idle] for n in range(3)],
+                    *_keys(idle),
                 )
         taken_over = {int(r[0]) for r in taken}
         views = self._views.claimed([r[10] for r in rows])  # those just committed, as built
@@ -717,7 +721,7 @@ class PostgresStore:
         """Lease the `wanted` destinations (receiver, channel, channel_index) to this replica
         where no other replica's lease runs (in the caller's transaction); each leased one with
         the replica that held it before ('' if none did)."""
-        keys = [[w[n] for w in wanted] for n in range(3)]
+        keys = _keys(wanted)
         # A row for each destination first, in one order (two replicas inserting the same new
         # rows wait for each other in that order, never for each other crosswise).
         await db.execute(
