@@ -475,8 +475,8 @@ class SqliteStore:
         if destinations is None:
             unless, keys = f" AND channel NOT IN ({','.join('?' * len(channels))})", [*channels]
         else:
-            only, keys = _only(destinations)
-            unless = f" AND NOT ({only[5:]})" if destinations else ""
+            listed, keys = _listed(destinations)
+            unless = f" AND NOT {listed}"
         before = " AND created_at<?" if created_before is not None else ""
         with transaction(self._conn()) as db:
             rows = db.execute(
@@ -637,12 +637,19 @@ def _where(*conditions: tuple[str, ...]) -> tuple[str, list[str]]:
 
 
 def _only(destinations: list[Destination] | None) -> tuple[str, list[object]]:
-    """(" AND (receiver, channel, channel_index) IN (...)", its arguments) for `destinations`
-    (a clause no row meets if it is empty), or ("", []) if None."""
+    """(" AND " + the condition of _listed, its arguments) for `destinations`, or ("", []) if
+    None (no condition)."""
     if destinations is None:
         return "", []
+    listed, keys = _listed(destinations)
+    return f" AND {listed}", keys
+
+
+def _listed(destinations: list[Destination]) -> tuple[str, list[object]]:
+    """("((receiver, channel, channel_index) IN (...))", its arguments): a row of one of
+    `destinations` (none if it is empty: "(0)")."""
     if not destinations:
-        return " AND 0", []
+        return "(0)", []
     values = ",".join("(?,?,?)" for _ in destinations)
     keys: list[object] = [part for d in destinations for part in d]
-    return f" AND (receiver, channel, channel_index) IN (VALUES {values})", keys
+    return f"((receiver, channel, channel_index) IN (VALUES {values}))", keys
